@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from apps.core.errors import problem_response
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class RequestIdMiddleware:
+    """Give every request an id (the caller's X-Request-Id if well formed) and echo it back."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        supplied = request.headers.get("X-Request-Id", "")
+        request_id = supplied if _REQUEST_ID.match(supplied) else secrets.token_hex(8)
+        request.request_id = request_id  # type: ignore[attr-defined]
+        response = self.get_response(request)
+        response["X-Request-Id"] = request_id
+        return response
+
+
+class BodySizeLimitMiddleware:
+    """Refuse bodies over KCM_MAX_BODY_BYTES with 413 before anything reads them."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return problem_response(
+                400, "malformed_request", "Bad request", "Invalid Content-Length", request
+            )
+        if length > settings.KCM_MAX_BODY_BYTES:
+            return problem_response(
+                413,
+                "payload_too_large",
+                "Payload too large",
+                f"Request bodies are limited to {settings.KCM_MAX_BODY_BYTES} bytes.",
+                request,
+            )
+        return self.get_response(request)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from apps.core.errors import problem_response
+from apps.core.health import health_report
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    report = health_report()
+    return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
+
+
+def _error(request: HttpRequest, status: int, code: str, title: str, detail: str) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return problem_response(status, code, title, detail, request)
+    return render(request, "console/refused.html", {"title": title, "detail": detail}, status=status)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _error(request, 404, "not_found", "Not found", "There is nothing at this address.")
+
+
+def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _error(request, 403, "forbidden", "Forbidden", "You are not allowed to see this page.")
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _error(request, 400, "bad_request", "Bad request", "The request could not be understood.")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return _error(
+        request, 500, "internal_error", "Internal error", "Something went wrong; it was logged."
+    )
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    return _error(
+        request, 403, "csrf_failed", "Forbidden", "The form expired or did not come from this site."
+    )

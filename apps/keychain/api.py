@@ -1,0 +1,202 @@
+"""Key-chain API: lifecycle for key admins, cryptographic operations for key users."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.core.api import StrictSerializer, parse
+from apps.core.errors import KcmError, ValidationFailed
+from apps.keychain import datakeys, selectors, services
+from apps.keychain.errors import KeyNotFound
+from apps.keychain.models import ServiceKey
+from apps.tenants.models import Role
+
+KEY_ADMIN = frozenset({Role.KEY_ADMIN})
+KEY_READERS = frozenset({Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR})
+KEY_USER = frozenset({Role.KEY_USER})
+
+
+class CustomerKeyIn(StrictSerializer):
+    name = serializers.CharField(max_length=100)
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True)
+
+
+class ServiceKeyIn(StrictSerializer):
+    name = serializers.SlugField(max_length=64)
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    customer_key_id = serializers.UUIDField(required=False)
+
+
+class ScheduleDeletionIn(StrictSerializer):
+    pending_days = serializers.IntegerField()
+
+
+class EmptyIn(StrictSerializer):
+    pass
+
+
+class ChainView(APIView):
+    """The whole chain as a tree: L1 → L2 → L3, with versions and states."""
+
+    allowed_roles = KEY_READERS
+
+    @extend_schema(responses=OpenApiResponse(description="List of L1 trees"))
+    def get(self, request: Request) -> Response:
+        return Response({"results": selectors.chain_tree()})
+
+
+class CustomerKeyCreateView(APIView):
+    allowed_roles = KEY_ADMIN
+
+    @extend_schema(request=CustomerKeyIn, responses={201: OpenApiResponse(description="The L1")})
+    def post(self, request: Request) -> Response:
+        data = parse(CustomerKeyIn, request)
+        l1 = services.customer_key_create(name=data["name"], description=data.get("description", ""))
+        tree = next(node for node in selectors.chain_tree() if node["id"] == str(l1.pk))
+        return Response(tree, status=status.HTTP_201_CREATED)
+
+
+class ServiceKeyListView(APIView):
+    method_roles = {"GET": KEY_READERS | KEY_USER, "POST": KEY_ADMIN}
+    allowed_roles = KEY_READERS | KEY_USER | KEY_ADMIN
+
+    @extend_schema(responses=OpenApiResponse(description="Service keys"))
+    def get(self, request: Request) -> Response:
+        keys = ServiceKey.objects.order_by("name")
+        return Response({"results": [selectors.service_key_detail(k) for k in keys]})
+
+    @extend_schema(request=ServiceKeyIn, responses={201: OpenApiResponse(description="The L3")})
+    def post(self, request: Request) -> Response:
+        data = parse(ServiceKeyIn, request)
+        l3 = services.service_key_create(
+            name=data["name"],
+            description=data.get("description", ""),
+            customer_key_id=data.get("customer_key_id"),
+        )
+        return Response(selectors.service_key_detail(l3), status=status.HTTP_201_CREATED)
+
+
+class ServiceKeyDetailView(APIView):
+    allowed_roles = KEY_READERS | KEY_USER
+
+    @extend_schema(responses=OpenApiResponse(description="The L3 with its versions"))
+    def get(self, request: Request, name: str) -> Response:
+        l3 = ServiceKey.objects.filter(name=name).first()
+        if l3 is None:
+            raise KeyNotFound(f"No service key {name!r}.")
+        return Response(selectors.service_key_detail(l3))
+
+
+class KeyActionView(APIView):
+    """POST /keys/<id>/<action>/: enable, disable, rotate, schedule-deletion, cancel-deletion."""
+
+    allowed_roles = KEY_ADMIN
+    action: str = ""
+
+    @extend_schema(request=ScheduleDeletionIn, responses=OpenApiResponse(description="The key"))
+    def post(self, request: Request, key_id: UUID) -> Response:
+        if self.action == "schedule-deletion":
+            data = parse(ScheduleDeletionIn, request)
+            key = services.key_schedule_deletion(key_id=key_id, pending_days=data["pending_days"])
+        else:
+            parse(EmptyIn, request)
+            action = {
+                "enable": services.key_enable,
+                "disable": services.key_disable,
+                "rotate": services.key_rotate,
+                "cancel-deletion": services.key_cancel_deletion,
+            }[self.action]
+            key = action(key_id=key_id)
+        return Response(
+            {
+                "id": str(key.pk),
+                "level": key.level,
+                "state": key.state,
+                "primary_version": key.primary_version,
+                "deletion_date": key.deletion_date,
+            }
+        )
+
+
+# --- cryptographic operations -----------------------------------------------------------
+
+
+class ContextField(serializers.JSONField):
+    """An object of string keys and string values; checked strictly (no coercion) by the
+    crypto layer, which canonicalises it into the associated data."""
+
+
+class GenerateIn(StrictSerializer):
+    context = ContextField(required=False)
+    include_plaintext = serializers.BooleanField(required=False, default=True)
+
+
+class CiphertextIn(StrictSerializer):
+    ciphertext = serializers.CharField(max_length=16384)
+    context = ContextField(required=False)
+
+
+class PlaintextIn(StrictSerializer):
+    plaintext = serializers.CharField(max_length=8192, help_text="base64, at most 4 KiB decoded")
+    context = ContextField(required=False)
+
+
+class BatchIn(StrictSerializer):
+    items = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=datakeys.MAX_BATCH)
+
+
+_INPUTS: dict[str, type[StrictSerializer]] = {
+    "generate-data-key": GenerateIn,
+    "decrypt-data-key": CiphertextIn,
+    "encrypt": PlaintextIn,
+    "decrypt": CiphertextIn,
+    "rewrap": CiphertextIn,
+}
+
+
+class CryptoView(APIView):
+    """POST /service-keys/<name>/<operation>/ for one item."""
+
+    allowed_roles = KEY_USER
+    operation: str = ""
+
+    @extend_schema(request=GenerateIn, responses=OpenApiResponse(description="Result"))
+    def post(self, request: Request, name: str) -> Response:
+        item: dict[str, Any] = parse(_INPUTS[self.operation], request)
+        return Response(datakeys.run(service_key=name, operation=self.operation, item=item))
+
+
+class CryptoBatchView(APIView):
+    """POST /service-keys/<name>/<operation>/batch/ with up to 1,000 items, a result each."""
+
+    allowed_roles = KEY_USER
+    operation: str = ""
+
+    @extend_schema(request=BatchIn, responses=OpenApiResponse(description="A result per item"))
+    def post(self, request: Request, name: str) -> Response:
+        data = parse(BatchIn, request)
+        item_serializer = _INPUTS[self.operation]
+        items: list[dict[str, Any] | KcmError] = []
+        for raw in data["items"]:
+            parsed = item_serializer(data=raw)
+            if parsed.is_valid():
+                items.append(dict(parsed.validated_data))
+            else:
+                items.append(ValidationFailed(_flatten(parsed.errors)))
+        results = datakeys.run_batch(service_key=name, operation=self.operation, items=items)
+        return Response({"results": results})
+
+
+def _flatten(errors: Any) -> str:
+    if isinstance(errors, dict):
+        return "; ".join(f"{field}: {_flatten(value)}" for field, value in errors.items())
+    if isinstance(errors, list):
+        return " ".join(_flatten(value) for value in errors)
+    return str(errors)

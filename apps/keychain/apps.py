@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class KeychainConfig(AppConfig):
+    name = "apps.keychain"
+    label = "keychain"

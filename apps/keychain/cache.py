@@ -1,0 +1,202 @@
+"""Per-process cache of unwrapped service keys (L3) and tenant keys (L2), and the kill switch.
+
+Unwrapped keys live only in this process's memory, for at most KCM_KEY_CACHE_TTL_SECONDS and
+at most KCM_KEY_CACHE_MAX_ENTRIES entries. Every key-chain change that may revoke access bumps
+the tenant's `key_epoch` and NOTIFYs `kcm_keychain`; a listener thread in every process drops
+that tenant's entries at once, and every request compares the epoch on the tenant row it has
+loaded anyway with the cache's, so a missed notification costs at most one request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "kcm_keychain"
+
+
+@dataclass
+class LoadedVersion:
+    version: int
+    row_id: int
+    cipher: AESGCM
+    ctx_key: bytes
+
+
+@dataclass
+class LoadedServiceKey:
+    """An enabled L3 whose chain was usable when loaded, with its enabled versions unwrapped."""
+
+    schema: str
+    key_id: UUID
+    name: str
+    tenant_uid: UUID
+    primary: int
+    versions: dict[int, LoadedVersion]
+    epoch: int
+    loaded_at: float = field(default_factory=time.monotonic)
+    uses_left: int = 0  # encryptions reserved in the database and not yet spent
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class KeyCache:
+    def __init__(self, *, ttl: float, max_entries: int):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str], tuple[float, int, Any]] = OrderedDict()
+        self._epochs: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def observe_epoch(self, schema: str, epoch: int) -> None:
+        """Called with the epoch a request or task saw; a newer one drops the tenant's keys."""
+        with self._lock:
+            if epoch > self._epochs.get(schema, -1):
+                if schema in self._epochs:
+                    self._drop_schema(schema)
+                self._epochs[schema] = epoch
+
+    def get(self, schema: str, key: str) -> Any | None:
+        with self._lock:
+            item = self._entries.get((schema, key))
+            if item is None:
+                return None
+            stored_at, _epoch, value = item
+            if time.monotonic() - stored_at > self.ttl:
+                del self._entries[(schema, key)]
+                return None
+            self._entries.move_to_end((schema, key))
+            return value
+
+    def put(self, schema: str, key: str, value: Any, epoch: int) -> None:
+        with self._lock:
+            if epoch < self._epochs.get(schema, -1):
+                return  # loaded before a revocation we have already heard of: do not keep
+            self._entries[(schema, key)] = (time.monotonic(), epoch, value)
+            self._entries.move_to_end((schema, key))
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def invalidate(self, schema: str, epoch: int | None = None) -> None:
+        with self._lock:
+            self._drop_schema(schema)
+            if epoch is not None and epoch > self._epochs.get(schema, -1):
+                self._epochs[schema] = epoch
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def reset(self) -> None:
+        """Forget entries and epochs (tests roll epochs back; production never does)."""
+        with self._lock:
+            self._entries.clear()
+            self._epochs.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _drop_schema(self, schema: str) -> None:
+        for cache_key in [k for k in self._entries if k[0] == schema]:
+            del self._entries[cache_key]
+
+
+class _ProcessState:
+    cache: KeyCache | None = None
+    pid: int = -1
+    listener: threading.Thread | None = None
+    stop: threading.Event = threading.Event()
+
+
+_state = _ProcessState()
+_state_lock = threading.Lock()
+
+
+def key_cache() -> KeyCache:
+    """This process's cache; created (and its listener started) lazily, again after a fork."""
+    pid = os.getpid()
+    if _state.pid != pid or _state.cache is None:
+        with _state_lock:
+            if _state.pid != pid or _state.cache is None:
+                _state.cache = KeyCache(
+                    ttl=settings.KCM_KEY_CACHE_TTL_SECONDS,
+                    max_entries=settings.KCM_KEY_CACHE_MAX_ENTRIES,
+                )
+                _state.pid = pid
+                _state.listener = None
+                if settings.KCM_KEY_CACHE_LISTEN:
+                    _start_listener(_state.cache)
+    assert _state.cache is not None
+    return _state.cache
+
+
+def _conninfo() -> dict[str, Any]:
+    db = settings.DATABASES["default"]
+    info: dict[str, Any] = {
+        "dbname": db["NAME"],
+        "user": db.get("USER") or None,
+        "password": db.get("PASSWORD") or None,
+        "host": db.get("HOST") or None,
+        "port": db.get("PORT") or None,
+        "application_name": "kcm-keychain-listener",
+    }
+    info.update(db.get("OPTIONS") or {})
+    return {k: v for k, v in info.items() if v is not None}
+
+
+def stop_listener(timeout: float = 5.0) -> None:
+    """Stop this process's listener (tests, and a clean shutdown)."""
+    _state.stop.set()
+    if _state.listener is not None:
+        _state.listener.join(timeout)
+    _state.listener = None
+    _state.cache = None
+    _state.pid = -1
+
+
+def _start_listener(cache: KeyCache) -> None:
+    _state.stop = threading.Event()
+    thread = threading.Thread(
+        target=_listen_forever,
+        args=(cache, _state.stop),
+        name="kcm-keychain-listener",
+        daemon=True,
+    )
+    thread.start()
+    _state.listener = thread
+
+
+def _listen_forever(
+    cache: KeyCache, stop: threading.Event, connect: Callable[..., Any] | None = None
+) -> None:
+    import psycopg
+
+    connect = connect or psycopg.connect
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            with connect(autocommit=True, connect_timeout=5, **_conninfo()) as conn:
+                conn.execute(f"LISTEN {CHANNEL}")
+                # Anything may have changed while we were not listening.
+                cache.clear()
+                backoff = 0.5
+                while not stop.is_set():
+                    for notify in conn.notifies(timeout=1.0):
+                        schema, _, epoch = notify.payload.partition(":")
+                        cache.invalidate(schema, int(epoch) if epoch.isdigit() else None)
+        except Exception as exc:
+            cache.clear()
+            logger.warning("key-chain listener lost its connection (%s); retrying", type(exc).__name__)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)

@@ -1,0 +1,174 @@
+"""Unwrapping down the chain: L1 (provider) → L2 → L3, through the per-process cache.
+
+The only place that turns stored ciphertexts into usable keys, and so the only place that
+decides whether a chain is usable (every level above must be ENABLED).
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.db import connection
+
+from apps.keychain import crypto
+from apps.keychain.cache import LoadedServiceKey, LoadedVersion, key_cache
+from apps.keychain.errors import (
+    HsmUnavailable,
+    KeyDestroyed,
+    KeyDisabled,
+    KeyNotFound,
+    KeyPendingDeletion,
+    KeyUnavailable,
+)
+from apps.keychain.models import (
+    CustomerKey,
+    KeyBase,
+    KeyState,
+    ServiceKey,
+    ServiceKeyVersion,
+    TenantKey,
+    TenantKeyVersion,
+    VersionState,
+)
+from apps.keychain.providers import (
+    ProviderError,
+    ProviderUnavailable,
+    RootKeyIntegrityError,
+    RootKeyNotFound,
+    get_provider,
+)
+from apps.tenants.models import Tenant
+
+
+def tenant() -> Tenant:
+    return connection.tenant  # type: ignore[attr-defined,no-any-return]
+
+
+def observe_epoch() -> tuple[str, int]:
+    current = tenant()
+    key_cache().observe_epoch(current.schema_name, current.key_epoch)
+    return current.schema_name, current.key_epoch
+
+
+def ensure_usable(key: KeyBase, what: str) -> None:
+    """Raise the error that says why `key` cannot be used, if it cannot."""
+    state = key.state
+    if state == KeyState.ENABLED:
+        return
+    if state == KeyState.DISABLED:
+        raise KeyDisabled(f"The {what} is disabled.", level=key.level)  # type: ignore[attr-defined]
+    if state == KeyState.PENDING_DELETION:
+        raise KeyPendingDeletion(
+            f"The {what} is scheduled for deletion on {key.deletion_date:%Y-%m-%d %H:%M} UTC.",
+            level=key.level,  # type: ignore[attr-defined]
+        )
+    if state == KeyState.DESTROYED:
+        raise KeyDestroyed(f"The {what} was destroyed.", level=key.level)  # type: ignore[attr-defined]
+    raise KeyUnavailable(f"The {what} is {state}.", level=key.level)  # type: ignore[attr-defined]
+
+
+def l2_aad(l2v: TenantKeyVersion, key: TenantKey) -> bytes:
+    return crypto.wrap_aad(
+        "L2",
+        tenant=tenant().uid,
+        key=key.pk,
+        version=l2v.version,
+        parent=f"{key.customer_key_id}/{l2v.parent.version}",
+    )
+
+
+def l3_aad(l3v: ServiceKeyVersion, key: ServiceKey, parent: TenantKeyVersion) -> bytes:
+    return crypto.wrap_aad(
+        "L3",
+        tenant=tenant().uid,
+        key=key.pk,
+        version=l3v.version,
+        parent=f"{parent.key_id}/{parent.version}",
+    )
+
+
+def _provider_call(func, *args):  # type: ignore[no-untyped-def]
+    try:
+        return func(*args)
+    except RootKeyNotFound:
+        raise KeyDestroyed("The customer key's material is gone from the HSM.", level="L1") from None
+    except RootKeyIntegrityError:
+        raise crypto.CiphertextInvalid(
+            "A wrapped tenant key failed to unwrap: it does not belong here or was altered."
+        ) from None
+    except ProviderUnavailable as exc:
+        raise HsmUnavailable(str(exc)) from None
+    except ProviderError as exc:
+        raise HsmUnavailable(f"HSM error ({exc.code}).") from None
+
+
+def l1_encrypt(handle: str, plaintext: bytes, aad: bytes) -> bytes:
+    return _provider_call(get_provider().encrypt, handle, plaintext, aad)  # type: ignore[no-any-return]
+
+
+def l2_material(l2v: TenantKeyVersion) -> AESGCM:
+    """The unwrapped L2 version (cached); the only path that calls the HSM to decrypt."""
+    schema, epoch = observe_epoch()
+    cache = key_cache()
+    cache_key = f"l2:{l2v.pk}"
+    cipher = cache.get(schema, cache_key)
+    if cipher is None:
+        key = l2v.key
+        raw = _provider_call(get_provider().decrypt, l2v.parent.handle, bytes(l2v.wrapped), l2_aad(l2v, key))
+        cipher = AESGCM(raw)
+        cache.put(schema, cache_key, cipher, epoch)
+    return cipher  # type: ignore[no-any-return]
+
+
+def ensure_chain_usable(l3: ServiceKey) -> None:
+    l2 = l3.tenant_key
+    l1 = l2.customer_key
+    ensure_usable(l1, f"customer key {l1.name!r}")
+    ensure_usable(l2, f"tenant key of {l1.name!r}")
+    ensure_usable(l3, f"service key {l3.name!r}")
+
+
+def load_service_key(name: str) -> LoadedServiceKey:
+    """The usable service key `name` with its enabled versions unwrapped, from cache if fresh."""
+    schema, epoch = observe_epoch()
+    cache = key_cache()
+    loaded = cache.get(schema, f"l3:{name}")
+    if loaded is not None:
+        return loaded  # type: ignore[no-any-return]
+    l3 = (
+        ServiceKey.objects.select_related("tenant_key__customer_key")
+        .filter(name=name)
+        .first()
+    )
+    if l3 is None:
+        raise KeyNotFound(f"No service key {name!r}.")
+    ensure_chain_usable(l3)
+    versions: dict[int, LoadedVersion] = {}
+    for l3v in ServiceKeyVersion.objects.filter(key=l3, state=VersionState.ENABLED).select_related(
+        "parent__parent", "parent__key"
+    ):
+        raw = crypto.unseal(l2_material(l3v.parent), bytes(l3v.wrapped), l3_aad(l3v, l3, l3v.parent))
+        versions[l3v.version] = LoadedVersion(
+            version=l3v.version, row_id=l3v.pk, cipher=AESGCM(raw), ctx_key=crypto.context_key(raw)
+        )
+    loaded = LoadedServiceKey(
+        schema=schema,
+        key_id=l3.pk,
+        name=l3.name,
+        tenant_uid=tenant().uid,
+        primary=l3.primary_version,
+        versions=versions,
+        epoch=epoch,
+    )
+    cache.put(schema, f"l3:{name}", loaded, epoch)
+    return loaded
+
+
+def find_key(key_id: UUID | str) -> CustomerKey | TenantKey | ServiceKey:
+    """Any level's key by id."""
+    for model in (CustomerKey, TenantKey, ServiceKey):
+        key = model.objects.filter(pk=key_id).first()  # type: ignore[attr-defined]
+        if key is not None:
+            return key  # type: ignore[no-any-return]
+    raise KeyNotFound()

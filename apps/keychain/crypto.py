@@ -1,0 +1,152 @@
+"""Wrapping formats. See docs/envelope.md for the L4 envelope, with test vectors.
+
+Every ciphertext is AES-256-GCM with a random 96-bit nonce and associated data that names
+where it belongs (tenant, key, version, parent version), so a ciphertext moved anywhere else
+fails to unwrap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import struct
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from apps.core.errors import KcmError
+
+NONCE_BYTES = 12
+KEY_BYTES = 32
+
+MAGIC = b"KC"
+FORMAT_VERSION = 1
+KIND_DATA_KEY = 1
+KIND_PAYLOAD = 2
+_HEADER = struct.Struct(">2sBB16s16sI16s")  # magic, format, kind, tenant, L3 id, L3 version, ctx check
+HEADER_BYTES = _HEADER.size
+MAX_CONTEXT_BYTES = 4096
+
+
+class CiphertextMalformed(KcmError):
+    code = "ciphertext_malformed"
+    title = "The ciphertext is not a KCM envelope"
+
+
+class CiphertextInvalid(KcmError):
+    code = "ciphertext_invalid"
+    title = "The ciphertext failed its integrity check (tampered, truncated or not ours)"
+
+
+class ContextMismatch(KcmError):
+    code = "context_mismatch"
+    title = "The encryption context does not match the one the ciphertext was made with"
+
+
+class InvalidContext(KcmError):
+    code = "invalid_context"
+    title = "The encryption context must be an object of string keys and string values"
+
+
+def new_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+def wrap_aad(level: str, *, tenant: uuid.UUID, key: uuid.UUID, version: int, parent: str) -> bytes:
+    """Associated data binding a wrapped L2/L3 to its tenant, key, version and parent version."""
+    return f"kcm:{level}:v1|tenant={tenant}|key={key}|version={version}|parent={parent}".encode()
+
+
+def seal(key: bytes | AESGCM, plaintext: bytes, aad: bytes) -> bytes:
+    cipher = key if isinstance(key, AESGCM) else AESGCM(key)
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + cipher.encrypt(nonce, plaintext, aad)
+
+
+def unseal(key: bytes | AESGCM, blob: bytes, aad: bytes) -> bytes:
+    cipher = key if isinstance(key, AESGCM) else AESGCM(key)
+    if len(blob) < NONCE_BYTES + 16:
+        raise CiphertextInvalid()
+    try:
+        return cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+    except InvalidTag:
+        raise CiphertextInvalid() from None
+
+
+def canonical_context(context: Any) -> bytes:
+    """The encryption context as canonical JSON (sorted keys, no spaces, UTF-8)."""
+    if context is None:
+        context = {}
+    if not isinstance(context, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in context.items()
+    ):
+        raise InvalidContext()
+    encoded = json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(encoded) > MAX_CONTEXT_BYTES:
+        raise InvalidContext(f"The encryption context is limited to {MAX_CONTEXT_BYTES} bytes.")
+    return encoded
+
+
+def context_key(l3_key: bytes) -> bytes:
+    """A key for the context check, separate from the GCM key (HKDF-style expand, one block)."""
+    return hmac.new(l3_key, b"kcm context check v1\x01", hashlib.sha256).digest()
+
+
+def context_check(ctx_key: bytes, context: bytes) -> bytes:
+    return hmac.new(ctx_key, context, hashlib.sha256).digest()[:16]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    kind: int
+    tenant: uuid.UUID
+    key_id: uuid.UUID
+    version: int
+    check: bytes
+    header: bytes
+    body: bytes  # nonce || ciphertext || tag
+
+
+def envelope_parse(blob: bytes) -> Envelope:
+    if len(blob) < HEADER_BYTES + NONCE_BYTES + 16:
+        raise CiphertextMalformed("The ciphertext is too short to be a KCM envelope.")
+    magic, fmt, kind, tenant, key_id, version, check = _HEADER.unpack_from(blob)
+    if magic != MAGIC or fmt != FORMAT_VERSION or kind not in (KIND_DATA_KEY, KIND_PAYLOAD):
+        raise CiphertextMalformed("Unknown envelope magic, format version or kind.")
+    return Envelope(
+        kind=kind,
+        tenant=uuid.UUID(bytes=tenant),
+        key_id=uuid.UUID(bytes=key_id),
+        version=version,
+        check=check,
+        header=blob[:HEADER_BYTES],
+        body=blob[HEADER_BYTES:],
+    )
+
+
+def envelope_seal(
+    *,
+    cipher: AESGCM,
+    ctx_key: bytes,
+    kind: int,
+    tenant: uuid.UUID,
+    key_id: uuid.UUID,
+    version: int,
+    context: bytes,
+    plaintext: bytes,
+) -> bytes:
+    header = _HEADER.pack(
+        MAGIC, FORMAT_VERSION, kind, tenant.bytes, key_id.bytes, version, context_check(ctx_key, context)
+    )
+    return header + seal(cipher, plaintext, header + context)
+
+
+def envelope_open(*, cipher: AESGCM, ctx_key: bytes, envelope: Envelope, context: bytes) -> bytes:
+    if not hmac.compare_digest(envelope.check, context_check(ctx_key, context)):
+        raise ContextMismatch()
+    return unseal(cipher, envelope.body, envelope.header + context)

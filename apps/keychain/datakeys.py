@@ -1,0 +1,207 @@
+"""Cryptographic operations for key users: data keys (L4) and small payloads under an L3.
+
+After warm-up these touch neither the HSM nor the key tables: the service key comes from the
+per-process cache, and usage is reserved in blocks (one UPDATE per KCM_USAGE_BLOCK uses).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+from apps.core.errors import KcmError, ValidationFailed
+from apps.keychain import crypto
+from apps.keychain.cache import LoadedServiceKey, LoadedVersion
+from apps.keychain.chain import load_service_key
+from apps.keychain.errors import (
+    KeyVersionUnavailable,
+    UsageLimitReached,
+    WrongKeyCiphertext,
+    WrongTenantCiphertext,
+)
+
+DATA_KEY_BYTES = 32
+MAX_PAYLOAD_BYTES = 4096
+MAX_BATCH = 1000
+
+
+def b64decode(value: Any, field: str) -> bytes:
+    if not isinstance(value, str):
+        raise ValidationFailed(f"{field} must be a base64 string.", code="invalid_base64")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationFailed(f"{field} is not valid base64.", code="invalid_base64") from None
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _take_uses(loaded: LoadedServiceKey, count: int) -> LoadedVersion:
+    """The primary version, with `count` encryptions taken from this process's reservation."""
+    version = loaded.versions.get(loaded.primary)
+    if version is None:
+        raise KeyVersionUnavailable("The primary version of this service key is not usable.")
+    with loaded.lock:
+        if loaded.uses_left < count:
+            block = max(settings.KCM_USAGE_BLOCK, count)
+            granted = _reserve_exact(version, block)
+            loaded.uses_left += granted
+        if loaded.uses_left < count:
+            raise UsageLimitReached(
+                f"Version {version.version} of service key {loaded.name!r} reached its limit of "
+                f"{settings.KCM_GCM_USAGE_LIMIT} encryptions; rotate the key."
+            )
+        loaded.uses_left -= count
+    return version
+
+
+def _reserve_exact(version: LoadedVersion, wanted: int) -> int:
+    limit = settings.KCM_GCM_USAGE_LIMIT
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH old AS (SELECT usage_reserved FROM keychain_servicekeyversion"
+            " WHERE id = %s FOR UPDATE)"
+            " UPDATE keychain_servicekeyversion v"
+            " SET usage_reserved = LEAST(old.usage_reserved + %s, %s)"
+            " FROM old WHERE v.id = %s"
+            " RETURNING v.usage_reserved - old.usage_reserved",
+            [version.row_id, wanted, limit, version.row_id],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _open(loaded: LoadedServiceKey, blob: bytes, context: bytes, kind: int) -> tuple[bytes, int]:
+    envelope = crypto.envelope_parse(blob)
+    if envelope.tenant != loaded.tenant_uid:
+        raise WrongTenantCiphertext()
+    if envelope.key_id != loaded.key_id:
+        raise WrongKeyCiphertext()
+    if envelope.kind != kind:
+        raise crypto.CiphertextMalformed(
+            "This ciphertext is a " + ("data key" if envelope.kind == crypto.KIND_DATA_KEY else "payload")
+            + "; use the matching operation."
+        )
+    version = loaded.versions.get(envelope.version)
+    if version is None:
+        raise KeyVersionUnavailable(
+            f"Version {envelope.version} of this service key is retired, destroyed or unknown."
+        )
+    return crypto.envelope_open(cipher=version.cipher, ctx_key=version.ctx_key, envelope=envelope, context=context), envelope.version
+
+
+def _seal(loaded: LoadedServiceKey, version: LoadedVersion, kind: int, context: bytes, plaintext: bytes) -> bytes:
+    return crypto.envelope_seal(
+        cipher=version.cipher,
+        ctx_key=version.ctx_key,
+        kind=kind,
+        tenant=loaded.tenant_uid,
+        key_id=loaded.key_id,
+        version=version.version,
+        context=context,
+        plaintext=plaintext,
+    )
+
+
+# --- single operations on a loaded key: each takes and returns JSON-ready dicts ---------
+
+
+def _generate(loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, Any]) -> dict[str, Any]:
+    context = crypto.canonical_context(item.get("context"))
+    data_key = os.urandom(DATA_KEY_BYTES)
+    result = {
+        "ciphertext": b64(_seal(loaded, version, crypto.KIND_DATA_KEY, context, data_key)),
+        "key_version": version.version,
+    }
+    if item.get("include_plaintext", True):
+        result["plaintext"] = b64(data_key)
+    return result
+
+
+def _decrypt_data_key(loaded: LoadedServiceKey, item: dict[str, Any]) -> dict[str, Any]:
+    context = crypto.canonical_context(item.get("context"))
+    plaintext, version = _open(loaded, b64decode(item.get("ciphertext"), "ciphertext"), context, crypto.KIND_DATA_KEY)
+    return {"plaintext": b64(plaintext), "key_version": version}
+
+
+def _encrypt(loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, Any]) -> dict[str, Any]:
+    context = crypto.canonical_context(item.get("context"))
+    plaintext = b64decode(item.get("plaintext"), "plaintext")
+    if len(plaintext) > MAX_PAYLOAD_BYTES:
+        raise ValidationFailed(
+            f"Payloads are limited to {MAX_PAYLOAD_BYTES} bytes; encrypt larger data with a data key.",
+            code="payload_too_large",
+        )
+    return {
+        "ciphertext": b64(_seal(loaded, version, crypto.KIND_PAYLOAD, context, plaintext)),
+        "key_version": version.version,
+    }
+
+
+def _decrypt(loaded: LoadedServiceKey, item: dict[str, Any]) -> dict[str, Any]:
+    context = crypto.canonical_context(item.get("context"))
+    plaintext, version = _open(loaded, b64decode(item.get("ciphertext"), "ciphertext"), context, crypto.KIND_PAYLOAD)
+    return {"plaintext": b64(plaintext), "key_version": version}
+
+
+def _rewrap(loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, Any]) -> dict[str, Any]:
+    context = crypto.canonical_context(item.get("context"))
+    blob = b64decode(item.get("ciphertext"), "ciphertext")
+    kind = crypto.envelope_parse(blob).kind
+    plaintext, old = _open(loaded, blob, context, kind)
+    return {
+        "ciphertext": b64(_seal(loaded, version, kind, context, plaintext)),
+        "key_version": version.version,
+        "previous_version": old,
+    }
+
+
+OPERATIONS: dict[str, tuple[bool, Callable[..., dict[str, Any]]]] = {
+    # name: (encrypts under the primary version?, function)
+    "generate-data-key": (True, _generate),
+    "decrypt-data-key": (False, _decrypt_data_key),
+    "encrypt": (True, _encrypt),
+    "decrypt": (False, _decrypt),
+    "rewrap": (True, _rewrap),
+}
+
+
+def run(*, service_key: str, operation: str, item: dict[str, Any]) -> dict[str, Any]:
+    """One operation on one item; raises a KcmError on failure."""
+    encrypts, func = OPERATIONS[operation]
+    loaded = load_service_key(service_key)
+    if encrypts:
+        return func(loaded, _take_uses(loaded, 1), item)
+    return func(loaded, item)
+
+
+def run_batch(
+    *, service_key: str, operation: str, items: list[dict[str, Any] | KcmError]
+) -> list[dict[str, Any]]:
+    """Up to MAX_BATCH items; each gets its own result or error (an item given as a KcmError
+    was refused by the caller's parsing). A key that cannot be used at all fails the whole
+    batch: that is not an item's fault."""
+    if not 1 <= len(items) <= MAX_BATCH:
+        raise ValidationFailed(f"A batch holds 1 to {MAX_BATCH} items.", code="invalid_batch_size")
+    encrypts, func = OPERATIONS[operation]
+    loaded = load_service_key(service_key)
+    valid = sum(1 for item in items if isinstance(item, dict))
+    version = _take_uses(loaded, valid) if encrypts and valid else None
+    results: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            if isinstance(item, KcmError):
+                raise item
+            result = func(loaded, version, item) if encrypts else func(loaded, item)
+            results.append({"index": index, "ok": True, **result})
+        except KcmError as exc:
+            results.append({"index": index, "ok": False, "error": {"code": exc.code, "detail": exc.detail}})
+    return results

@@ -1,0 +1,143 @@
+"""The key chain, in each tenant's schema: L1 CustomerKey → L2 TenantKey → L3 ServiceKey.
+
+Every level has versions; one is primary (wraps/encrypts), older enabled ones still unwrap.
+Each stored ciphertext names the exact parent version that wrapped it. L1 material never
+leaves the HSM: its versions hold only the provider's handle.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class KeyState(models.TextChoices):
+    PENDING_IMPORT = "PENDING_IMPORT"
+    ENABLED = "ENABLED"
+    DISABLED = "DISABLED"
+    PENDING_DELETION = "PENDING_DELETION"
+    DESTROYED = "DESTROYED"
+    UNAVAILABLE = "UNAVAILABLE"
+    FORBIDDEN = "FORBIDDEN"
+
+
+class VersionState(models.TextChoices):
+    ENABLED = "ENABLED"
+    RETIRED = "RETIRED"
+    DESTROYED = "DESTROYED"
+
+
+class Origin(models.TextChoices):
+    HSM = "HSM"
+    BYOK = "BYOK"
+    HYOK = "HYOK"
+
+
+class Level(models.TextChoices):
+    L1 = "L1", "Customer key"
+    L2 = "L2", "Tenant key"
+    L3 = "L3", "Service key"
+
+
+class KeyBase(models.Model):
+    """What every level shares: identity, state, primary version and scheduled deletion."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    state = models.CharField(max_length=20, choices=KeyState.choices, default=KeyState.ENABLED)
+    state_reason = models.CharField(max_length=300, blank=True)
+    primary_version = models.PositiveIntegerField(default=1)
+    deletion_date = models.DateTimeField(null=True, blank=True)
+    destroyed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class VersionBase(models.Model):
+    version = models.PositiveIntegerField()
+    state = models.CharField(
+        max_length=12, choices=VersionState.choices, default=VersionState.ENABLED
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+
+
+class CustomerKey(KeyBase):
+    """L1: the customer's root key, inside an HSM (or their own key manager)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.CharField(max_length=500, blank=True)
+    origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.HSM)
+
+    level = Level.L1
+
+    def __str__(self) -> str:
+        return f"L1 {self.name}"
+
+
+class CustomerKeyVersion(VersionBase):
+    key = models.ForeignKey(CustomerKey, on_delete=models.PROTECT, related_name="versions")
+    # The provider's opaque handle (for PKCS#11: the object's CKA_ID in hex). Not secret.
+    handle = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "version"], name="l1_version_unique"),
+        ]
+
+
+class TenantKey(KeyBase):
+    """L2: one per L1, wrapped by it; wraps the tenant's service keys."""
+
+    customer_key = models.OneToOneField(
+        CustomerKey, on_delete=models.PROTECT, related_name="tenant_key"
+    )
+
+    level = Level.L2
+
+    def __str__(self) -> str:
+        return f"L2 of {self.customer_key_id}"
+
+
+class TenantKeyVersion(VersionBase):
+    key = models.ForeignKey(TenantKey, on_delete=models.PROTECT, related_name="versions")
+    parent = models.ForeignKey(CustomerKeyVersion, on_delete=models.PROTECT, related_name="+")
+    wrapped = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "version"], name="l2_version_unique"),
+        ]
+
+
+class ServiceKey(KeyBase):
+    """L3: one per named service; wraps the data keys (L4) the service's records carry."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.CharField(max_length=500, blank=True)
+    tenant_key = models.ForeignKey(TenantKey, on_delete=models.PROTECT, related_name="service_keys")
+
+    level = Level.L3
+
+    def __str__(self) -> str:
+        return f"L3 {self.name}"
+
+
+class ServiceKeyVersion(VersionBase):
+    key = models.ForeignKey(ServiceKey, on_delete=models.PROTECT, related_name="versions")
+    parent = models.ForeignKey(TenantKeyVersion, on_delete=models.PROTECT, related_name="+")
+    wrapped = models.BinaryField()
+    # Encryptions reserved so far (an upper bound of those done): processes reserve blocks,
+    # so a crash can only over-count, never let a GCM key pass its limit.
+    usage_reserved = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "version"], name="l3_version_unique"),
+        ]

@@ -1,0 +1,232 @@
+"""Development-only root keys in a local JSON file. No HSM protects them.
+
+The file (``KCM_SOFTWARE_PROVIDER_FILE``) maps each handle to its label and raw AES-256 key,
+is created with mode 0600, is replaced atomically on every change and is shared safely by
+several processes through an ``fcntl.flock`` on a sibling ``.lock`` file. Destroying a key
+removes it from the file; copies in backups or old disk blocks are not shredded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
+
+from apps.keychain.providers.base import (
+    CAP_AES_GCM,
+    CAP_DESTROY,
+    CAP_GENERATE,
+    NONCE_BYTES,
+    ProviderUnavailable,
+    RootKeyIntegrityError,
+    RootKeyNotFound,
+    RootKeyProvider,
+    key_id_from_handle,
+    new_key_id,
+    split_blob,
+)
+
+log = logging.getLogger(__name__)
+
+_FORMAT_VERSION = 1
+_KEY_BYTES = 32
+
+# handle -> {"label": str, "key": base64 of the raw key}
+Document = dict[str, dict[str, str]]
+
+
+class SoftwareProvider(RootKeyProvider):
+    """AES-256-GCM root keys held in a file by this process: for development only."""
+
+    name = "software"
+    capabilities = frozenset({CAP_GENERATE, CAP_DESTROY, CAP_AES_GCM})
+
+    def __init__(self, *, path: Path, allowed: bool) -> None:
+        if not allowed:
+            raise ProviderUnavailable(
+                "the software root-key provider is disabled (KCM_ALLOW_SOFTWARE_PROVIDER=false)"
+            )
+        log.warning(
+            "SOFTWARE ROOT-KEY PROVIDER IN USE: root keys are NOT protected by an HSM; they sit "
+            "in plain form in %s. Use it for development only.",
+            path,
+        )
+        self._path = path
+        self._lock_path = path.with_name(f"{path.name}.lock")
+        self._lock = threading.Lock()
+        self._document: Document = {}
+        self._ciphers: dict[str, AESGCM] = {}
+        self._stamp: tuple[int, int, int] | None = None
+
+    @classmethod
+    def from_settings(cls) -> SoftwareProvider:
+        return cls(
+            path=Path(settings.KCM_SOFTWARE_PROVIDER_FILE),
+            allowed=settings.KCM_ALLOW_SOFTWARE_PROVIDER,
+        )
+
+    # Operations.
+
+    def create_root_key(self, *, label: str) -> str:
+        handle = new_key_id().hex()
+        key = base64.b64encode(os.urandom(_KEY_BYTES)).decode("ascii")
+
+        def add(document: Document) -> None:
+            document[handle] = {"label": label, "key": key}
+
+        with self._lock:
+            self.calls += 1
+            self._update(add)
+        return handle
+
+    def encrypt(self, handle: str, plaintext: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        with self._lock:
+            cipher = self._cipher(handle)
+            self.calls += 1
+        return nonce + cipher.encrypt(nonce, plaintext, aad)
+
+    def decrypt(self, handle: str, blob: bytes, aad: bytes) -> bytes:
+        nonce, sealed = split_blob(blob)
+        with self._lock:
+            cipher = self._cipher(handle)
+            self.calls += 1
+        try:
+            return cipher.decrypt(nonce, sealed, aad)
+        except InvalidTag:
+            raise RootKeyIntegrityError("ciphertext failed authentication") from None
+
+    def destroy(self, handle: str) -> None:
+        key_id_from_handle(handle)
+
+        def remove(document: Document) -> None:
+            if document.pop(handle, None) is None:
+                raise RootKeyNotFound("no root key with this handle")
+
+        with self._lock:
+            self.calls += 1
+            self._update(remove)
+
+    def exists(self, handle: str) -> bool:
+        with self._lock:
+            self.calls += 1
+            self._refresh()
+            return handle in self._document
+
+    def health(self) -> dict[str, object]:
+        report: dict[str, object] = {"provider": self.name, "file": str(self._path)}
+        try:
+            with self._lock:
+                self._refresh()
+        except Exception as exc:  # health reports, it never raises
+            return {"ok": False, **report, "error": str(exc)}
+        return {"ok": True, **report}
+
+    # Plumbing; callers hold self._lock.
+
+    def _cipher(self, handle: str) -> AESGCM:
+        key_id_from_handle(handle)
+        self._refresh()
+        if handle not in self._ciphers:
+            # Created by another process within the file's timestamp resolution: look again.
+            self._refresh(force=True)
+        try:
+            return self._ciphers[handle]
+        except KeyError:
+            raise RootKeyNotFound("no root key with this handle") from None
+
+    def _refresh(self, *, force: bool = False) -> None:
+        """Reload the file if another process (or object) changed it since we read it."""
+        if force or self._current_stamp() != self._stamp:
+            with self._file_lock(exclusive=False):
+                self._load()
+
+    def _update(self, change: Callable[[Document], None]) -> None:
+        """Apply `change` to the latest file content and write the result atomically."""
+        with self._file_lock(exclusive=True):
+            self._load()
+            document = dict(self._document)
+            change(document)
+            self._write(document)
+            self._load()
+
+    def _current_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            stat = os.stat(self._path)
+        except FileNotFoundError:
+            return None
+        return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def _load(self) -> None:
+        try:
+            with open(self._path, "rb") as file:
+                stat = os.fstat(file.fileno())
+                raw = file.read()
+        except FileNotFoundError:
+            self._document, self._ciphers, self._stamp = {}, {}, None
+            return
+        except OSError as exc:
+            raise ProviderUnavailable(
+                f"cannot read the software provider file {str(self._path)!r} ({exc.strerror})"
+            ) from None
+        document, ciphers = _parse(raw, self._path)
+        self._document, self._ciphers = document, ciphers
+        self._stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def _write(self, document: Document) -> None:
+        content = json.dumps({"version": _FORMAT_VERSION, "keys": document}, indent=1)
+        descriptor, temporary = tempfile.mkstemp(  # mode 0600
+            dir=self._path.parent, prefix=f".{self._path.name}.", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(content)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self._path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+    @contextlib.contextmanager
+    def _file_lock(self, *, exclusive: bool) -> Iterator[None]:
+        """Serialise against other processes using the same file."""
+        self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(descriptor)
+
+
+def _parse(raw: bytes, path: Path) -> tuple[Document, dict[str, AESGCM]]:
+    corrupt = ProviderUnavailable(f"the software provider file {str(path)!r} is corrupt")
+    try:
+        content = json.loads(raw)
+        if content.get("version") != _FORMAT_VERSION:
+            raise corrupt
+        document: Document = {}
+        ciphers: dict[str, AESGCM] = {}
+        for handle, entry in content["keys"].items():
+            key = base64.b64decode(entry["key"], validate=True)
+            if len(key) != _KEY_BYTES:
+                raise corrupt
+            document[handle] = {"label": str(entry["label"]), "key": entry["key"]}
+            ciphers[handle] = AESGCM(key)
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+        raise corrupt from None
+    return document, ciphers

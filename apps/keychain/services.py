@@ -1,0 +1,268 @@
+"""Key-chain lifecycle writes: create, rotate, enable, disable, schedule/cancel deletion,
+destroy. Every change that may revoke access is broadcast to every process (the kill switch).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.core.errors import Conflict, ValidationFailed
+from apps.keychain import crypto
+from apps.keychain.cache import CHANNEL, key_cache
+from apps.keychain.chain import (
+    ensure_usable,
+    find_key,
+    l1_encrypt,
+    l2_aad,
+    l2_material,
+    l3_aad,
+    tenant,
+)
+from apps.keychain.errors import InvalidKeyState, KeyNotFound
+from apps.keychain.models import (
+    CustomerKey,
+    CustomerKeyVersion,
+    KeyBase,
+    KeyState,
+    ServiceKey,
+    ServiceKeyVersion,
+    TenantKey,
+    TenantKeyVersion,
+    VersionState,
+)
+from apps.keychain.providers import ProviderError, RootKeyNotFound, get_provider
+from apps.tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+AnyKey = CustomerKey | TenantKey | ServiceKey
+
+
+def broadcast_revocation() -> None:
+    """Bump the tenant's key epoch and notify every process, both on commit of the caller's
+    transaction (NOTIFY is transactional in PostgreSQL)."""
+    current = tenant()
+    Tenant.objects.filter(pk=current.pk).update(key_epoch=F("key_epoch") + 1)
+    epoch = Tenant.objects.values_list("key_epoch", flat=True).get(pk=current.pk)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, f"{current.schema_name}:{epoch}"])
+    # This process need not wait for its own notification.
+    transaction.on_commit(lambda: key_cache().invalidate(current.schema_name, epoch))
+
+
+def _new_root(label: str) -> str:
+    try:
+        return get_provider().create_root_key(label=label)
+    except ProviderError as exc:
+        from apps.keychain.errors import HsmUnavailable
+
+        raise HsmUnavailable(f"The HSM could not create a key ({exc.code}).") from None
+
+
+def _discard_root(handle: str) -> None:
+    try:
+        get_provider().destroy(handle)
+    except ProviderError:
+        logger.exception("could not remove an orphaned root key after a failed create")
+
+
+def _wrap_l2(l2: TenantKey, version: int, parent: CustomerKeyVersion, material: bytes) -> TenantKeyVersion:
+    l2v = TenantKeyVersion(key=l2, version=version, parent=parent)
+    l2v.wrapped = l1_encrypt(parent.handle, material, l2_aad(l2v, l2))
+    l2v.save()
+    return l2v
+
+
+def _wrap_l3(l3: ServiceKey, version: int, parent: TenantKeyVersion, material: bytes) -> ServiceKeyVersion:
+    l3v = ServiceKeyVersion(key=l3, version=version, parent=parent)
+    l3v.wrapped = crypto.seal(l2_material(parent), material, l3_aad(l3v, l3, parent))
+    l3v.save()
+    return l3v
+
+
+def _primary(key: AnyKey) -> CustomerKeyVersion | TenantKeyVersion | ServiceKeyVersion:
+    return key.versions.get(version=key.primary_version)  # type: ignore[no-any-return]
+
+
+def customer_key_create(*, name: str, description: str = "") -> CustomerKey:
+    """Create an L1 inside the HSM and its L2, wrapped by it."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ValidationFailed("A key name is 1-100 characters.", code="invalid_name")
+    if CustomerKey.objects.filter(name=name).exists():
+        raise Conflict(f"A customer key named {name!r} exists already.", code="key_exists")
+    handle = _new_root(f"kcm/{tenant().slug}/{name}/v1")
+    try:
+        with transaction.atomic():
+            l1 = CustomerKey.objects.create(name=name, description=description)
+            l1v = CustomerKeyVersion.objects.create(key=l1, version=1, handle=handle)
+            l2 = TenantKey.objects.create(customer_key=l1)
+            _wrap_l2(l2, 1, l1v, crypto.new_key())
+    except BaseException:
+        _discard_root(handle)
+        raise
+    return l1
+
+
+def service_key_create(
+    *, name: str, description: str = "", customer_key_id: UUID | None = None
+) -> ServiceKey:
+    """Create an L3 under the L2 of `customer_key_id` (or of the tenant's only usable L1)."""
+    if ServiceKey.objects.filter(name=name).exists():
+        raise Conflict(f"A service key named {name!r} exists already.", code="key_exists")
+    if customer_key_id is None:
+        usable = list(CustomerKey.objects.filter(state=KeyState.ENABLED)[:2])
+        if len(usable) != 1:
+            raise ValidationFailed(
+                "Name the customer key (customer_key_id): this tenant has "
+                + ("no usable customer key yet." if not usable else "several."),
+                code="customer_key_required",
+            )
+        l1 = usable[0]
+    else:
+        l1 = CustomerKey.objects.filter(pk=customer_key_id).first()  # type: ignore[assignment]
+        if l1 is None:
+            raise KeyNotFound("No such customer key.")
+    with transaction.atomic():
+        l2 = TenantKey.objects.select_for_update().get(customer_key=l1)
+        ensure_usable(l1, f"customer key {l1.name!r}")
+        ensure_usable(l2, "tenant key")
+        l3 = ServiceKey.objects.create(name=name, description=description, tenant_key=l2)
+        _wrap_l3(l3, 1, _primary(l2), crypto.new_key())  # type: ignore[arg-type]
+    return l3
+
+
+def _locked(key_id: UUID | str) -> AnyKey:
+    key = find_key(key_id)
+    return type(key).objects.select_for_update().get(pk=key.pk)  # type: ignore[no-any-return]
+
+
+def key_rotate(*, key_id: UUID | str) -> AnyKey:
+    """Add a new primary version. Children stay wrapped by the old one, which keeps working
+    until a rewrap job moves them."""
+    with transaction.atomic():
+        key = _locked(key_id)
+        ensure_usable(key, "key")
+        version = key.versions.order_by("-version").values_list("version", flat=True).first() + 1  # type: ignore[operator]
+        if isinstance(key, CustomerKey):
+            handle = _new_root(f"kcm/{tenant().slug}/{key.name}/v{version}")
+            try:
+                CustomerKeyVersion.objects.create(key=key, version=version, handle=handle)
+            except BaseException:
+                _discard_root(handle)
+                raise
+        elif isinstance(key, TenantKey):
+            l1 = key.customer_key
+            ensure_usable(l1, "customer key")
+            _wrap_l2(key, version, _primary(l1), crypto.new_key())  # type: ignore[arg-type]
+        else:
+            l2 = key.tenant_key
+            ensure_usable(l2.customer_key, "customer key")
+            ensure_usable(l2, "tenant key")
+            _wrap_l3(key, version, _primary(l2), crypto.new_key())  # type: ignore[arg-type]
+        key.primary_version = version
+        key.save(update_fields=["primary_version", "updated_at"])
+        broadcast_revocation()
+    return key
+
+
+def _transition(key_id: UUID | str, allowed_from: set[str], to: str, **fields: object) -> AnyKey:
+    with transaction.atomic():
+        key = _locked(key_id)
+        if key.state not in allowed_from:
+            raise InvalidKeyState(f"The key is {key.state}; it cannot become {to} from there.")
+        key.state = to
+        for name, value in fields.items():
+            setattr(key, name, value)
+        key.save()
+        broadcast_revocation()
+    return key
+
+
+def key_enable(*, key_id: UUID | str) -> AnyKey:
+    return _transition(key_id, {KeyState.DISABLED, KeyState.ENABLED}, KeyState.ENABLED)
+
+
+def key_disable(*, key_id: UUID | str) -> AnyKey:
+    return _transition(key_id, {KeyState.ENABLED, KeyState.DISABLED}, KeyState.DISABLED)
+
+
+def key_schedule_deletion(*, key_id: UUID | str, pending_days: int) -> AnyKey:
+    """Stop the key now and destroy it after `pending_days` unless the deletion is cancelled."""
+    low, high = settings.KCM_DELETION_MIN_DAYS, settings.KCM_DELETION_MAX_DAYS
+    if not low <= pending_days <= high:
+        raise ValidationFailed(
+            f"pending_days must be between {low} and {high}.", code="invalid_pending_days"
+        )
+    if isinstance(find_key(key_id), TenantKey):
+        raise InvalidKeyState("A tenant key is deleted with its customer key.")
+    return _transition(
+        key_id,
+        {KeyState.ENABLED, KeyState.DISABLED},
+        KeyState.PENDING_DELETION,
+        deletion_date=timezone.now() + timedelta(days=pending_days),
+    )
+
+
+def key_cancel_deletion(*, key_id: UUID | str) -> AnyKey:
+    """Cancel a scheduled deletion; the key comes back DISABLED, to be enabled deliberately."""
+    return _transition(key_id, {KeyState.PENDING_DELETION}, KeyState.DISABLED, deletion_date=None)
+
+
+def _shred_l3(l3: ServiceKey, now: datetime) -> None:
+    ServiceKeyVersion.objects.filter(key=l3).update(wrapped=b"", state=VersionState.DESTROYED)
+    ServiceKey.objects.filter(pk=l3.pk).update(state=KeyState.DESTROYED, destroyed_at=now)
+
+
+def key_destroy(*, key_id: UUID | str, now: datetime | None = None) -> AnyKey:
+    """Destroy a key whose deletion window has passed, irrecoverably, with all below it."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        key = _locked(key_id)
+        if key.state != KeyState.PENDING_DELETION or key.deletion_date is None or key.deletion_date > now:
+            raise InvalidKeyState("Only a key whose deletion date has passed can be destroyed.")
+        if isinstance(key, CustomerKey):
+            provider = get_provider()
+            for l1v in key.versions.exclude(state=VersionState.DESTROYED):
+                try:
+                    provider.destroy(l1v.handle)
+                except RootKeyNotFound:
+                    pass  # destroyed by an earlier attempt that did not commit
+            key.versions.update(state=VersionState.DESTROYED)
+            l2 = key.tenant_key
+            TenantKeyVersion.objects.filter(key=l2).update(wrapped=b"", state=VersionState.DESTROYED)
+            TenantKey.objects.filter(pk=l2.pk).update(state=KeyState.DESTROYED, destroyed_at=now)
+            for l3 in ServiceKey.objects.filter(tenant_key=l2):
+                _shred_l3(l3, now)
+        elif isinstance(key, ServiceKey):
+            _shred_l3(key, now)
+        key.state = KeyState.DESTROYED
+        key.destroyed_at = now
+        key.save(update_fields=["state", "destroyed_at", "updated_at"])
+        broadcast_revocation()
+    return key
+
+
+def deletion_sweep(*, now: datetime | None = None) -> list[str]:
+    """Destroy this tenant's keys whose deletion date has passed; returns their ids."""
+    now = now or timezone.now()
+    due: list[KeyBase] = [
+        *CustomerKey.objects.filter(state=KeyState.PENDING_DELETION, deletion_date__lte=now),
+        *ServiceKey.objects.filter(state=KeyState.PENDING_DELETION, deletion_date__lte=now),
+    ]
+    destroyed = []
+    for key in due:
+        try:
+            key_destroy(key_id=key.pk, now=now)
+        except Exception:
+            logger.exception("destroying key %s failed; the next sweep retries", key.pk)
+        else:
+            destroyed.append(str(key.pk))
+    return destroyed

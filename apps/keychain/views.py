@@ -1,0 +1,104 @@
+"""Console pages of the key chain: the tree, creation forms and lifecycle buttons."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from apps.core.console import console_view, run_action
+from apps.keychain import selectors, services
+from apps.keychain.forms import CustomerKeyForm, ScheduleDeletionForm, ServiceKeyForm
+from apps.tenants.models import Role
+
+READERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR]
+
+
+@console_view(READERS)
+def chain(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "keychain/chain.html",
+        {
+            "tree": selectors.chain_tree(),
+            "can_manage": request.kcm_principal.role == Role.KEY_ADMIN,  # type: ignore[attr-defined]
+            "l1_form": CustomerKeyForm(),
+            "l3_form": ServiceKeyForm(),
+            "deletion_form": ScheduleDeletionForm(),
+        },
+    )
+
+
+@console_view([Role.KEY_ADMIN])
+@require_POST
+def customer_key_create(request: HttpRequest) -> HttpResponse:
+    form = CustomerKeyForm(request.POST)
+    if not form.is_valid():
+        return run_action(request, _invalid(form), "", reverse("console:keys"))
+    data = form.cleaned_data
+    return run_action(
+        request,
+        lambda: services.customer_key_create(name=data["name"], description=data["description"]),
+        f"Customer key {data['name']} created in the HSM.",
+        reverse("console:keys"),
+    )
+
+
+@console_view([Role.KEY_ADMIN])
+@require_POST
+def service_key_create(request: HttpRequest) -> HttpResponse:
+    form = ServiceKeyForm(request.POST)
+    if not form.is_valid():
+        return run_action(request, _invalid(form), "", reverse("console:keys"))
+    data = form.cleaned_data
+    l1 = data.get("customer_key")
+    return run_action(
+        request,
+        lambda: services.service_key_create(
+            name=data["name"],
+            description=data["description"],
+            customer_key_id=l1.pk if l1 else None,
+        ),
+        f"Service key {data['name']} created.",
+        reverse("console:keys"),
+    )
+
+
+@console_view([Role.KEY_ADMIN])
+@require_POST
+def key_action(request: HttpRequest, key_id: UUID, action: str) -> HttpResponse:
+    simple = {
+        "enable": services.key_enable,
+        "disable": services.key_disable,
+        "rotate": services.key_rotate,
+        "cancel-deletion": services.key_cancel_deletion,
+    }
+    if action == "schedule-deletion":
+        form = ScheduleDeletionForm(request.POST)
+        if not form.is_valid():
+            return run_action(request, _invalid(form), "", reverse("console:keys"))
+        days = form.cleaned_data["pending_days"]
+        return run_action(
+            request,
+            lambda: services.key_schedule_deletion(key_id=key_id, pending_days=days),
+            f"Deletion scheduled in {days} days.",
+            reverse("console:keys"),
+        )
+    if action not in simple:
+        raise Http404
+    return run_action(
+        request, lambda: simple[action](key_id=key_id), f"Done: {action}.", reverse("console:keys")
+    )
+
+
+def _invalid(form: object):  # type: ignore[no-untyped-def]
+    from apps.core.errors import ValidationFailed
+
+    def fail() -> None:
+        errors = form.errors.as_text()  # type: ignore[attr-defined]
+        raise ValidationFailed(f"Please correct the form: {errors}")
+
+    return fail

@@ -1,0 +1,250 @@
+"""Tenant and platform API. Views parse, call one service or selector, and render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.core.api import StrictSerializer, parse, principal_of
+from apps.core.errors import NotFound
+from apps.core.pagination import CursorPagination
+from apps.tenants import selectors, services
+from apps.tenants.access import current_tenant
+from apps.tenants.models import TENANT_ROLES, ApiToken, Membership, Role, Tenant
+
+ALL_TENANT_ROLES = frozenset(TENANT_ROLES)
+ADMIN = frozenset({Role.TENANT_ADMIN})
+PLATFORM = frozenset({Role.PLATFORM_OPERATOR})
+
+
+class PaginatedListMixin:
+    def paginate(self, request: Request, queryset: Any, serializer: Any) -> Response:
+        paginator = CursorPagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(serializer(page, many=True).data)
+
+
+# --- me -------------------------------------------------------------------------------
+
+
+class MeSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    label = serializers.CharField()
+    role = serializers.CharField()
+    tenant = serializers.CharField()
+
+
+class MeView(APIView):
+    """Who am I? Any authenticated principal of this tenant."""
+
+    allowed_roles = ALL_TENANT_ROLES | PLATFORM
+
+    @extend_schema(responses=MeSerializer)
+    def get(self, request: Request) -> Response:
+        principal = principal_of(request)
+        return Response(
+            {
+                "kind": principal.kind,
+                "label": principal.label,
+                "role": principal.role,
+                "tenant": current_tenant().slug,
+            }
+        )
+
+
+# --- members --------------------------------------------------------------------------
+
+
+class MembershipOut(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+    email = serializers.CharField(source="user.email")
+
+    class Meta:
+        model = Membership
+        fields = ["id", "username", "email", "role", "created_at"]
+
+
+class MembershipIn(StrictSerializer):
+    username = serializers.CharField(max_length=150)
+    email = serializers.EmailField(required=False, allow_blank=True)
+    password = serializers.CharField(required=False, write_only=True, max_length=200)
+    role = serializers.ChoiceField(choices=[r.value for r in TENANT_ROLES])
+
+
+class MembershipPatch(StrictSerializer):
+    role = serializers.ChoiceField(choices=[r.value for r in TENANT_ROLES])
+
+
+class MemberListView(PaginatedListMixin, APIView):
+    allowed_roles = ADMIN
+
+    @extend_schema(responses=MembershipOut(many=True))
+    def get(self, request: Request) -> Response:
+        return self.paginate(request, selectors.membership_list(tenant=current_tenant()), MembershipOut)
+
+    @extend_schema(request=MembershipIn, responses=MembershipOut)
+    def post(self, request: Request) -> Response:
+        data = parse(MembershipIn, request)
+        membership = services.member_add(
+            tenant=current_tenant(),
+            username=data["username"],
+            email=data.get("email", ""),
+            password=data.get("password"),
+            role=data["role"],
+        )
+        return Response(MembershipOut(membership).data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailView(APIView):
+    allowed_roles = ADMIN
+
+    def _get(self, membership_id: int) -> Membership:
+        membership = selectors.membership_list(tenant=current_tenant()).filter(pk=membership_id).first()
+        if membership is None:
+            raise NotFound("No such member.", code="member_not_found")
+        return membership
+
+    @extend_schema(responses=MembershipOut)
+    def get(self, request: Request, membership_id: int) -> Response:
+        return Response(MembershipOut(self._get(membership_id)).data)
+
+    @extend_schema(request=MembershipPatch, responses=MembershipOut)
+    def patch(self, request: Request, membership_id: int) -> Response:
+        data = parse(MembershipPatch, request)
+        membership = self._get(membership_id)
+        membership = services.membership_set(
+            tenant=current_tenant(), user=membership.user, role=data["role"]  # type: ignore[arg-type]
+        )
+        return Response(MembershipOut(membership).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, membership_id: int) -> Response:
+        services.membership_remove(
+            tenant=current_tenant(), membership_id=membership_id, acting=principal_of(request)
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- API tokens -----------------------------------------------------------------------
+
+
+class ApiTokenOut(serializers.ModelSerializer):
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "role", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at"]
+
+
+class ApiTokenCreated(ApiTokenOut):
+    token = serializers.CharField(help_text="The bearer token. Shown once; store it now.")
+
+    class Meta(ApiTokenOut.Meta):
+        fields = [*ApiTokenOut.Meta.fields, "token"]
+
+
+class ApiTokenIn(StrictSerializer):
+    name = serializers.CharField(max_length=100)
+    role = serializers.ChoiceField(choices=[r.value for r in Role])
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class TokenListView(PaginatedListMixin, APIView):
+    allowed_roles = ADMIN | PLATFORM
+
+    @extend_schema(responses=ApiTokenOut(many=True))
+    def get(self, request: Request) -> Response:
+        return self.paginate(request, selectors.api_token_list(tenant=current_tenant()), ApiTokenOut)
+
+    @extend_schema(request=ApiTokenIn, responses=ApiTokenCreated)
+    def post(self, request: Request) -> Response:
+        data = parse(ApiTokenIn, request)
+        token, plaintext = services.api_token_create(
+            tenant=current_tenant(),
+            name=data["name"],
+            role=data["role"],
+            expires_at=data.get("expires_at"),
+            created_by_id=principal_of(request).user_id,
+        )
+        body = ApiTokenOut(token).data
+        body["token"] = plaintext
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class TokenDetailView(APIView):
+    allowed_roles = ADMIN | PLATFORM
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, token_id: int) -> Response:
+        services.api_token_revoke(tenant=current_tenant(), token_id=token_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- platform: tenants ----------------------------------------------------------------
+
+
+class TenantOut(serializers.ModelSerializer):
+    domain = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Tenant
+        fields = ["slug", "name", "status", "status_reason", "domain", "created_at"]
+
+    def get_domain(self, tenant: Tenant) -> str | None:
+        return selectors.tenant_primary_domain(tenant=tenant)
+
+
+class TenantIn(StrictSerializer):
+    slug = serializers.CharField(max_length=100)  # the rule itself lives in tenant_create
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class TenantActionIn(StrictSerializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
+
+
+class TenantListView(PaginatedListMixin, APIView):
+    allowed_roles = PLATFORM
+
+    @extend_schema(responses=TenantOut(many=True))
+    def get(self, request: Request) -> Response:
+        status_filter = request.query_params.get("status")
+        return self.paginate(request, selectors.tenant_list(status=status_filter), TenantOut)
+
+    @extend_schema(request=TenantIn, responses=TenantOut)
+    def post(self, request: Request) -> Response:
+        data = parse(TenantIn, request)
+        tenant = services.tenant_create(slug=data["slug"], name=data.get("name", ""))
+        return Response(TenantOut(tenant).data, status=status.HTTP_201_CREATED)
+
+
+class TenantDetailView(APIView):
+    allowed_roles = PLATFORM
+
+    @extend_schema(responses=TenantOut)
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(TenantOut(services.tenant_get(slug=slug)).data)
+
+
+class TenantActionView(APIView):
+    """POST /platform/tenants/<slug>/<action>/ with action suspend, resume or terminate."""
+
+    allowed_roles = PLATFORM
+    action: str = ""
+
+    @extend_schema(request=TenantActionIn, responses=TenantOut)
+    def post(self, request: Request, slug: str) -> Response:
+        data = parse(TenantActionIn, request)
+        tenant = services.tenant_get(slug=slug)
+        reason = data.get("reason", "")
+        if self.action == "suspend":
+            services.tenant_suspend(tenant=tenant, reason=reason)
+        elif self.action == "resume":
+            services.tenant_resume(tenant=tenant)
+        else:
+            services.tenant_terminate(tenant=tenant, reason=reason)
+        return Response(TenantOut(tenant).data)
+

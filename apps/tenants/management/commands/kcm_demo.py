@@ -1,0 +1,45 @@
+"""Create the demo tenant and its admin once; print the credentials only that first time."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from apps.tenants import services
+from apps.tenants.models import Role, Tenant
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if Tenant.objects.filter(slug="demo").exists():
+            self.stdout.write(
+                "Demo tenant exists; its admin credentials were printed on the first run. "
+                "Reset them with: manage.py changepassword admin"
+            )
+            return
+        password = secrets.token_urlsafe(12)
+        with transaction.atomic():
+            tenant = services.tenant_create(slug="demo", name="Demo")
+            User = get_user_model()
+            user = User.objects.filter(username="admin").first()
+            if user is None:
+                user = User.objects.create_user(username="admin", password=password)
+            else:
+                user.set_password(password)
+                user.save()
+            services.membership_set(tenant=tenant, user=user, role=Role.TENANT_ADMIN)  # type: ignore[arg-type]
+            platform = Tenant.objects.get(schema_name="public")
+            services.membership_set(tenant=platform, user=user, role=Role.PLATFORM_OPERATOR)  # type: ignore[arg-type]
+        self.stdout.write(
+            self.style.WARNING(
+                "\n  Demo tenant created. Sign in (shown once, store it now):\n"
+                f"    user: admin   password: {password}\n"
+                "  admin is tenant admin of 'demo' and platform operator.\n"
+            )
+        )

@@ -1,0 +1,112 @@
+"""Public-schema models: tenants, their domains, memberships and API tokens."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django_tenants.models import DomainMixin, TenantMixin
+
+
+class Role(models.TextChoices):
+    PLATFORM_OPERATOR = "platform_operator", "Platform operator"
+    TENANT_ADMIN = "tenant_admin", "Tenant admin"
+    KEY_ADMIN = "key_admin", "Key admin"
+    KEY_USER = "key_user", "Key user"
+    AUDITOR = "auditor", "Auditor"
+
+
+TENANT_ROLES = (Role.TENANT_ADMIN, Role.KEY_ADMIN, Role.KEY_USER, Role.AUDITOR)
+
+
+class TenantStatus(models.TextChoices):
+    PROVISIONING = "PROVISIONING"
+    ACTIVE = "ACTIVE"
+    SUSPENDED = "SUSPENDED"
+    TERMINATING = "TERMINATING"
+    TERMINATED = "TERMINATED"
+
+
+class Tenant(TenantMixin):
+    """A customer. `schema_name` "public" is the platform itself; the template is a schema
+    kept migrated so that new tenants are cloned from it rather than migrated."""
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    slug = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=200)
+    status = models.CharField(
+        max_length=16, choices=TenantStatus.choices, default=TenantStatus.PROVISIONING
+    )
+    is_template = models.BooleanField(default=False)
+    status_reason = models.CharField(max_length=500, blank=True)
+    # Bumped (and broadcast) by every key-chain change that may revoke access. Every request
+    # loads the tenant row anyway, so comparing it with the key cache's epoch costs nothing.
+    key_epoch = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # Schemas are created by apps.tenants.services.tenant_provision (template clone).
+    auto_create_schema = False
+    auto_drop_schema = False
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_platform(self) -> bool:
+        return self.schema_name == "public"
+
+
+class Domain(DomainMixin):
+    pass
+
+
+class Membership(models.Model):
+    """A user's role in one tenant (platform operators hold theirs in the platform tenant)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=32, choices=Role.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "tenant"], name="membership_user_tenant"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.tenant}: {self.role}"
+
+
+class ApiToken(models.Model):
+    """A bearer token bound to one tenant and one role. Only a SHA-256 digest of the secret is
+    stored; the token itself is shown once, when it is created."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    role = models.CharField(max_length=32, choices=Role.choices)
+    prefix = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+    def is_usable(self, now: object | None = None) -> bool:
+        moment = now or timezone.now()
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > moment  # type: ignore[operator]

@@ -1,0 +1,32 @@
+"""Reads for tenants, members and tokens, shared by console and API."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from apps.core.errors import ValidationFailed
+from apps.tenants.models import ApiToken, Domain, Membership, Tenant, TenantStatus
+
+
+def tenant_list(*, status: str | None = None) -> QuerySet[Tenant]:
+    queryset = Tenant.objects.filter(is_template=False).exclude(schema_name="public")
+    if status:
+        if status not in TenantStatus.values:
+            raise ValidationFailed(
+                f"status must be one of {', '.join(TenantStatus.values)}.", code="invalid_filter"
+            )
+        queryset = queryset.filter(status=status)
+    return queryset
+
+
+def tenant_primary_domain(*, tenant: Tenant) -> str | None:
+    domain = Domain.objects.filter(tenant=tenant, is_primary=True).values_list("domain", flat=True)
+    return domain.first()
+
+
+def membership_list(*, tenant: Tenant) -> QuerySet[Membership]:
+    return Membership.objects.filter(tenant=tenant).select_related("user")
+
+
+def api_token_list(*, tenant: Tenant) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(tenant=tenant)

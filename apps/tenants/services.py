@@ -1,0 +1,226 @@
+"""Writes for tenants, members and API tokens. Console, API and commands all call these."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.core.errors import Conflict, NotFound, ValidationFailed
+from apps.tenants.access import TOKEN_PREFIX, Principal, digest_secret
+from apps.tenants.models import (
+    TENANT_ROLES,
+    ApiToken,
+    Domain,
+    Membership,
+    Role,
+    Tenant,
+    TenantStatus,
+)
+
+_SLUG = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
+RESERVED_SLUGS = {"www", "api", "admin", "public", "platform", "static", "kcm", "template"}
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_transition"
+    title = "The tenant cannot move to that state from its current one"
+
+
+_TRANSITIONS: dict[str, set[str]] = {
+    TenantStatus.PROVISIONING: {TenantStatus.ACTIVE, TenantStatus.TERMINATING},
+    TenantStatus.ACTIVE: {TenantStatus.SUSPENDED, TenantStatus.TERMINATING},
+    TenantStatus.SUSPENDED: {TenantStatus.ACTIVE, TenantStatus.TERMINATING},
+    TenantStatus.TERMINATING: {TenantStatus.TERMINATED},
+    TenantStatus.TERMINATED: set(),
+}
+
+
+def _schema_for(slug: str) -> str:
+    return "t_" + slug.replace("-", "_")
+
+
+def _set_status(tenant: Tenant, status: str, reason: str = "") -> None:
+    if status not in _TRANSITIONS[tenant.status]:
+        raise InvalidTransition(f"Tenant {tenant.slug} is {tenant.status}; it cannot become {status}.")
+    tenant.status = status
+    tenant.status_reason = reason
+    tenant.save(update_fields=["status", "status_reason", "updated_at"])
+
+
+def schema_clone(*, source: str, target: str) -> None:
+    """Create schema `target` as a structural copy of the migrated `source` schema, in one
+    round trip (see the kcm_clone_schema SQL function in the tenants migrations)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT public.kcm_clone_schema(%s, %s)", [source, target])
+
+
+def tenant_create(*, slug: str, name: str = "") -> Tenant:
+    """Register a tenant and provision its schema from the template; ACTIVE on return."""
+    slug = slug.strip().lower()
+    if not _SLUG.match(slug) or slug in RESERVED_SLUGS:
+        raise ValidationFailed(
+            "A tenant slug is 3-40 characters: lower-case letters, digits and hyphens, starting "
+            "with a letter, not ending with a hyphen, and not a reserved word.",
+            code="invalid_slug",
+        )
+    if Tenant.objects.filter(slug=slug).exists():
+        raise Conflict(f"A tenant named {slug!r} exists already.", code="tenant_exists")
+    tenant = Tenant.objects.create(
+        slug=slug, name=name or slug, schema_name=_schema_for(slug), status=TenantStatus.PROVISIONING
+    )
+    tenant_provision(tenant=tenant)
+    return tenant
+
+
+def tenant_provision(*, tenant: Tenant) -> Tenant:
+    """Clone the template schema into the tenant's schema, add its domain and activate it.
+    All or nothing: a failure leaves the tenant PROVISIONING, so this can be run again."""
+    if tenant.status != TenantStatus.PROVISIONING:
+        raise InvalidTransition(f"Tenant {tenant.slug} is {tenant.status}, not PROVISIONING.")
+    with transaction.atomic():
+        schema_clone(source=settings.KCM_TEMPLATE_SCHEMA, target=tenant.schema_name)
+        Domain.objects.create(
+            tenant=tenant, domain=f"{tenant.slug}.{settings.KCM_BASE_DOMAIN}", is_primary=True
+        )
+        _set_status(tenant, TenantStatus.ACTIVE)
+    return tenant
+
+
+def tenant_suspend(*, tenant: Tenant, reason: str = "") -> Tenant:
+    with transaction.atomic():
+        _set_status(tenant, TenantStatus.SUSPENDED, reason)
+    return tenant
+
+
+def tenant_resume(*, tenant: Tenant) -> Tenant:
+    with transaction.atomic():
+        _set_status(tenant, TenantStatus.ACTIVE)
+    return tenant
+
+
+def tenant_terminate(*, tenant: Tenant, reason: str = "") -> Tenant:
+    """Revoke all access, drop the tenant's schema (its key chain with it) and keep the record."""
+    if tenant.is_platform or tenant.is_template:
+        raise InvalidTransition("The platform and template tenants cannot be terminated.")
+    with transaction.atomic():
+        _set_status(tenant, TenantStatus.TERMINATING, reason)
+    with transaction.atomic():
+        now = timezone.now()
+        ApiToken.objects.filter(tenant=tenant, revoked_at__isnull=True).update(revoked_at=now)
+        Membership.objects.filter(tenant=tenant).delete()
+        Domain.objects.filter(tenant=tenant).delete()
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP SCHEMA IF EXISTS "{tenant.schema_name}" CASCADE')
+        _set_status(tenant, TenantStatus.TERMINATED, reason)
+    return tenant
+
+
+def tenant_get(*, slug: str) -> Tenant:
+    tenant = Tenant.objects.filter(slug=slug, is_template=False).exclude(schema_name="public").first()
+    if tenant is None:
+        raise NotFound(f"No tenant {slug!r}.", code="tenant_not_found")
+    return tenant
+
+
+def user_create(*, username: str, password: str, email: str = "") -> AbstractUser:
+    User = get_user_model()
+    if User.objects.filter(username=username).exists():
+        raise Conflict(f"User {username!r} exists already.", code="user_exists")
+    user = User(username=username, email=email)
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise ValidationFailed(" ".join(exc.messages), code="weak_password") from None
+    user.set_password(password)
+    user.save()
+    return user  # type: ignore[return-value]
+
+
+def membership_set(*, tenant: Tenant, user: AbstractUser, role: str) -> Membership:
+    """Grant or change `user`'s role in `tenant`."""
+    allowed = {Role.PLATFORM_OPERATOR} if tenant.is_platform else set(TENANT_ROLES)
+    if role not in allowed:
+        raise ValidationFailed(
+            f"Role must be one of {', '.join(sorted(allowed))}.", code="invalid_role"
+        )
+    membership, _ = Membership.objects.update_or_create(
+        user=user, tenant=tenant, defaults={"role": role}
+    )
+    return membership
+
+
+def membership_remove(*, tenant: Tenant, membership_id: int, acting: Principal) -> None:
+    membership = Membership.objects.filter(pk=membership_id, tenant=tenant).first()
+    if membership is None:
+        raise NotFound("No such member.", code="member_not_found")
+    if membership.user_id == acting.user_id:
+        raise Conflict("You cannot remove yourself.", code="cannot_remove_self")
+    membership.delete()
+
+
+def api_token_create(
+    *,
+    tenant: Tenant,
+    name: str,
+    role: str,
+    created_by_id: int | None,
+    expires_at: datetime | None = None,
+) -> tuple[ApiToken, str]:
+    """Create a token; returns it with its plaintext, which is never available again."""
+    if role not in TENANT_ROLES and not (tenant.is_platform and role == Role.PLATFORM_OPERATOR):
+        raise ValidationFailed("That role cannot be given to a token here.", code="invalid_role")
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ValidationFailed("A token needs a name of 1-100 characters.", code="invalid_name")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationFailed("The expiry must be in the future.", code="invalid_expiry")
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        tenant=tenant,
+        name=name,
+        role=role,
+        prefix=prefix,
+        digest=digest_secret(secret),
+        created_by_id=created_by_id,
+        expires_at=expires_at,
+    )
+    return token, f"{TOKEN_PREFIX}_{prefix}_{secret}"
+
+
+def api_token_revoke(*, tenant: Tenant, token_id: int) -> ApiToken:
+    token = ApiToken.objects.filter(pk=token_id, tenant=tenant).first()
+    if token is None:
+        raise NotFound("No such API token.", code="token_not_found")
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
+
+
+def member_add(
+    *, tenant: Tenant, username: str, role: str, email: str = "", password: str | None = None
+) -> Membership:
+    """Give an existing user a role here, or create the user first when a password is given."""
+    User = get_user_model()
+    with transaction.atomic():
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            if not password:
+                raise ValidationFailed(
+                    f"There is no user {username!r}; give a password to create one.",
+                    code="user_not_found",
+                )
+            user = user_create(username=username, password=password, email=email)
+        elif Membership.objects.filter(user=user, tenant=tenant).exists():
+            raise Conflict(f"{username} is a member already.", code="member_exists")
+        return membership_set(tenant=tenant, user=user, role=role)  # type: ignore[arg-type]

@@ -1,0 +1,13 @@
+"""Celery application, tenant-aware: a task sent inside a tenant's schema runs in it."""
+
+from __future__ import annotations
+
+import os
+
+from tenant_schemas_celery.app import CeleryApp
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kms_project.settings")
+
+app = CeleryApp("kms_project")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

@@ -1,0 +1,271 @@
+"""KCM settings: read from the environment only (see README "Configuration")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kms_project.env import (
+    ImproperlyConfiguredEnv,
+    database_from_url,
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_optional,
+    env_secret,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+KCM_ENV = env_choice("KCM_ENV", ("development", "production", "test"), "development")
+PRODUCTION = KCM_ENV == "production"
+DEBUG = env_bool("KCM_DEBUG", default=False)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfiguredEnv("KCM_DEBUG cannot be true when KCM_ENV=production")
+
+KCM_STATE_DIR = Path(env_str("KCM_STATE_DIR", str(BASE_DIR / ".state")))
+
+_secret_key = env_secret("KCM_SECRET_KEY")
+if _secret_key is None:
+    if PRODUCTION:
+        raise ImproperlyConfiguredEnv("KCM_SECRET_KEY (or KCM_SECRET_KEY_FILE) must be set")
+    _secret_key = "development-only-insecure-key-set-KCM_SECRET_KEY-in-production-0123456789"
+elif PRODUCTION and len(_secret_key) < 50:
+    raise ImproperlyConfiguredEnv("KCM_SECRET_KEY must be at least 50 characters")
+SECRET_KEY = _secret_key
+
+# Tenants live at <slug>.<KCM_BASE_DOMAIN>; the platform console at the base domain itself.
+KCM_BASE_DOMAIN = env_str("KCM_BASE_DOMAIN", "localhost").lower()
+ALLOWED_HOSTS = env_list("KCM_ALLOWED_HOSTS", [KCM_BASE_DOMAIN, f".{KCM_BASE_DOMAIN}"])
+if not PRODUCTION:
+    ALLOWED_HOSTS += ["127.0.0.1", "testserver"]
+
+SHARED_APPS = [
+    "django_tenants",
+    "apps.tenants",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "apps.core",
+]
+TENANT_APPS = [
+    "apps.keychain",
+    "apps.audit",
+]
+INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
+
+TENANT_MODEL = "tenants.Tenant"
+TENANT_DOMAIN_MODEL = "tenants.Domain"
+PUBLIC_SCHEMA_URLCONF = "kms_project.urls_public"
+ROOT_URLCONF = "kms_project.urls"
+DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+# The schema every new tenant is cloned from (kept migrated by `manage.py kcm_migrate`).
+KCM_TEMPLATE_SCHEMA = "kcm_template"
+
+MIDDLEWARE = [
+    "apps.core.middleware.RequestIdMiddleware",
+    "apps.core.middleware.BodySizeLimitMiddleware",
+    "django_tenants.middleware.main.TenantMainMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "apps.tenants.middleware.TenantStatusMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "apps.core.context_processors.kcm",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "kms_project.wsgi.application"
+
+_database_url = env_optional("KCM_DATABASE_URL")
+if _database_url is None:
+    raise ImproperlyConfiguredEnv(
+        "KCM_DATABASE_URL must be set (`make run` and `make test` set it for you)"
+    )
+_database = database_from_url(_database_url)
+DATABASES = {
+    "default": {
+        "ENGINE": "django_tenants.postgresql_backend",
+        **_database,
+        # Persistent connections: without them every request pays a PostgreSQL connect.
+        "CONN_MAX_AGE": env_int("KCM_DB_CONN_MAX_AGE", 600, minimum=0),
+        "CONN_HEALTH_CHECKS": True,
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+if KCM_ENV == "test":
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:dashboard"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Production serves collected files (`manage.py collectstatic`); development finds them in place.
+_static_root = env_optional("KCM_STATIC_ROOT")
+STATIC_ROOT = Path(_static_root) if _static_root else (BASE_DIR / "staticfiles" if PRODUCTION else None)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION
+
+# Request bodies over 1 MiB are refused with 413 before any view runs.
+KCM_MAX_BODY_BYTES = env_int("KCM_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = KCM_MAX_BODY_BYTES
+
+# Security: sessions and CSRF on; production hardening passes `check --deploy`.
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env_int("KCM_SESSION_AGE_SECONDS", 8 * 3600, minimum=60)
+CSRF_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env_bool("KCM_SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("KCM_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    if env_bool("KCM_BEHIND_TLS_PROXY", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+CSRF_TRUSTED_ORIGINS = env_list("KCM_CSRF_TRUSTED_ORIGINS", [])
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.tenants.authentication.ApiTokenAuthentication",
+        "apps.tenants.authentication.ConsoleSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.tenants.permissions.HasTenantRole"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.CursorPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "apps.core.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "KCM API",
+    "DESCRIPTION": (
+        "Multi-tenant key chain manager. Tenant endpoints live on <tenant>.<base domain>; "
+        "platform endpoints on the base domain. Errors are RFC 9457 problem+json with a "
+        "stable `code`."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+}
+
+# Celery: the configured broker, else the embedded filesystem broker under the state folder.
+_broker_url = env_optional("KCM_BROKER_URL")
+CELERY_BROKER_URL = _broker_url or "filesystem://"
+if _broker_url is None:
+    _broker_dir = KCM_STATE_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(KCM_STATE_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "keychain-deletion-sweep": {
+        "task": "apps.keychain.tasks.deletion_sweep",
+        "schedule": env_int("KCM_DELETION_SWEEP_SECONDS", 60, minimum=1),
+    },
+}
+
+# HSM: a PKCS#11 library (SoftHSM2 in development and tests), or the development-only
+# software provider, which refuses to start in production unless explicitly allowed.
+KCM_HSM_PROVIDER = env_choice("KCM_HSM_PROVIDER", ("pkcs11", "software"), "pkcs11")
+KCM_PKCS11_LIBRARY = env_str("KCM_PKCS11_LIBRARY", "/usr/lib/softhsm/libsofthsm2.so")
+KCM_PKCS11_TOKEN_LABEL = env_str("KCM_PKCS11_TOKEN_LABEL", "kcm")
+KCM_PKCS11_PIN = env_secret("KCM_PKCS11_PIN")
+KCM_PKCS11_TIMEOUT_SECONDS = env_int("KCM_PKCS11_TIMEOUT_SECONDS", 10, minimum=1)
+KCM_ALLOW_SOFTWARE_PROVIDER = env_bool("KCM_ALLOW_SOFTWARE_PROVIDER", not PRODUCTION)
+KCM_SOFTWARE_PROVIDER_FILE = Path(
+    env_str("KCM_SOFTWARE_PROVIDER_FILE", str(KCM_STATE_DIR / "software-provider.keys"))
+)
+if KCM_HSM_PROVIDER == "software" and not KCM_ALLOW_SOFTWARE_PROVIDER:
+    raise ImproperlyConfiguredEnv(
+        "KCM_HSM_PROVIDER=software is for development only; set KCM_ALLOW_SOFTWARE_PROVIDER=true "
+        "to run it in production anyway"
+    )
+
+# Key chain.
+KCM_KEY_CACHE_TTL_SECONDS = env_int("KCM_KEY_CACHE_TTL_SECONDS", 300, minimum=1)
+KCM_KEY_CACHE_MAX_ENTRIES = env_int("KCM_KEY_CACHE_MAX_ENTRIES", 10000, minimum=1)
+# A GCM key must not see more than 2**32 random-nonce encryptions; we stop well before.
+KCM_GCM_USAGE_LIMIT = env_int("KCM_GCM_USAGE_LIMIT", 2**32 - 2**24, minimum=1)
+KCM_DELETION_MIN_DAYS = env_int("KCM_DELETION_MIN_DAYS", 7, minimum=0)
+KCM_DELETION_MAX_DAYS = env_int("KCM_DELETION_MAX_DAYS", 30, minimum=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(process)d %(name)s %(message)s"},
+    },
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": env_str("KCM_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+CSRF_FAILURE_VIEW = "apps.core.views.csrf_failure"
+# Each process listens for key-chain revocations (PostgreSQL LISTEN/NOTIFY).
+KCM_KEY_CACHE_LISTEN = env_bool("KCM_KEY_CACHE_LISTEN", True)
+# Encryptions a process reserves at a time per service-key version (see usage limits).
+KCM_USAGE_BLOCK = env_int("KCM_USAGE_BLOCK", 1000, minimum=1)
+# Django's error reports must never show the HSM PIN (its name escapes the default filter).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "apps.core.reporting.SecretSafeExceptionReporterFilter"

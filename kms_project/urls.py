@@ -1,0 +1,37 @@
+"""URLs of a tenant host (<tenant>.<base domain>): the tenant console and API."""
+
+from django.urls import include, path
+
+from apps.tenants import api as tenants_api
+from apps.tenants import views as tenants_views
+from kms_project.urls_common import handler400, handler403, handler404, handler500
+from kms_project.urls_common import urlpatterns as common
+
+console = [
+    path("", tenants_views.dashboard, name="dashboard"),
+    path("login/", tenants_views.login_view, name="login"),
+    path("logout/", tenants_views.logout_view, name="logout"),
+    path("members/", tenants_views.members, name="members"),
+    path("members/<int:membership_id>/role/", tenants_views.member_role, name="member-role"),
+    path("members/<int:membership_id>/remove/", tenants_views.member_remove, name="member-remove"),
+    path("tokens/", tenants_views.tokens, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", tenants_views.token_revoke, name="token-revoke"),
+    path("keys/", include("apps.keychain.urls_console")),
+]
+
+api_v1 = [
+    path("me/", tenants_api.MeView.as_view(), name="me"),
+    path("members/", tenants_api.MemberListView.as_view(), name="members"),
+    path("members/<int:membership_id>/", tenants_api.MemberDetailView.as_view(), name="member"),
+    path("tokens/", tenants_api.TokenListView.as_view(), name="tokens"),
+    path("tokens/<int:token_id>/", tenants_api.TokenDetailView.as_view(), name="token"),
+    path("", include("apps.keychain.urls_api")),
+]
+
+urlpatterns = [
+    *common,
+    path("api/v1/", include((api_v1, "api"))),
+    path("", include((console, "console"))),
+]
+
+__all__ = ["handler400", "handler403", "handler404", "handler500", "urlpatterns"]

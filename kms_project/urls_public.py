@@ -1,0 +1,46 @@
+"""URLs of the base domain: the platform console and API (tenants, platform tokens)."""
+
+from django.urls import include, path
+
+from apps.tenants import api as tenants_api
+from apps.tenants import views as tenants_views
+from kms_project.urls_common import handler400, handler403, handler404, handler500
+from kms_project.urls_common import urlpatterns as common
+
+console = [
+    path("", tenants_views.dashboard, name="dashboard"),
+    path("login/", tenants_views.login_view, name="login"),
+    path("logout/", tenants_views.logout_view, name="logout"),
+    path("tokens/", tenants_views.tokens, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", tenants_views.token_revoke, name="token-revoke"),
+    path("tenants/", tenants_views.tenants, name="tenants"),
+    path(
+        "tenants/<slug:slug>/<str:action>/",
+        tenants_views.tenant_action,
+        name="tenant-action",
+    ),
+]
+
+api_v1 = [
+    path("me/", tenants_api.MeView.as_view(), name="me"),
+    path("tokens/", tenants_api.TokenListView.as_view(), name="tokens"),
+    path("tokens/<int:token_id>/", tenants_api.TokenDetailView.as_view(), name="token"),
+    path("platform/tenants/", tenants_api.TenantListView.as_view(), name="tenants"),
+    path("platform/tenants/<slug:slug>/", tenants_api.TenantDetailView.as_view(), name="tenant"),
+    *[
+        path(
+            f"platform/tenants/<slug:slug>/{action}/",
+            tenants_api.TenantActionView.as_view(action=action),
+            name=f"tenant-{action}",
+        )
+        for action in ("suspend", "resume", "terminate")
+    ],
+]
+
+urlpatterns = [
+    *common,
+    path("api/v1/", include((api_v1, "api"))),
+    path("", include((console, "console"))),
+]
+
+__all__ = ["handler400", "handler403", "handler404", "handler500", "urlpatterns"]

@@ -1,0 +1,135 @@
+"""Data keys and payloads end to end on SoftHSM2: L1 (HSM) → L2 → L3 → L4."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from apps.keychain.providers import get_provider
+from tests.helpers import assert_problem
+
+CTX = {"tenant_record": "invoice-42", "purpose": "billing"}
+PAYMENTS = "/api/v1/service-keys/payments"
+
+
+def test_generate_and_decrypt_a_data_key(chain: Any) -> None:
+    user = chain()["user"]
+    made = user.post(f"{PAYMENTS}/generate-data-key/", {"context": CTX})
+    assert made.status_code == 200, made.content
+    plaintext = base64.b64decode(made.json_body["plaintext"])
+    assert len(plaintext) == 32
+    back = user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": made.json_body["ciphertext"], "context": CTX})
+    assert back.status_code == 200
+    assert base64.b64decode(back.json_body["plaintext"]) == plaintext
+    # The data key really encrypts: use it the way an application would.
+    nonce = b"\x00" * 12
+    assert AESGCM(plaintext).decrypt(nonce, AESGCM(plaintext).encrypt(nonce, b"hi", None), None) == b"hi"
+
+
+def test_wrapped_only_generation_returns_no_plaintext(chain: Any) -> None:
+    made = chain()["user"].post(f"{PAYMENTS}/generate-data-key/", {"include_plaintext": False})
+    assert made.status_code == 200 and "plaintext" not in made.json_body
+
+
+def test_encrypt_and_decrypt_a_payload_with_a_context(chain: Any) -> None:
+    user = chain()["user"]
+    secret = base64.b64encode(b"card 4111 1111 1111 1111").decode()
+    sealed = user.post(f"{PAYMENTS}/encrypt/", {"plaintext": secret, "context": CTX})
+    assert sealed.status_code == 200
+    opened = user.post(f"{PAYMENTS}/decrypt/", {"ciphertext": sealed.json_body["ciphertext"], "context": CTX})
+    assert opened.json_body["plaintext"] == secret
+
+
+def test_each_kind_of_bad_ciphertext_has_its_own_code(chain: Any, api: Any) -> None:
+    acme = chain("acme")
+    globex = chain("globex")
+    user = acme["user"]
+    made = user.post(f"{PAYMENTS}/generate-data-key/", {"context": CTX}).json_body["ciphertext"]
+
+    wrong_context = user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": made, "context": {"x": "y"}})
+    assert_problem(wrong_context, 400, "context_mismatch")
+
+    raw = bytearray(base64.b64decode(made))
+    raw[-5] ^= 0x01
+    tampered = base64.b64encode(bytes(raw)).decode()
+    assert_problem(
+        user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": tampered, "context": CTX}), 400, "ciphertext_invalid"
+    )
+    assert_problem(
+        user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": made[:40], "context": CTX}), 400, "ciphertext_malformed"
+    )
+    assert_problem(
+        user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": "not base64!", "context": CTX}), 400, "invalid_base64"
+    )
+
+    other_key = user.post("/api/v1/service-keys/ledger/decrypt-data-key/", {"ciphertext": made, "context": CTX})
+    assert_problem(other_key, 400, "ciphertext_wrong_key")
+
+    foreign = globex["user"].post(f"{PAYMENTS}/generate-data-key/", {"context": CTX}).json_body["ciphertext"]
+    other_tenant = user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": foreign, "context": CTX})
+    assert_problem(other_tenant, 400, "ciphertext_wrong_tenant")
+
+
+def test_a_context_must_be_strings(chain: Any) -> None:
+    user = chain()["user"]
+    response = user.post(f"{PAYMENTS}/generate-data-key/", {"context": {"n": 1}})
+    assert_problem(response, 400, "invalid_context")
+
+
+def test_payloads_over_4_kib_are_refused(chain: Any) -> None:
+    user = chain()["user"]
+    big = base64.b64encode(b"x" * 4097).decode()
+    assert_problem(user.post(f"{PAYMENTS}/encrypt/", {"plaintext": big}), 400, "payload_too_large")
+
+
+def test_batches_return_a_result_per_item(chain: Any) -> None:
+    user = chain()["user"]
+    made = user.post(f"{PAYMENTS}/generate-data-key/batch/", {"items": [{"context": CTX}] * 1000})
+    assert made.status_code == 200
+    results = made.json_body["results"]
+    assert len(results) == 1000 and all(r["ok"] for r in results)
+    items = [{"ciphertext": r["ciphertext"], "context": CTX} for r in results[:3]]
+    items.append({"ciphertext": results[3]["ciphertext"], "context": {"wrong": "ctx"}})
+    items.append({"ciphertext": 12})
+    opened = user.post(f"{PAYMENTS}/decrypt-data-key/batch/", {"items": items}).json_body["results"]
+    assert [r["ok"] for r in opened] == [True, True, True, False, False]
+    assert opened[0]["plaintext"] == results[0]["plaintext"]
+    assert opened[3]["error"]["code"] == "context_mismatch"
+    assert opened[4]["error"]["code"] == "validation_error"
+    too_many = user.post(f"{PAYMENTS}/generate-data-key/batch/", {"items": [{}] * 1001})
+    assert_problem(too_many, 400, "validation_error")
+
+
+def test_unknown_service_key_is_a_404(chain: Any) -> None:
+    user = chain()["user"]
+    assert_problem(user.post("/api/v1/service-keys/nope/generate-data-key/", {}), 404, "key_not_found")
+
+
+def test_data_key_operations_after_warm_up_make_no_hsm_calls(chain: Any) -> None:
+    user = chain()["user"]
+    user.post(f"{PAYMENTS}/generate-data-key/", {"context": CTX})
+    provider = get_provider()
+    provider.reset_call_count()
+    for _ in range(20):
+        made = user.post(f"{PAYMENTS}/generate-data-key/", {"context": CTX}).json_body
+        user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": made["ciphertext"], "context": CTX})
+    assert provider.calls == 0
+
+
+@pytest.mark.parametrize("operation", ["generate-data-key", "encrypt"])
+def test_encryptions_stop_at_the_usage_limit(chain: Any, settings: Any, operation: str) -> None:
+    settings.KCM_GCM_USAGE_LIMIT = 5
+    settings.KCM_USAGE_BLOCK = 2
+    made = chain()
+    user = made["user"]
+    body = {"plaintext": "aGk="} if operation == "encrypt" else {}
+    for _ in range(5):
+        assert user.post(f"{PAYMENTS}/{operation}/", body).status_code == 200
+    assert_problem(user.post(f"{PAYMENTS}/{operation}/", body), 409, "usage_limit_reached")
+    # Rotating gives a fresh primary version with its own budget.
+    key_id = user.get(f"{PAYMENTS}/").json_body["id"]
+    assert made["admin"].post(f"/api/v1/keys/{key_id}/rotate/", {}).status_code == 200
+    assert user.post(f"{PAYMENTS}/{operation}/", body).status_code == 200

@@ -1,0 +1,70 @@
+"""Every registered URL of a URLconf, with sample arguments, for parametrised tests."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.urls import URLPattern, URLResolver, get_resolver
+
+SAMPLE_ARGS = {
+    "membership_id": "1",
+    "token_id": "1",
+    "key_id": str(uuid.UUID(int=1)),
+    "name": "payments",
+    "slug": "acme",
+    "action": "suspend",
+}
+
+# Open on every host by design: liveness, the API description, and the sign-in form.
+PUBLIC = {"healthz", "api-schema", "api-docs", "console:login", "console:logout"}
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    path: str
+    callback: Any
+
+    @property
+    def methods(self) -> list[str]:
+        view_class = getattr(self.callback, "cls", None) or getattr(self.callback, "view_class", None)
+        if view_class is None:
+            return ["GET", "POST"]
+        return [m.upper() for m in ("get", "post", "patch", "put", "delete") if hasattr(view_class, m)]
+
+    @property
+    def view_class(self) -> Any:
+        return getattr(self.callback, "cls", None)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.path}"
+
+
+def _walk(patterns: list[Any], prefix: str, namespace: str) -> list[Route]:
+    routes: list[Route] = []
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            ns = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            routes += _walk(pattern.url_patterns, prefix + str(pattern.pattern), ns)
+        elif isinstance(pattern, URLPattern):
+            route = prefix + str(pattern.pattern)
+            for arg, value in SAMPLE_ARGS.items():
+                for converter in ("int", "uuid", "slug", "str", "path"):
+                    route = route.replace(f"<{converter}:{arg}>", value)
+            assert "<" not in route, f"add a sample argument for {route}"
+            routes.append(Route(f"{namespace}{pattern.name}", "/" + route, pattern.callback))
+    return routes
+
+
+def routes(urlconf: str) -> list[Route]:
+    return _walk(get_resolver(urlconf).url_patterns, "", "")
+
+
+def tenant_routes() -> list[Route]:
+    return routes("kms_project.urls")
+
+
+def platform_routes() -> list[Route]:
+    return routes("kms_project.urls_public")
