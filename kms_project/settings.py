@@ -138,7 +138,9 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Production serves collected files (`manage.py collectstatic`); development finds them in place.
 _static_root = env_optional("KCM_STATIC_ROOT")
-STATIC_ROOT = Path(_static_root) if _static_root else (BASE_DIR / "staticfiles" if PRODUCTION else None)
+STATIC_ROOT = (
+    Path(_static_root) if _static_root else (BASE_DIR / "staticfiles" if PRODUCTION else None)
+)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

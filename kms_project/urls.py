@@ -1,13 +1,13 @@
 """URLs of a tenant host (<tenant>.<base domain>): the tenant console and API."""
 
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 
 from apps.tenants import api as tenants_api
 from apps.tenants import views as tenants_views
 from kms_project.urls_common import handler400, handler403, handler404, handler500
 from kms_project.urls_common import urlpatterns as common
 
-console = [
+console: list[URLPattern | URLResolver] = [
     path("", tenants_views.dashboard, name="dashboard"),
     path("login/", tenants_views.login_view, name="login"),
     path("logout/", tenants_views.logout_view, name="logout"),
@@ -19,7 +19,7 @@ console = [
     path("keys/", include("apps.keychain.urls_console")),
 ]
 
-api_v1 = [
+api_v1: list[URLPattern | URLResolver] = [
     path("me/", tenants_api.MeView.as_view(), name="me"),
     path("members/", tenants_api.MemberListView.as_view(), name="members"),
     path("members/<int:membership_id>/", tenants_api.MemberDetailView.as_view(), name="member"),

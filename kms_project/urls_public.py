@@ -1,13 +1,13 @@
 """URLs of the base domain: the platform console and API (tenants, platform tokens)."""
 
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 
 from apps.tenants import api as tenants_api
 from apps.tenants import views as tenants_views
 from kms_project.urls_common import handler400, handler403, handler404, handler500
 from kms_project.urls_common import urlpatterns as common
 
-console = [
+console: list[URLPattern | URLResolver] = [
     path("", tenants_views.dashboard, name="dashboard"),
     path("login/", tenants_views.login_view, name="login"),
     path("logout/", tenants_views.logout_view, name="logout"),
@@ -21,7 +21,7 @@ console = [
     ),
 ]
 
-api_v1 = [
+api_v1: list[URLPattern | URLResolver] = [
     path("me/", tenants_api.MeView.as_view(), name="me"),
     path("tokens/", tenants_api.TokenListView.as_view(), name="tokens"),
     path("tokens/<int:token_id>/", tenants_api.TokenDetailView.as_view(), name="token"),

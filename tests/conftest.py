@@ -7,7 +7,6 @@ tenant routing, middleware, authentication and CSRF are the real ones.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,6 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import connection
-from django.test import Client
 
 from apps.tenants import services
 from apps.tenants.models import TENANT_ROLES, Role, Tenant
@@ -44,7 +42,7 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
         _WORLD.tenants["platform"] = platform
         operator = services.user_create(username="operator", password=PASSWORD)
         services.membership_set(tenant=platform, user=operator, role=Role.PLATFORM_OPERATOR)
-        _WORLD.users[("platform", Role.PLATFORM_OPERATOR)] = operator  # type: ignore[assignment]
+        _WORLD.users[("platform", Role.PLATFORM_OPERATOR)] = operator
         _, _WORLD.tokens[("platform", Role.PLATFORM_OPERATOR)] = services.api_token_create(
             tenant=platform, name="ops", role=Role.PLATFORM_OPERATOR, created_by_id=operator.pk
         )
@@ -54,7 +52,7 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
             for role in TENANT_ROLES:
                 user = services.user_create(username=f"{slug}-{role}", password=PASSWORD)
                 services.membership_set(tenant=tenant, user=user, role=role)
-                _WORLD.users[(slug, role)] = user  # type: ignore[assignment]
+                _WORLD.users[(slug, role)] = user
                 _, _WORLD.tokens[(slug, role)] = services.api_token_create(
                     tenant=tenant, name=f"{role} token", role=role, created_by_id=user.pk
                 )
@@ -80,7 +78,7 @@ def _fresh_process_state() -> Iterator[None]:
 
     key_cache().reset()
     yield
-    connection.set_schema_to_public()
+    connection.set_schema_to_public()  # type: ignore[attr-defined]
     key_cache().reset()
 
 
@@ -93,5 +91,3 @@ def api(world: World) -> Any:
         return Api(host_of(on or slug), token)
 
     return make
-
-

@@ -17,8 +17,16 @@ class Api:
         self.client = client or Client(HTTP_HOST=host)
         self.token = token
 
-    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | str | None = None,
-             content_type: str = "application/json", **headers: str) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | str | None = None,
+        content_type: str = "application/json",
+        **headers: str,
+    ) -> Any:
         extra: dict[str, Any] = {"HTTP_HOST": self.host}
         if self.token:
             extra["HTTP_AUTHORIZATION"] = f"Bearer {self.token}"
@@ -30,9 +38,11 @@ class Api:
             kwargs["data"] = data
         response = getattr(self.client, method.lower())(path, **kwargs, **extra)
         response.json_body = (
-            response.json() if response.get("Content-Type", "").endswith("json") and response.content else None
+            response.json()
+            if response.get("Content-Type", "").endswith("json") and response.content
+            else None
         )
-        connection.set_schema_to_public()
+        connection.set_schema_to_public()  # type: ignore[attr-defined]
         return response
 
     def get(self, path: str, **kw: Any) -> Any:

@@ -29,10 +29,14 @@ class Route:
 
     @property
     def methods(self) -> list[str]:
-        view_class = getattr(self.callback, "cls", None) or getattr(self.callback, "view_class", None)
+        view_class = getattr(self.callback, "cls", None) or getattr(
+            self.callback, "view_class", None
+        )
         if view_class is None:
             return ["GET", "POST"]
-        return [m.upper() for m in ("get", "post", "patch", "put", "delete") if hasattr(view_class, m)]
+        return [
+            m.upper() for m in ("get", "post", "patch", "put", "delete") if hasattr(view_class, m)
+        ]
 
     @property
     def view_class(self) -> Any:

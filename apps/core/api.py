@@ -9,7 +9,6 @@ from rest_framework.request import Request
 
 from apps.tenants.access import Principal
 
-
 # JSON types each kind of field accepts; DRF itself would coerce 7 into "7" and "7" into 7.
 _JSON_TYPES: list[tuple[type[serializers.Field], tuple[type, ...]]] = [
     (serializers.BooleanField, (bool,)),

@@ -28,7 +28,10 @@ def console_view(roles: Iterable[str]) -> Callable[[View], View]:
                 return render(
                     request,
                     "console/refused.html",
-                    {"title": "Forbidden", "detail": "API tokens work on /api/ only; sign in here."},
+                    {
+                        "title": "Forbidden",
+                        "detail": "API tokens work on /api/ only; sign in here.",
+                    },
                     status=403,
                 )
             if not request.user.is_authenticated:
@@ -53,7 +56,9 @@ def console_view(roles: Iterable[str]) -> Callable[[View], View]:
     return decorator
 
 
-def run_action(request: HttpRequest, action: Callable[[], Any], success: str, next_url: str) -> HttpResponse:
+def run_action(
+    request: HttpRequest, action: Callable[[], Any], success: str, next_url: str
+) -> HttpResponse:
     """Run a service call from a console form: flash its outcome, then redirect (PRG)."""
     try:
         action()

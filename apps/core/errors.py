@@ -62,7 +62,12 @@ class ServiceUnavailable(KcmError):
 
 
 def problem(
-    status: int, code: str, title: str, detail: str, request: HttpRequest | None = None, **extra: Any
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    request: HttpRequest | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": f"urn:kcm:problem:{code}",
@@ -81,7 +86,12 @@ def problem(
 
 
 def problem_response(
-    status: int, code: str, title: str, detail: str, request: HttpRequest | None = None, **extra: Any
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    request: HttpRequest | None = None,
+    **extra: Any,
 ) -> JsonResponse:
     return JsonResponse(
         problem(status, code, title, detail, request, **extra),
@@ -115,9 +125,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         body = problem(exc.status, exc.code, exc.title, exc.detail, django_request, **exc.extra)
         return Response(body, status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
     if isinstance(exc, RequestDataTooBig):
-        body = problem(
-            413, "payload_too_large", "Payload too large", str(exc), django_request
-        )
+        body = problem(413, "payload_too_large", "Payload too large", str(exc), django_request)
         return Response(body, status=413, content_type=PROBLEM_CONTENT_TYPE)
     if isinstance(exc, Http404):
         exc = drf.NotFound()

@@ -17,7 +17,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def _error(request: HttpRequest, status: int, code: str, title: str, detail: str) -> HttpResponse:
     if request.path.startswith("/api/"):
         return problem_response(status, code, title, detail, request)
-    return render(request, "console/refused.html", {"title": title, "detail": detail}, status=status)
+    return render(
+        request, "console/refused.html", {"title": title, "detail": detail}, status=status
+    )
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
@@ -29,7 +31,9 @@ def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    return _error(request, 400, "bad_request", "Bad request", "The request could not be understood.")
+    return _error(
+        request, 400, "bad_request", "Bad request", "The request could not be understood."
+    )
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

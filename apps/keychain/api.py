@@ -58,7 +58,9 @@ class CustomerKeyCreateView(APIView):
     @extend_schema(request=CustomerKeyIn, responses={201: OpenApiResponse(description="The L1")})
     def post(self, request: Request) -> Response:
         data = parse(CustomerKeyIn, request)
-        l1 = services.customer_key_create(name=data["name"], description=data.get("description", ""))
+        l1 = services.customer_key_create(
+            name=data["name"], description=data.get("description", "")
+        )
         tree = next(node for node in selectors.chain_tree() if node["id"] == str(l1.pk))
         return Response(tree, status=status.HTTP_201_CREATED)
 
@@ -134,22 +136,24 @@ class ContextField(serializers.JSONField):
 
 
 class GenerateIn(StrictSerializer):
-    context = ContextField(required=False)
+    context = ContextField(required=False)  # type: ignore[assignment]
     include_plaintext = serializers.BooleanField(required=False, default=True)
 
 
 class CiphertextIn(StrictSerializer):
     ciphertext = serializers.CharField(max_length=16384)
-    context = ContextField(required=False)
+    context = ContextField(required=False)  # type: ignore[assignment]
 
 
 class PlaintextIn(StrictSerializer):
     plaintext = serializers.CharField(max_length=8192, help_text="base64, at most 4 KiB decoded")
-    context = ContextField(required=False)
+    context = ContextField(required=False)  # type: ignore[assignment]
 
 
 class BatchIn(StrictSerializer):
-    items = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=datakeys.MAX_BATCH)
+    items = serializers.ListField(
+        child=serializers.JSONField(), min_length=1, max_length=datakeys.MAX_BATCH
+    )
 
 
 _INPUTS: dict[str, type[StrictSerializer]] = {

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -151,7 +151,7 @@ def _conninfo() -> dict[str, Any]:
         "port": db.get("PORT") or None,
         "application_name": "kcm-keychain-listener",
     }
-    info.update(db.get("OPTIONS") or {})
+    info.update(cast(dict[str, Any], db.get("OPTIONS") or {}))
     return {k: v for k, v in info.items() if v is not None}
 
 
@@ -197,6 +197,8 @@ def _listen_forever(
                         cache.invalidate(schema, int(epoch) if epoch.isdigit() else None)
         except Exception as exc:
             cache.clear()
-            logger.warning("key-chain listener lost its connection (%s); retrying", type(exc).__name__)
+            logger.warning(
+                "key-chain listener lost its connection (%s); retrying", type(exc).__name__
+            )
             stop.wait(backoff)
             backoff = min(backoff * 2, 10.0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from uuid import UUID
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from django.db import connection
 
 from apps.keychain import crypto
 from apps.keychain.cache import LoadedServiceKey, LoadedVersion, key_cache
@@ -38,11 +37,12 @@ from apps.keychain.providers import (
     RootKeyNotFound,
     get_provider,
 )
+from apps.tenants.access import current_tenant
 from apps.tenants.models import Tenant
 
 
 def tenant() -> Tenant:
-    return connection.tenant  # type: ignore[attr-defined,no-any-return]
+    return current_tenant()
 
 
 def observe_epoch() -> tuple[str, int]:
@@ -88,11 +88,13 @@ def l3_aad(l3v: ServiceKeyVersion, key: ServiceKey, parent: TenantKeyVersion) ->
     )
 
 
-def _provider_call(func, *args):  # type: ignore[no-untyped-def]
+def _provider_call(func, *args):
     try:
         return func(*args)
     except RootKeyNotFound:
-        raise KeyDestroyed("The customer key's material is gone from the HSM.", level="L1") from None
+        raise KeyDestroyed(
+            "The customer key's material is gone from the HSM.", level="L1"
+        ) from None
     except RootKeyIntegrityError:
         raise crypto.CiphertextInvalid(
             "A wrapped tenant key failed to unwrap: it does not belong here or was altered."
@@ -104,7 +106,7 @@ def _provider_call(func, *args):  # type: ignore[no-untyped-def]
 
 
 def l1_encrypt(handle: str, plaintext: bytes, aad: bytes) -> bytes:
-    return _provider_call(get_provider().encrypt, handle, plaintext, aad)  # type: ignore[no-any-return]
+    return _provider_call(get_provider().encrypt, handle, plaintext, aad)
 
 
 def l2_material(l2v: TenantKeyVersion) -> AESGCM:
@@ -115,10 +117,12 @@ def l2_material(l2v: TenantKeyVersion) -> AESGCM:
     cipher = cache.get(schema, cache_key)
     if cipher is None:
         key = l2v.key
-        raw = _provider_call(get_provider().decrypt, l2v.parent.handle, bytes(l2v.wrapped), l2_aad(l2v, key))
+        raw = _provider_call(
+            get_provider().decrypt, l2v.parent.handle, bytes(l2v.wrapped), l2_aad(l2v, key)
+        )
         cipher = AESGCM(raw)
         cache.put(schema, cache_key, cipher, epoch)
-    return cipher  # type: ignore[no-any-return]
+    return cipher
 
 
 def ensure_chain_usable(l3: ServiceKey) -> None:
@@ -135,12 +139,8 @@ def load_service_key(name: str) -> LoadedServiceKey:
     cache = key_cache()
     loaded = cache.get(schema, f"l3:{name}")
     if loaded is not None:
-        return loaded  # type: ignore[no-any-return]
-    l3 = (
-        ServiceKey.objects.select_related("tenant_key__customer_key")
-        .filter(name=name)
-        .first()
-    )
+        return loaded
+    l3 = ServiceKey.objects.select_related("tenant_key__customer_key").filter(name=name).first()
     if l3 is None:
         raise KeyNotFound(f"No service key {name!r}.")
     ensure_chain_usable(l3)
@@ -148,7 +148,9 @@ def load_service_key(name: str) -> LoadedServiceKey:
     for l3v in ServiceKeyVersion.objects.filter(key=l3, state=VersionState.ENABLED).select_related(
         "parent__parent", "parent__key"
     ):
-        raw = crypto.unseal(l2_material(l3v.parent), bytes(l3v.wrapped), l3_aad(l3v, l3, l3v.parent))
+        raw = crypto.unseal(
+            l2_material(l3v.parent), bytes(l3v.wrapped), l3_aad(l3v, l3, l3v.parent)
+        )
         versions[l3v.version] = LoadedVersion(
             version=l3v.version, row_id=l3v.pk, cipher=AESGCM(raw), ctx_key=crypto.context_key(raw)
         )
@@ -168,7 +170,7 @@ def load_service_key(name: str) -> LoadedServiceKey:
 def find_key(key_id: UUID | str) -> CustomerKey | TenantKey | ServiceKey:
     """Any level's key by id."""
     for model in (CustomerKey, TenantKey, ServiceKey):
-        key = model.objects.filter(pk=key_id).first()  # type: ignore[attr-defined]
+        key = model.objects.filter(pk=key_id).first()
         if key is not None:
-            return key  # type: ignore[no-any-return]
+            return key
     raise KeyNotFound()

@@ -28,7 +28,9 @@ MAGIC = b"KC"
 FORMAT_VERSION = 1
 KIND_DATA_KEY = 1
 KIND_PAYLOAD = 2
-_HEADER = struct.Struct(">2sBB16s16sI16s")  # magic, format, kind, tenant, L3 id, L3 version, ctx check
+_HEADER = struct.Struct(
+    ">2sBB16s16sI16s"
+)  # magic, format, kind, tenant, L3 id, L3 version, ctx check
 HEADER_BYTES = _HEADER.size
 MAX_CONTEXT_BYTES = 4096
 
@@ -86,7 +88,9 @@ def canonical_context(context: Any) -> bytes:
         isinstance(k, str) and isinstance(v, str) for k, v in context.items()
     ):
         raise InvalidContext()
-    encoded = json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    encoded = json.dumps(
+        context, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
     if len(encoded) > MAX_CONTEXT_BYTES:
         raise InvalidContext(f"The encryption context is limited to {MAX_CONTEXT_BYTES} bytes.")
     return encoded
@@ -141,7 +145,13 @@ def envelope_seal(
     plaintext: bytes,
 ) -> bytes:
     header = _HEADER.pack(
-        MAGIC, FORMAT_VERSION, kind, tenant.bytes, key_id.bytes, version, context_check(ctx_key, context)
+        MAGIC,
+        FORMAT_VERSION,
+        kind,
+        tenant.bytes,
+        key_id.bytes,
+        version,
+        context_check(ctx_key, context),
     )
     return header + seal(cipher, plaintext, header + context)
 

@@ -87,7 +87,8 @@ def _open(loaded: LoadedServiceKey, blob: bytes, context: bytes, kind: int) -> t
         raise WrongKeyCiphertext()
     if envelope.kind != kind:
         raise crypto.CiphertextMalformed(
-            "This ciphertext is a " + ("data key" if envelope.kind == crypto.KIND_DATA_KEY else "payload")
+            "This ciphertext is a "
+            + ("data key" if envelope.kind == crypto.KIND_DATA_KEY else "payload")
             + "; use the matching operation."
         )
     version = loaded.versions.get(envelope.version)
@@ -95,10 +96,14 @@ def _open(loaded: LoadedServiceKey, blob: bytes, context: bytes, kind: int) -> t
         raise KeyVersionUnavailable(
             f"Version {envelope.version} of this service key is retired, destroyed or unknown."
         )
-    return crypto.envelope_open(cipher=version.cipher, ctx_key=version.ctx_key, envelope=envelope, context=context), envelope.version
+    return crypto.envelope_open(
+        cipher=version.cipher, ctx_key=version.ctx_key, envelope=envelope, context=context
+    ), envelope.version
 
 
-def _seal(loaded: LoadedServiceKey, version: LoadedVersion, kind: int, context: bytes, plaintext: bytes) -> bytes:
+def _seal(
+    loaded: LoadedServiceKey, version: LoadedVersion, kind: int, context: bytes, plaintext: bytes
+) -> bytes:
     return crypto.envelope_seal(
         cipher=version.cipher,
         ctx_key=version.ctx_key,
@@ -114,7 +119,9 @@ def _seal(loaded: LoadedServiceKey, version: LoadedVersion, kind: int, context: 
 # --- single operations on a loaded key: each takes and returns JSON-ready dicts ---------
 
 
-def _generate(loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, Any]) -> dict[str, Any]:
+def _generate(
+    loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, Any]
+) -> dict[str, Any]:
     context = crypto.canonical_context(item.get("context"))
     data_key = os.urandom(DATA_KEY_BYTES)
     result = {
@@ -128,16 +135,21 @@ def _generate(loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, 
 
 def _decrypt_data_key(loaded: LoadedServiceKey, item: dict[str, Any]) -> dict[str, Any]:
     context = crypto.canonical_context(item.get("context"))
-    plaintext, version = _open(loaded, b64decode(item.get("ciphertext"), "ciphertext"), context, crypto.KIND_DATA_KEY)
+    plaintext, version = _open(
+        loaded, b64decode(item.get("ciphertext"), "ciphertext"), context, crypto.KIND_DATA_KEY
+    )
     return {"plaintext": b64(plaintext), "key_version": version}
 
 
-def _encrypt(loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, Any]) -> dict[str, Any]:
+def _encrypt(
+    loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, Any]
+) -> dict[str, Any]:
     context = crypto.canonical_context(item.get("context"))
     plaintext = b64decode(item.get("plaintext"), "plaintext")
     if len(plaintext) > MAX_PAYLOAD_BYTES:
         raise ValidationFailed(
-            f"Payloads are limited to {MAX_PAYLOAD_BYTES} bytes; encrypt larger data with a data key.",
+            f"Payloads are limited to {MAX_PAYLOAD_BYTES} bytes; "
+            "encrypt larger data with a data key.",
             code="payload_too_large",
         )
     return {
@@ -148,11 +160,15 @@ def _encrypt(loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, A
 
 def _decrypt(loaded: LoadedServiceKey, item: dict[str, Any]) -> dict[str, Any]:
     context = crypto.canonical_context(item.get("context"))
-    plaintext, version = _open(loaded, b64decode(item.get("ciphertext"), "ciphertext"), context, crypto.KIND_PAYLOAD)
+    plaintext, version = _open(
+        loaded, b64decode(item.get("ciphertext"), "ciphertext"), context, crypto.KIND_PAYLOAD
+    )
     return {"plaintext": b64(plaintext), "key_version": version}
 
 
-def _rewrap(loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, Any]) -> dict[str, Any]:
+def _rewrap(
+    loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, Any]
+) -> dict[str, Any]:
     context = crypto.canonical_context(item.get("context"))
     blob = b64decode(item.get("ciphertext"), "ciphertext")
     kind = crypto.envelope_parse(blob).kind
@@ -203,5 +219,7 @@ def run_batch(
             result = func(loaded, version, item) if encrypts else func(loaded, item)
             results.append({"index": index, "ok": True, **result})
         except KcmError as exc:
-            results.append({"index": index, "ok": False, "error": {"code": exc.code, "detail": exc.detail}})
+            results.append(
+                {"index": index, "ok": False, "error": {"code": exc.code, "detail": exc.detail}}
+            )
     return results

@@ -67,6 +67,9 @@ class VersionBase(models.Model):
     class Meta:
         abstract = True
 
+    def __str__(self) -> str:
+        return f"{self.key_id} v{self.version}"  # type: ignore[attr-defined]
+
 
 class CustomerKey(KeyBase):
     """L1: the customer's root key, inside an HSM (or their own key manager)."""

@@ -59,7 +59,11 @@ def service_key_detail(l3: ServiceKey) -> dict[str, Any]:
 
 def chain_tree() -> list[dict[str, Any]]:
     """Every L1 with its L2 and the L3s below it, with versions and states: four queries."""
-    l1s = list(CustomerKey.objects.select_related("tenant_key").prefetch_related("versions").order_by("created_at"))
+    l1s = list(
+        CustomerKey.objects.select_related("tenant_key")
+        .prefetch_related("versions")
+        .order_by("created_at")
+    )
     l2_versions = TenantKeyVersion.objects.select_related("parent").order_by("version")
     by_l2: dict[Any, list[TenantKeyVersion]] = {}
     for l2v in l2_versions:
@@ -89,7 +93,9 @@ def chain_tree() -> list[dict[str, Any]]:
                             "L3",
                             name=l3.name,
                             description=l3.description,
-                            versions=_versions(l3, sorted(l3.versions.all(), key=lambda v: v.version)),
+                            versions=_versions(
+                                l3, sorted(l3.versions.all(), key=lambda v: v.version)
+                            ),
                         )
                         for l3 in l3_by_l2.get(l2.pk, [])
                     ],

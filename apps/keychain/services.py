@@ -4,6 +4,7 @@ destroy. Every change that may revoke access is broadcast to every process (the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -73,14 +74,18 @@ def _discard_root(handle: str) -> None:
         logger.exception("could not remove an orphaned root key after a failed create")
 
 
-def _wrap_l2(l2: TenantKey, version: int, parent: CustomerKeyVersion, material: bytes) -> TenantKeyVersion:
+def _wrap_l2(
+    l2: TenantKey, version: int, parent: CustomerKeyVersion, material: bytes
+) -> TenantKeyVersion:
     l2v = TenantKeyVersion(key=l2, version=version, parent=parent)
     l2v.wrapped = l1_encrypt(parent.handle, material, l2_aad(l2v, l2))
     l2v.save()
     return l2v
 
 
-def _wrap_l3(l3: ServiceKey, version: int, parent: TenantKeyVersion, material: bytes) -> ServiceKeyVersion:
+def _wrap_l3(
+    l3: ServiceKey, version: int, parent: TenantKeyVersion, material: bytes
+) -> ServiceKeyVersion:
     l3v = ServiceKeyVersion(key=l3, version=version, parent=parent)
     l3v.wrapped = crypto.seal(l2_material(parent), material, l3_aad(l3v, l3, parent))
     l3v.save()
@@ -88,7 +93,7 @@ def _wrap_l3(l3: ServiceKey, version: int, parent: TenantKeyVersion, material: b
 
 
 def _primary(key: AnyKey) -> CustomerKeyVersion | TenantKeyVersion | ServiceKeyVersion:
-    return key.versions.get(version=key.primary_version)  # type: ignore[no-any-return]
+    return key.versions.get(version=key.primary_version)
 
 
 def customer_key_create(*, name: str, description: str = "") -> CustomerKey:
@@ -141,7 +146,7 @@ def service_key_create(
 
 def _locked(key_id: UUID | str) -> AnyKey:
     key = find_key(key_id)
-    return type(key).objects.select_for_update().get(pk=key.pk)  # type: ignore[no-any-return]
+    return type(key).objects.select_for_update().get(pk=key.pk)
 
 
 def key_rotate(*, key_id: UUID | str) -> AnyKey:
@@ -226,18 +231,23 @@ def key_destroy(*, key_id: UUID | str, now: datetime | None = None) -> AnyKey:
     now = now or timezone.now()
     with transaction.atomic():
         key = _locked(key_id)
-        if key.state != KeyState.PENDING_DELETION or key.deletion_date is None or key.deletion_date > now:
+        if (
+            key.state != KeyState.PENDING_DELETION
+            or key.deletion_date is None
+            or key.deletion_date > now
+        ):
             raise InvalidKeyState("Only a key whose deletion date has passed can be destroyed.")
         if isinstance(key, CustomerKey):
             provider = get_provider()
             for l1v in key.versions.exclude(state=VersionState.DESTROYED):
-                try:
+                # Already gone if an earlier attempt destroyed it and then failed to commit.
+                with contextlib.suppress(RootKeyNotFound):
                     provider.destroy(l1v.handle)
-                except RootKeyNotFound:
-                    pass  # destroyed by an earlier attempt that did not commit
             key.versions.update(state=VersionState.DESTROYED)
             l2 = key.tenant_key
-            TenantKeyVersion.objects.filter(key=l2).update(wrapped=b"", state=VersionState.DESTROYED)
+            TenantKeyVersion.objects.filter(key=l2).update(
+                wrapped=b"", state=VersionState.DESTROYED
+            )
             TenantKey.objects.filter(pk=l2.pk).update(state=KeyState.DESTROYED, destroyed_at=now)
             for l3 in ServiceKey.objects.filter(tenant_key=l2):
                 _shred_l3(l3, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
-from django_tenants.utils import schema_context
+from django_tenants.utils import tenant_context
 
 from apps.core.errors import KcmError
 from apps.keychain import datakeys, services
@@ -19,10 +19,7 @@ def deletion_sweep() -> dict[str, list[str]]:
     for tenant in Tenant.objects.filter(is_template=False, status=TenantStatus.ACTIVE).exclude(
         schema_name="public"
     ):
-        with schema_context(tenant.schema_name):
-            from django.db import connection
-
-            connection.set_tenant(tenant)
+        with tenant_context(tenant):
             done = services.deletion_sweep()
         if done:
             destroyed[tenant.slug] = done

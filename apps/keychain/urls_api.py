@@ -8,7 +8,11 @@ urlpatterns = [
     path("keys/", api.ChainView.as_view(), name="keys"),
     path("customer-keys/", api.CustomerKeyCreateView.as_view(), name="customer-keys"),
     *[
-        path(f"keys/<uuid:key_id>/{action}/", api.KeyActionView.as_view(action=action), name=f"key-{action}")
+        path(
+            f"keys/<uuid:key_id>/{action}/",
+            api.KeyActionView.as_view(action=action),
+            name=f"key-{action}",
+        )
         for action in ACTIONS
     ],
     path("service-keys/", api.ServiceKeyListView.as_view(), name="service-keys"),

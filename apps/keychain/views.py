@@ -94,7 +94,7 @@ def key_action(request: HttpRequest, key_id: UUID, action: str) -> HttpResponse:
     )
 
 
-def _invalid(form: object):  # type: ignore[no-untyped-def]
+def _invalid(form: object):
     from apps.core.errors import ValidationFailed
 
     def fail() -> None:

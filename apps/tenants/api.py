@@ -25,7 +25,7 @@ PLATFORM = frozenset({Role.PLATFORM_OPERATOR})
 class PaginatedListMixin:
     def paginate(self, request: Request, queryset: Any, serializer: Any) -> Response:
         paginator = CursorPagination()
-        page = paginator.paginate_queryset(queryset, request, view=self)
+        page: Any = paginator.paginate_queryset(queryset, request, view=self)  # type: ignore[arg-type]
         return paginator.get_paginated_response(serializer(page, many=True).data)
 
 
@@ -34,7 +34,7 @@ class PaginatedListMixin:
 
 class MeSerializer(serializers.Serializer):
     kind = serializers.CharField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
     role = serializers.CharField()
     tenant = serializers.CharField()
 
@@ -85,7 +85,9 @@ class MemberListView(PaginatedListMixin, APIView):
 
     @extend_schema(responses=MembershipOut(many=True))
     def get(self, request: Request) -> Response:
-        return self.paginate(request, selectors.membership_list(tenant=current_tenant()), MembershipOut)
+        return self.paginate(
+            request, selectors.membership_list(tenant=current_tenant()), MembershipOut
+        )
 
     @extend_schema(request=MembershipIn, responses=MembershipOut)
     def post(self, request: Request) -> Response:
@@ -104,7 +106,9 @@ class MemberDetailView(APIView):
     allowed_roles = ADMIN
 
     def _get(self, membership_id: int) -> Membership:
-        membership = selectors.membership_list(tenant=current_tenant()).filter(pk=membership_id).first()
+        membership = (
+            selectors.membership_list(tenant=current_tenant()).filter(pk=membership_id).first()
+        )
         if membership is None:
             raise NotFound("No such member.", code="member_not_found")
         return membership
@@ -118,7 +122,9 @@ class MemberDetailView(APIView):
         data = parse(MembershipPatch, request)
         membership = self._get(membership_id)
         membership = services.membership_set(
-            tenant=current_tenant(), user=membership.user, role=data["role"]  # type: ignore[arg-type]
+            tenant=current_tenant(),
+            user=membership.user,
+            role=data["role"],
         )
         return Response(MembershipOut(membership).data)
 
@@ -136,7 +142,16 @@ class MemberDetailView(APIView):
 class ApiTokenOut(serializers.ModelSerializer):
     class Meta:
         model = ApiToken
-        fields = ["id", "name", "role", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at"]
+        fields = [
+            "id",
+            "name",
+            "role",
+            "prefix",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+        ]
 
 
 class ApiTokenCreated(ApiTokenOut):
@@ -157,7 +172,9 @@ class TokenListView(PaginatedListMixin, APIView):
 
     @extend_schema(responses=ApiTokenOut(many=True))
     def get(self, request: Request) -> Response:
-        return self.paginate(request, selectors.api_token_list(tenant=current_tenant()), ApiTokenOut)
+        return self.paginate(
+            request, selectors.api_token_list(tenant=current_tenant()), ApiTokenOut
+        )
 
     @extend_schema(request=ApiTokenIn, responses=ApiTokenCreated)
     def post(self, request: Request) -> Response:
@@ -247,4 +264,3 @@ class TenantActionView(APIView):
         else:
             services.tenant_terminate(tenant=tenant, reason=reason)
         return Response(TenantOut(tenant).data)
-

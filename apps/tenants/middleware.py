@@ -31,9 +31,7 @@ class TenantStatusMiddleware:
                 + (f" Reason: {tenant.status_reason}" if tenant.status_reason else ""),
             )
         if tenant.status != TenantStatus.ACTIVE:
-            return self._refuse(
-                request, 404, "tenant_not_found", "Not found", "No such tenant."
-            )
+            return self._refuse(request, 404, "tenant_not_found", "Not found", "No such tenant.")
         return self.get_response(request)
 
     def _refuse(

@@ -7,8 +7,7 @@ import secrets
 from datetime import datetime
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
@@ -50,7 +49,9 @@ def _schema_for(slug: str) -> str:
 
 def _set_status(tenant: Tenant, status: str, reason: str = "") -> None:
     if status not in _TRANSITIONS[tenant.status]:
-        raise InvalidTransition(f"Tenant {tenant.slug} is {tenant.status}; it cannot become {status}.")
+        raise InvalidTransition(
+            f"Tenant {tenant.slug} is {tenant.status}; it cannot become {status}."
+        )
     tenant.status = status
     tenant.status_reason = reason
     tenant.save(update_fields=["status", "status_reason", "updated_at"])
@@ -75,7 +76,10 @@ def tenant_create(*, slug: str, name: str = "") -> Tenant:
     if Tenant.objects.filter(slug=slug).exists():
         raise Conflict(f"A tenant named {slug!r} exists already.", code="tenant_exists")
     tenant = Tenant.objects.create(
-        slug=slug, name=name or slug, schema_name=_schema_for(slug), status=TenantStatus.PROVISIONING
+        slug=slug,
+        name=name or slug,
+        schema_name=_schema_for(slug),
+        status=TenantStatus.PROVISIONING,
     )
     tenant_provision(tenant=tenant)
     return tenant
@@ -125,14 +129,15 @@ def tenant_terminate(*, tenant: Tenant, reason: str = "") -> Tenant:
 
 
 def tenant_get(*, slug: str) -> Tenant:
-    tenant = Tenant.objects.filter(slug=slug, is_template=False).exclude(schema_name="public").first()
+    tenant = (
+        Tenant.objects.filter(slug=slug, is_template=False).exclude(schema_name="public").first()
+    )
     if tenant is None:
         raise NotFound(f"No tenant {slug!r}.", code="tenant_not_found")
     return tenant
 
 
-def user_create(*, username: str, password: str, email: str = "") -> AbstractUser:
-    User = get_user_model()
+def user_create(*, username: str, password: str, email: str = "") -> User:
     if User.objects.filter(username=username).exists():
         raise Conflict(f"User {username!r} exists already.", code="user_exists")
     user = User(username=username, email=email)
@@ -142,10 +147,10 @@ def user_create(*, username: str, password: str, email: str = "") -> AbstractUse
         raise ValidationFailed(" ".join(exc.messages), code="weak_password") from None
     user.set_password(password)
     user.save()
-    return user  # type: ignore[return-value]
+    return user
 
 
-def membership_set(*, tenant: Tenant, user: AbstractUser, role: str) -> Membership:
+def membership_set(*, tenant: Tenant, user: User, role: str) -> Membership:
     """Grant or change `user`'s role in `tenant`."""
     allowed = {Role.PLATFORM_OPERATOR} if tenant.is_platform else set(TENANT_ROLES)
     if role not in allowed:
@@ -211,7 +216,6 @@ def member_add(
     *, tenant: Tenant, username: str, role: str, email: str = "", password: str | None = None
 ) -> Membership:
     """Give an existing user a role here, or create the user first when a password is given."""
-    User = get_user_model()
     with transaction.atomic():
         user = User.objects.filter(username=username).first()
         if user is None:
@@ -223,4 +227,4 @@ def member_add(
             user = user_create(username=username, password=password, email=email)
         elif Membership.objects.filter(user=user, tenant=tenant).exists():
             raise Conflict(f"{username} is a member already.", code="member_exists")
-        return membership_set(tenant=tenant, user=user, role=role)  # type: ignore[arg-type]
+        return membership_set(tenant=tenant, user=user, role=role)

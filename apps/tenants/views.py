@@ -14,7 +14,14 @@ from apps.core.console import console_view, run_action
 from apps.core.errors import KcmError
 from apps.tenants import selectors, services
 from apps.tenants.access import current_tenant, principal_for_user
-from apps.tenants.forms import MemberForm, PlatformTokenForm, ReasonForm, RoleForm, TenantForm, TokenForm
+from apps.tenants.forms import (
+    MemberForm,
+    PlatformTokenForm,
+    ReasonForm,
+    RoleForm,
+    TenantForm,
+    TokenForm,
+)
 from apps.tenants.models import TENANT_ROLES, Role
 
 ANY_ROLE = [*TENANT_ROLES, Role.PLATFORM_OPERATOR]
@@ -39,7 +46,10 @@ def login_view(request: HttpRequest) -> HttpResponse:
             login(request, user)
             return redirect(next_url)
     return render(
-        request, "console/login.html", {"error": error, "next": next_url}, status=400 if error else 200
+        request,
+        "console/login.html",
+        {"error": error, "next": next_url},
+        status=400 if error else 200,
     )
 
 
@@ -83,7 +93,11 @@ def members(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "console/members.html",
-        {"form": form, "members": selectors.membership_list(tenant=tenant), "role_form": RoleForm()},
+        {
+            "form": form,
+            "members": selectors.membership_list(tenant=tenant),
+            "role_form": RoleForm(),
+        },
     )
 
 
@@ -99,7 +113,9 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
     return run_action(
         request,
         lambda: services.membership_set(
-            tenant=tenant, user=membership.user, role=form.cleaned_data["role"]  # type: ignore[arg-type]
+            tenant=tenant,
+            user=membership.user,
+            role=form.cleaned_data["role"],
         ),
         "Role changed.",
         reverse("console:members"),
@@ -145,7 +161,11 @@ def tokens(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "console/tokens.html",
-        {"form": form, "tokens": selectors.api_token_list(tenant=tenant).order_by("-created_at"), "created": created},
+        {
+            "form": form,
+            "tokens": selectors.api_token_list(tenant=tenant).order_by("-created_at"),
+            "created": created,
+        },
     )
 
 

@@ -25,8 +25,14 @@ def _cases() -> list[Any]:
                     allowed = getattr(route.view_class, "method_roles", {}).get(
                         method, route.view_class.allowed_roles
                     )
-                    roles = sorted(r for r in allowed if (r == "platform_operator") == (slug == "platform"))
-                    cases.append(pytest.param(slug, route, method, roles[0], id=f"{slug} {method} {route.path}"))
+                    roles = sorted(
+                        r for r in allowed if (r == "platform_operator") == (slug == "platform")
+                    )
+                    cases.append(
+                        pytest.param(
+                            slug, route, method, roles[0], id=f"{slug} {method} {route.path}"
+                        )
+                    )
     return cases
 
 
@@ -51,7 +57,11 @@ BAD_BODIES = {
     "malformed_json": ('{"name": ', 400, "malformed_request"),
     "not_an_object": ("[1, 2, 3]", 400, "validation_error"),
     "unknown_field": ('{"surely_not_a_field": "x"}', 400, "validation_error"),
-    "wrong_types": ('{"name": 7, "slug": 7, "role": 7, "pending_days": "7", "ciphertext": 7, "items": {}}', 400, "validation_error"),
+    "wrong_types": (
+        '{"name": 7, "slug": 7, "role": 7, "pending_days": "7", "ciphertext": 7, "items": {}}',
+        400,
+        "validation_error",
+    ),
 }
 
 
@@ -64,16 +74,23 @@ def test_bad_bodies_get_a_problem_and_change_nothing(
     before = _fingerprint()
     response = client_for(slug, role).call(method, route.path, raw=body)
     assert response.status_code < 500
-    if response.status_code == 404 and response.json_body["code"] in {"key_not_found", "tenant_not_found"}:
+    if response.status_code == 404 and response.json_body["code"] in {
+        "key_not_found",
+        "tenant_not_found",
+    }:
         pytest.fail("the body must be validated before anything is looked up")
     assert_problem(response, status, code)
     assert _fingerprint() == before
 
 
 @pytest.mark.parametrize(("slug", "route", "method", "role"), _cases())
-def test_bodies_over_one_mebibyte_get_413(client_for: Any, slug: str, route: Route, method: str, role: str) -> None:
+def test_bodies_over_one_mebibyte_get_413(
+    client_for: Any, slug: str, route: Route, method: str, role: str
+) -> None:
     body = '{"name": "' + "x" * (1024 * 1024) + '"}'
-    assert_problem(client_for(slug, role).call(method, route.path, raw=body), 413, "payload_too_large")
+    assert_problem(
+        client_for(slug, role).call(method, route.path, raw=body), 413, "payload_too_large"
+    )
 
 
 def test_a_wrong_content_type_gets_415(client_for: Any) -> None:

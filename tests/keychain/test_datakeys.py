@@ -21,12 +21,18 @@ def test_generate_and_decrypt_a_data_key(chain: Any) -> None:
     assert made.status_code == 200, made.content
     plaintext = base64.b64decode(made.json_body["plaintext"])
     assert len(plaintext) == 32
-    back = user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": made.json_body["ciphertext"], "context": CTX})
+    back = user.post(
+        f"{PAYMENTS}/decrypt-data-key/",
+        {"ciphertext": made.json_body["ciphertext"], "context": CTX},
+    )
     assert back.status_code == 200
     assert base64.b64decode(back.json_body["plaintext"]) == plaintext
     # The data key really encrypts: use it the way an application would.
     nonce = b"\x00" * 12
-    assert AESGCM(plaintext).decrypt(nonce, AESGCM(plaintext).encrypt(nonce, b"hi", None), None) == b"hi"
+    assert (
+        AESGCM(plaintext).decrypt(nonce, AESGCM(plaintext).encrypt(nonce, b"hi", None), None)
+        == b"hi"
+    )
 
 
 def test_wrapped_only_generation_returns_no_plaintext(chain: Any) -> None:
@@ -39,7 +45,9 @@ def test_encrypt_and_decrypt_a_payload_with_a_context(chain: Any) -> None:
     secret = base64.b64encode(b"card 4111 1111 1111 1111").decode()
     sealed = user.post(f"{PAYMENTS}/encrypt/", {"plaintext": secret, "context": CTX})
     assert sealed.status_code == 200
-    opened = user.post(f"{PAYMENTS}/decrypt/", {"ciphertext": sealed.json_body["ciphertext"], "context": CTX})
+    opened = user.post(
+        f"{PAYMENTS}/decrypt/", {"ciphertext": sealed.json_body["ciphertext"], "context": CTX}
+    )
     assert opened.json_body["plaintext"] == secret
 
 
@@ -49,27 +57,43 @@ def test_each_kind_of_bad_ciphertext_has_its_own_code(chain: Any, api: Any) -> N
     user = acme["user"]
     made = user.post(f"{PAYMENTS}/generate-data-key/", {"context": CTX}).json_body["ciphertext"]
 
-    wrong_context = user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": made, "context": {"x": "y"}})
+    wrong_context = user.post(
+        f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": made, "context": {"x": "y"}}
+    )
     assert_problem(wrong_context, 400, "context_mismatch")
 
     raw = bytearray(base64.b64decode(made))
     raw[-5] ^= 0x01
     tampered = base64.b64encode(bytes(raw)).decode()
     assert_problem(
-        user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": tampered, "context": CTX}), 400, "ciphertext_invalid"
+        user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": tampered, "context": CTX}),
+        400,
+        "ciphertext_invalid",
     )
     assert_problem(
-        user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": made[:40], "context": CTX}), 400, "ciphertext_malformed"
+        user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": made[:40], "context": CTX}),
+        400,
+        "ciphertext_malformed",
     )
     assert_problem(
-        user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": "not base64!", "context": CTX}), 400, "invalid_base64"
+        user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": "not base64!", "context": CTX}),
+        400,
+        "invalid_base64",
     )
 
-    other_key = user.post("/api/v1/service-keys/ledger/decrypt-data-key/", {"ciphertext": made, "context": CTX})
+    other_key = user.post(
+        "/api/v1/service-keys/ledger/decrypt-data-key/", {"ciphertext": made, "context": CTX}
+    )
     assert_problem(other_key, 400, "ciphertext_wrong_key")
 
-    foreign = globex["user"].post(f"{PAYMENTS}/generate-data-key/", {"context": CTX}).json_body["ciphertext"]
-    other_tenant = user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": foreign, "context": CTX})
+    foreign = (
+        globex["user"]
+        .post(f"{PAYMENTS}/generate-data-key/", {"context": CTX})
+        .json_body["ciphertext"]
+    )
+    other_tenant = user.post(
+        f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": foreign, "context": CTX}
+    )
     assert_problem(other_tenant, 400, "ciphertext_wrong_tenant")
 
 
@@ -105,7 +129,9 @@ def test_batches_return_a_result_per_item(chain: Any) -> None:
 
 def test_unknown_service_key_is_a_404(chain: Any) -> None:
     user = chain()["user"]
-    assert_problem(user.post("/api/v1/service-keys/nope/generate-data-key/", {}), 404, "key_not_found")
+    assert_problem(
+        user.post("/api/v1/service-keys/nope/generate-data-key/", {}), 404, "key_not_found"
+    )
 
 
 def test_data_key_operations_after_warm_up_make_no_hsm_calls(chain: Any) -> None:
@@ -115,7 +141,9 @@ def test_data_key_operations_after_warm_up_make_no_hsm_calls(chain: Any) -> None
     provider.reset_call_count()
     for _ in range(20):
         made = user.post(f"{PAYMENTS}/generate-data-key/", {"context": CTX}).json_body
-        user.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": made["ciphertext"], "context": CTX})
+        user.post(
+            f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": made["ciphertext"], "context": CTX}
+        )
     assert provider.calls == 0
 
 

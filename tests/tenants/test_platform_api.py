@@ -49,7 +49,9 @@ def test_it_refuses_bad_and_duplicate_slugs(api: Any) -> None:
     client = api(*OPS)
     assert_problem(client.post("/api/v1/platform/tenants/", {"slug": "acme"}), 409, "tenant_exists")
     for slug in ("A", "-x-", "public", "x" * 41, "has_underscore"):
-        assert_problem(client.post("/api/v1/platform/tenants/", {"slug": slug}), 400, "invalid_slug")
+        assert_problem(
+            client.post("/api/v1/platform/tenants/", {"slug": slug}), 400, "invalid_slug"
+        )
 
 
 def test_suspend_and_resume(api: Any) -> None:
@@ -61,7 +63,9 @@ def test_suspend_and_resume(api: Any) -> None:
     assert "unpaid invoice" in blocked.json_body["detail"]
     page = api("acme").get("/login/")
     assert page.status_code == 403 and b"suspended" in page.content
-    assert_problem(ops.post("/api/v1/platform/tenants/acme/suspend/", {}), 409, "invalid_transition")
+    assert_problem(
+        ops.post("/api/v1/platform/tenants/acme/suspend/", {}), 409, "invalid_transition"
+    )
     assert ops.post("/api/v1/platform/tenants/acme/resume/", {}).json_body["status"] == "ACTIVE"
     assert api("acme", Role.TENANT_ADMIN).get("/api/v1/me/").status_code == 200
 
@@ -73,7 +77,9 @@ def test_terminate_drops_the_schema_and_revokes_access(api: Any) -> None:
     assert response.status_code == 200 and response.json_body["status"] == "TERMINATED"
     assert not schema_exists("t_globex")
     assert token.get("/api/v1/me/").status_code == 404  # the domain is gone
-    assert_problem(ops.post("/api/v1/platform/tenants/globex/resume/", {}), 409, "invalid_transition")
+    assert_problem(
+        ops.post("/api/v1/platform/tenants/globex/resume/", {}), 409, "invalid_transition"
+    )
 
 
 def test_unknown_tenant_is_a_clear_404(api: Any) -> None:

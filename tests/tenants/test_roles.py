@@ -37,12 +37,16 @@ def _console_cases(routes: list[Route], roles: list[str]) -> list[Any]:
             continue
         assert allowed, f"console view {route} is not role-checked"
         cases += [
-            pytest.param(route, role, id=f"{role} {route.path}") for role in roles if role not in allowed
+            pytest.param(route, role, id=f"{role} {route.path}")
+            for role in roles
+            if role not in allowed
         ]
     return cases
 
 
-@pytest.mark.parametrize(("route", "method", "role"), _api_cases(tenant_routes(), list(TENANT_ROLES)))
+@pytest.mark.parametrize(
+    ("route", "method", "role"), _api_cases(tenant_routes(), list(TENANT_ROLES))
+)
 def test_tenant_api_refuses_a_wrong_role(api: Any, route: Route, method: str, role: str) -> None:
     response = api("acme", role).call(method, route.path, {} if method != "GET" else None)
     assert_problem(response, 403, "role_not_allowed")

@@ -34,13 +34,23 @@ def test_a_revoked_token_stops_working(api: Any) -> None:
 
 
 def test_an_expired_token_stops_working(api: Any) -> None:
-    created = api(*ADMIN).post(
-        "/api/v1/tokens/",
-        {"name": "short", "role": "auditor", "expires_at": (timezone.now() + timedelta(hours=1)).isoformat()},
-    ).json_body
+    created = (
+        api(*ADMIN)
+        .post(
+            "/api/v1/tokens/",
+            {
+                "name": "short",
+                "role": "auditor",
+                "expires_at": (timezone.now() + timedelta(hours=1)).isoformat(),
+            },
+        )
+        .json_body
+    )
     client = Api("acme.localhost", created["token"])
     assert client.get("/api/v1/me/").status_code == 200
-    ApiToken.objects.filter(pk=created["id"]).update(expires_at=timezone.now() - timedelta(seconds=1))
+    ApiToken.objects.filter(pk=created["id"]).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
     assert_problem(client.get("/api/v1/me/"), 401, "invalid_token")
 
 
@@ -52,7 +62,9 @@ def test_it_refuses_an_expiry_in_the_past_and_a_platform_role(api: Any) -> None:
         "invalid_expiry",
     )
     assert_problem(
-        api(*ADMIN).post("/api/v1/tokens/", {"name": "x", "role": "platform_operator"}), 400, "invalid_role"
+        api(*ADMIN).post("/api/v1/tokens/", {"name": "x", "role": "platform_operator"}),
+        400,
+        "invalid_role",
     )
 
 
@@ -63,15 +75,22 @@ def test_a_tampered_or_unknown_token_is_refused(world: Any) -> None:
 
 
 def test_a_foreign_tokens_id_cannot_be_revoked(api: Any) -> None:
-    created = api("globex", Role.TENANT_ADMIN).post("/api/v1/tokens/", {"name": "g", "role": "auditor"}).json_body
-    assert_problem(api(*ADMIN).call("DELETE", f"/api/v1/tokens/{created['id']}/"), 404, "token_not_found")
+    created = (
+        api("globex", Role.TENANT_ADMIN)
+        .post("/api/v1/tokens/", {"name": "g", "role": "auditor"})
+        .json_body
+    )
+    assert_problem(
+        api(*ADMIN).call("DELETE", f"/api/v1/tokens/{created['id']}/"), 404, "token_not_found"
+    )
     assert ApiToken.objects.get(pk=created["id"]).revoked_at is None
 
 
 def test_members_can_be_added_changed_and_removed(api: Any) -> None:
     admin = api(*ADMIN)
     added = admin.post(
-        "/api/v1/members/", {"username": "newbie", "password": "a long enough passphrase 9", "role": "auditor"}
+        "/api/v1/members/",
+        {"username": "newbie", "password": "a long enough passphrase 9", "role": "auditor"},
     )
     assert added.status_code == 201, added.content
     member_id = added.json_body["id"]
@@ -80,7 +99,9 @@ def test_members_can_be_added_changed_and_removed(api: Any) -> None:
     assert admin.call("DELETE", f"/api/v1/members/{member_id}/").status_code == 204
     assert_problem(admin.get(f"/api/v1/members/{member_id}/"), 404, "member_not_found")
     assert_problem(
-        admin.post("/api/v1/members/", {"username": "ghost", "role": "auditor"}), 400, "user_not_found"
+        admin.post("/api/v1/members/", {"username": "ghost", "role": "auditor"}),
+        400,
+        "user_not_found",
     )
     assert_problem(
         admin.post("/api/v1/members/", {"username": "weak", "password": "123", "role": "auditor"}),

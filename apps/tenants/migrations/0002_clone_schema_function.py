@@ -95,5 +95,7 @@ class Migration(migrations.Migration):
     dependencies = [("tenants", "0001_initial")]
 
     operations = [
-        migrations.RunSQL(CLONE_FUNCTION, "DROP FUNCTION IF EXISTS public.kcm_clone_schema(text, text)"),
+        migrations.RunSQL(
+            CLONE_FUNCTION, "DROP FUNCTION IF EXISTS public.kcm_clone_schema(text, text)"
+        ),
     ]

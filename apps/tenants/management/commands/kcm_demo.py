@@ -33,9 +33,9 @@ class Command(BaseCommand):
             else:
                 user.set_password(password)
                 user.save()
-            services.membership_set(tenant=tenant, user=user, role=Role.TENANT_ADMIN)  # type: ignore[arg-type]
+            services.membership_set(tenant=tenant, user=user, role=Role.TENANT_ADMIN)
             platform = Tenant.objects.get(schema_name="public")
-            services.membership_set(tenant=platform, user=user, role=Role.PLATFORM_OPERATOR)  # type: ignore[arg-type]
+            services.membership_set(tenant=platform, user=user, role=Role.PLATFORM_OPERATOR)
         self.stdout.write(
             self.style.WARNING(
                 "\n  Demo tenant created. Sign in (shown once, store it now):\n"
