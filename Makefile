@@ -51,7 +51,7 @@ lint: venv
 
 # One bootstrap for all benchmarks; each runs as its own module even if another fails.
 bench: venv
-	$(DEVSTACK) exec -- bash -c 'status=0; \
+	@$(DEVSTACK) exec -- bash -c 'status=0; \
 	  for file in bench/*.py; do \
 	    name=$$(basename "$$file" .py); \
 	    [ -e "$$file" ] && [ "$$name" != __init__ ] || continue; \

@@ -35,36 +35,36 @@ _WORLD = World()
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
     with django_db_blocker.unblock():
-        call_command("kcm_migrate", verbosity=0)
-        platform = Tenant.objects.get(schema_name="public")
-        _WORLD.tenants["platform"] = platform
-        operator = services.user_create(username="operator", password=PASSWORD)
-        services.membership_set(tenant=platform, user=operator, role=Role.PLATFORM_OPERATOR)
-        _WORLD.users[("platform", Role.PLATFORM_OPERATOR)] = operator
-        _, _WORLD.tokens[("platform", Role.PLATFORM_OPERATOR)] = services.api_token_create(
-            tenant=platform, name="ops", role=Role.PLATFORM_OPERATOR, created_by_id=operator.pk
-        )
-        for slug in TENANTS:
-            tenant = services.tenant_create(slug=slug, name=slug.title())
-            _WORLD.tenants[slug] = tenant
-            for role in TENANT_ROLES:
-                user = services.user_create(username=f"{slug}-{role}", password=PASSWORD)
-                services.membership_set(tenant=tenant, user=user, role=role)
-                _WORLD.users[(slug, role)] = user
-                _, _WORLD.tokens[(slug, role)] = services.api_token_create(
-                    tenant=tenant, name=f"{role} token", role=role, created_by_id=user.pk
-                )
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _stop_key_listener(django_db_setup: None) -> Iterator[None]:
-    # The listener holds a connection to the test database, which must be dropped at the end.
+        _build_world()
     yield
+    # The key-chain listener holds a connection to the test database, which is dropped next.
     from apps.keychain.cache import stop_listener
 
     stop_listener()
+
+
+def _build_world() -> None:
+    call_command("kcm_migrate", verbosity=0)
+    platform = Tenant.objects.get(schema_name="public")
+    _WORLD.tenants["platform"] = platform
+    operator = services.user_create(username="operator", password=PASSWORD)
+    services.membership_set(tenant=platform, user=operator, role=Role.PLATFORM_OPERATOR)
+    _WORLD.users[("platform", Role.PLATFORM_OPERATOR)] = operator
+    _, _WORLD.tokens[("platform", Role.PLATFORM_OPERATOR)] = services.api_token_create(
+        tenant=platform, name="ops", role=Role.PLATFORM_OPERATOR, created_by_id=operator.pk
+    )
+    for slug in TENANTS:
+        tenant = services.tenant_create(slug=slug, name=slug.title())
+        _WORLD.tenants[slug] = tenant
+        for role in TENANT_ROLES:
+            user = services.user_create(username=f"{slug}-{role}", password=PASSWORD)
+            services.membership_set(tenant=tenant, user=user, role=role)
+            _WORLD.users[(slug, role)] = user
+            _, _WORLD.tokens[(slug, role)] = services.api_token_create(
+                tenant=tenant, name=f"{role} token", role=role, created_by_id=user.pk
+            )
 
 
 @pytest.fixture

@@ -40,6 +40,18 @@ PG_PORT = "5433"  # Only names the socket file (.s.PGSQL.5433): the server opens
 SOFTHSM_LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN_LABEL = "kcm"
 STOP_TIMEOUT = 10.0
+# Ctrl-C, SIGTERM and SIGHUP only set this flag, checked between steps: an exception raised
+# at a random point (say, between starting a process and recording it) could leak processes.
+STOP = threading.Event()
+
+
+def request_stop(signum: int, frame: object) -> None:
+    STOP.set()
+
+
+def stop_if_requested() -> None:
+    if STOP.is_set():
+        raise SystemExit(130)  # unwinds through the clean-up, like any exit
 
 
 def log(message: str) -> None:
@@ -65,6 +77,7 @@ def run_quiet(
         cmd, env=env, cwd=cwd, stdout=sys.stderr if show else subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    stop_if_requested()  # Ctrl-C reaches the step too; its failure is no news then
     if result.returncode != 0:
         fail(f"`{shlex.join(cmd)}` exited with {result.returncode}\n{result.stdout or ''}")
 
@@ -306,7 +319,6 @@ def use_postgres(pg: Postgres, cleanup: contextlib.ExitStack) -> None:
         pg.autostop_marker.touch()
 
     def release() -> None:
-        ignore_stop_signals()  # a second Ctrl-C must not cut the clean-up short
         try:
             fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -315,6 +327,7 @@ def use_postgres(pg: Postgres, cleanup: contextlib.ExitStack) -> None:
             pg.stop()
 
     cleanup.callback(release)
+    stop_if_requested()
 
 
 def bootstrap(env: dict[str, str], cleanup: contextlib.ExitStack) -> None:
@@ -331,6 +344,7 @@ def bootstrap(env: dict[str, str], cleanup: contextlib.ExitStack) -> None:
             for folder in ("queue", "processed"):
                 (state / "broker" / folder).mkdir(parents=True, exist_ok=True)
         prepare_hsm(env, state)
+    stop_if_requested()
     if env.get("KCM_SKIP_MIGRATE") != "1":
         log("migrating (manage.py kcm_migrate)")
         run_quiet([sys.executable, "manage.py", "kcm_migrate"], env=env, cwd=REPO, show=True)
@@ -339,7 +353,9 @@ def bootstrap(env: dict[str, str], cleanup: contextlib.ExitStack) -> None:
 # --- run: web + worker + beat ----------------------------------------------------------------
 
 
-def start_process(name: str, cmd: list[str], env: dict[str, str], out_lock: threading.Lock):
+def start_process(
+    name: str, cmd: list[str], env: dict[str, str], out_lock: threading.Lock
+) -> subprocess.Popen[bytes]:
     # Own process group: Ctrl-C reaches only us, and we stop each group as a whole
     # (gunicorn workers, celery pool children) at the end.
     proc = subprocess.Popen(
@@ -422,7 +438,7 @@ def serve(env: dict[str, str]) -> int:
     try:
         for name, (cmd, proc_env) in commands.items():
             procs[name] = start_process(name, cmd, proc_env, out_lock)
-        while True:
+        while not STOP.is_set():
             for name, proc in procs.items():
                 if proc.poll() is not None:
                     log(f"{name} exited unexpectedly (code {proc.returncode}); stopping the rest")
@@ -438,31 +454,19 @@ def serve(env: dict[str, str]) -> int:
                         flush=True,
                     )
             time.sleep(0.5)
-    except KeyboardInterrupt:
         log("stopping web, worker and beat")
         return 0
     finally:
-        ignore_stop_signals()  # a second Ctrl-C must not cut the clean-up short
         stop_processes(procs)
 
 
 # --- main ------------------------------------------------------------------------------------
 
 
-def raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def ignore_stop_signals() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-
-
 def run_command(cmd: list[str], env: dict[str, str]) -> int:
-    # The command stays in our process group, so Ctrl-C reaches it directly; we only wait
-    # for it (a Python handler, unlike SIG_IGN, is not inherited) and pass SIGTERM on.
-    proc = subprocess.Popen(cmd, cwd=Path.cwd(), env=env)
-    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    # The command stays in our process group, so Ctrl-C reaches it directly (our handler
+    # only takes note); SIGTERM and SIGHUP, sent to us alone, are passed on.
+    proc = subprocess.Popen(cmd, env=env)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
     code = proc.wait()
@@ -481,7 +485,7 @@ def main(argv: list[str]) -> int:
 
     # SIGINT too: a shell starting us in the background would have us ignore it.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, raise_interrupt)
+        signal.signal(sig, request_stop)
     env = dict(os.environ)
 
     if args.action == "stop":
@@ -498,23 +502,20 @@ def main(argv: list[str]) -> int:
         fail(f"port {env.get('KCM_PORT', '8000')} is in use; choose another with KCM_PORT=...")
 
     with contextlib.ExitStack() as cleanup:
-        try:
-            bootstrap(env, cleanup)
-            if args.action == "env":
-                for name in sorted(env):
-                    if name.startswith("KCM_") or name == "SOFTHSM2_CONF":
-                        print(f"export {name}={shlex.quote(env[name])}")
-                print("# PostgreSQL keeps running; stop it with: python tools/devstack.py stop")
-                # The printed environment must keep working: nobody stops this server now.
-                (Path(env["KCM_STATE_DIR"]) / "pg-autostop").unlink(missing_ok=True)
-                cleanup.pop_all()
-                return 0
-            if args.action == "exec":
-                return run_command(cmd, env)
-            run_quiet([sys.executable, "manage.py", "kcm_demo"], env=env, cwd=REPO, show=True)
-            return serve(env)
-        except KeyboardInterrupt:
-            return 130
+        bootstrap(env, cleanup)
+        if args.action == "env":
+            for name in sorted(env):
+                if name.startswith("KCM_") or name == "SOFTHSM2_CONF":
+                    print(f"export {name}={shlex.quote(env[name])}")
+            print("# PostgreSQL keeps running; stop it with: python tools/devstack.py stop")
+            # The printed environment must keep working: nobody stops this server now.
+            (Path(env["KCM_STATE_DIR"]) / "pg-autostop").unlink(missing_ok=True)
+            cleanup.pop_all()
+            return 0
+        if args.action == "exec":
+            return run_command(cmd, env)
+        run_quiet([sys.executable, "manage.py", "kcm_demo"], env=env, cwd=REPO, show=True)
+        return serve(env)
 
 
 if __name__ == "__main__":
