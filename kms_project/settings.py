@@ -222,6 +222,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
+# Results are stored only for tasks sent with ignore_result=False (e.g. `file:///dir`).
+CELERY_RESULT_BACKEND = env_optional("KCM_RESULT_BACKEND")
 CELERY_BEAT_SCHEDULE_FILENAME = str(KCM_STATE_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "keychain-deletion-sweep": {

@@ -15,23 +15,24 @@ class AuditContext:
     request_id: str = ""
 
 
-_current: contextvars.ContextVar[AuditContext] = contextvars.ContextVar(
-    "kcm_audit_context", default=AuditContext(actor="system")
+SYSTEM = AuditContext(actor="system")
+_current: contextvars.ContextVar[AuditContext | None] = contextvars.ContextVar(
+    "kcm_audit_context", default=None
 )
 
 
 def current() -> AuditContext:
-    return _current.get()
+    return _current.get() or SYSTEM
 
 
-def set_context(context: AuditContext) -> contextvars.Token[AuditContext]:
+def set_context(context: AuditContext) -> contextvars.Token[AuditContext | None]:
     return _current.set(context)
 
 
-def reset_context(token: contextvars.Token[AuditContext]) -> None:
+def reset_context(token: contextvars.Token[AuditContext | None]) -> None:
     _current.reset(token)
 
 
 def update(**changes: str) -> None:
     """Refine the current context, e.g. once authentication has named the actor."""
-    _current.set(replace(_current.get(), **changes))
+    _current.set(replace(current(), **changes))

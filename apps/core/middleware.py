@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from collections.abc import Callable
@@ -24,6 +25,7 @@ class RequestIdMiddleware:
         request.request_id = request_id  # type: ignore[attr-defined]
         response = self.get_response(request)
         response["X-Request-Id"] = request_id
+        response["X-KCM-Worker"] = str(os.getpid())  # which process served it (e2e, bench)
         return response
 
 

@@ -74,7 +74,7 @@ def all_ok(report: dict[str, Any] | None) -> bool:
 
 def first_make_command(readme: str) -> str:
     blocks = re.findall(r"```[a-z]*\n(.*?)```", readme, re.DOTALL)
-    lines = [line.strip() for block in blocks for line in block.splitlines()]
+    lines = [line.split("#", 1)[0].strip() for block in blocks for line in block.splitlines()]
     return next((line for line in lines if line.startswith("make ")), "")
 
 
