@@ -40,9 +40,11 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[N
         _build_world()
     yield
     # The key-chain listener holds a connection to the test database, which is dropped next.
+    from apps.audit.sealer import stop_sealer
     from apps.keychain.cache import stop_listener
 
     stop_listener()
+    stop_sealer()
 
 
 def _build_world() -> None:

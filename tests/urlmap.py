@@ -15,6 +15,11 @@ SAMPLE_ARGS = {
     "name": "payments",
     "slug": "acme",
     "action": "suspend",
+    "export_id": str(uuid.UUID(int=2)),
+    "job_id": str(uuid.UUID(int=3)),
+    "run_id": str(uuid.UUID(int=4)),
+    "manager_id": str(uuid.UUID(int=5)),
+    "import_token_id": str(uuid.UUID(int=6)),
 }
 
 # Open on every host by design: liveness, the API description, and the sign-in form.

@@ -1,25 +1,278 @@
-"""Recording audit events. Every service that changes state or uses a key calls `audit_record`.
+"""Recording, checkpointing and verifying audit events.
 
-Lifecycle events are written in the caller's transaction (if the audit write fails, the change
-does not happen). Never pass key material or plaintext in `details`.
+Every service that changes state or uses a key calls `audit_record`. Lifecycle events are
+written in the caller's transaction (if the audit write fails, the change does not happen);
+a cryptographic operation's event is committed before its response is sent. Never pass key
+material or plaintext in `details`.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import ipaddress
+import json
+import logging
+from collections.abc import Iterator
 from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.audit import chain
+from apps.audit.context import current
+from apps.audit.models import AuditCheckpoint, AuditEvent, Outcome
+from apps.audit.sealer import note_pending, seal_here
+from apps.tenants.access import current_schema
+from apps.tenants.models import PlatformKey
+
+logger = logging.getLogger(__name__)
+
+SIGNING_PURPOSE = "audit-checkpoints"
+_MAX_DETAIL_BYTES = 4096
+
+
+def _ip(value: str) -> str | None:
+    try:
+        return ipaddress.ip_address(value).compressed if value else None
+    except ValueError:
+        return None
+
+
+def _no_nul(value: Any) -> Any:
+    # PostgreSQL text and jsonb cannot hold U+0000, which a client may send in a context.
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nul(v) for v in value]
+    return value
+
+
+def _details(details: dict[str, Any] | None) -> dict[str, Any]:
+    # A JSON round trip gives exactly what jsonb will hand back when the chain is verified.
+    clean: dict[str, Any] = _no_nul(json.loads(json.dumps(details or {}, default=str)))
+    if len(json.dumps(clean)) > _MAX_DETAIL_BYTES:
+        clean = {"truncated": True}
+    return clean
+
+
+_PENDING_INSERT = (
+    "INSERT INTO audit_auditpending (body, occurred_at, actor, role, source_ip, user_agent,"
+    " request_id, action, target, target_version, outcome, error_code, details)"
+    " VALUES (%s, %s::timestamptz, %s, %s, %s::inet, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
+)
+_APPEND = (
+    "SELECT public.kcm_audit_append(%s, %s::timestamptz, %s, %s, %s::inet, %s, %s, %s, %s,"
+    " %s, %s, %s, %s::jsonb)"
+)
 
 
 def audit_record(
     *,
     action: str,
-    outcome: str = "success",
+    outcome: str = Outcome.SUCCESS,
     target: str = "",
     target_version: int | None = None,
     error_code: str = "",
     details: dict[str, Any] | None = None,
+    chained: bool = True,
 ) -> None:
-    """Append one event to the current schema's audit log (the tenant's, or the platform's in
+    """Record one event in the current schema's audit log (the tenant's, or the platform's in
     the public schema). `action` is a stable dotted name such as ``key.rotate``; `outcome` is
-    ``success``, ``denied`` or ``error`` (with `error_code`)."""
-    # Implemented in the audit issue; the signature is the contract callers rely on.
-    return None
+    ``success``, ``denied`` or ``error`` (with `error_code`).
+
+    `chained` (lifecycle changes): chained at once, in the caller's transaction. Otherwise (hot
+    paths): committed as pending without taking the chain's lock, and chained within about
+    KCM_AUDIT_SEAL_SECONDS by this process's sealer (or anyone's next seal)."""
+    if not settings.KCM_AUDIT_ENABLED:
+        return
+    context = current()
+    content: dict[str, Any] = {
+        "occurred_at": chain.timestamp(timezone.now()),
+        "actor": _no_nul(context.actor[:200]),
+        "role": context.role[:32],
+        "source_ip": _ip(context.source_ip),
+        "user_agent": _no_nul(context.user_agent[:300]),
+        "request_id": context.request_id[:64],
+        "action": action,
+        "target": _no_nul(str(target)[:200]),
+        "target_version": target_version,
+        "outcome": str(outcome),
+        "error_code": error_code[:64],
+        "details": _details(details),
+    }
+    values = [content[name] for name in chain.FIELDS[:-1]] + [json.dumps(content["details"])]
+    with connection.cursor() as cursor:
+        cursor.execute(_APPEND if chained else _PENDING_INSERT, [chain.canonical(content), *values])
+    if not chained:
+        note_pending(current_schema())
+
+
+def as_chain_dict(event: dict[str, Any]) -> dict[str, Any]:
+    """An AuditEvent `.values()` row in the form the chain hashes."""
+    return {
+        **event,
+        "occurred_at": chain.timestamp(event["occurred_at"]),
+        "source_ip": event["source_ip"] or None,
+    }
+
+
+def events_in_order(start_seq: int = 1) -> Iterator[dict[str, Any]]:
+    seal_here()
+    fields = ["seq", "prev_hash", "hash", *chain.FIELDS]
+    rows = AuditEvent.objects.filter(seq__gte=start_seq).order_by("seq").values(*fields)
+    for row in rows.iterator(chunk_size=5000):
+        yield as_chain_dict(row)
+
+
+# --- checkpoints (signed by the platform's HSM-held key) --------------------------------
+
+
+def signing_key() -> PlatformKey:
+    """The platform's audit signing key, created in the HSM on first use."""
+    from apps.keychain.providers import get_provider
+
+    key = PlatformKey.objects.filter(purpose=SIGNING_PURPOSE).first()
+    if key is not None:
+        return key
+    provider = get_provider()
+    handle = provider.create_signing_key(label="kcm audit checkpoints")
+    public = provider.public_key_der(handle)
+    key, created = PlatformKey.objects.get_or_create(
+        purpose=SIGNING_PURPOSE,
+        defaults={
+            "handle": handle,
+            "public_key_der": public,
+            "fingerprint": hashlib.sha256(public).hexdigest(),
+        },
+    )
+    if not created:  # another process won the race; its key is the one
+        logger.info("audit signing key created concurrently; using the first one")
+    return key
+
+
+def checkpoint_message(schema: str, seq: int, event_hash: str) -> bytes:
+    return f"kcm-audit-checkpoint:v1|{schema}|{seq}|{event_hash}".encode()
+
+
+def checkpoint_create(*, anchor: bool = False) -> AuditCheckpoint | None:
+    """Sign the current head of this schema's chain (None if the log is empty)."""
+    from apps.keychain.providers import get_provider
+
+    head = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+    if head is None:
+        return None
+    key = signing_key()
+    signature = get_provider().sign(
+        key.handle, checkpoint_message(current_schema(), head["seq"], head["hash"])
+    )
+    return AuditCheckpoint.objects.create(
+        seq=head["seq"],
+        hash=head["hash"],
+        signed_at=timezone.now(),
+        signature=base64.b64encode(signature).decode(),
+        key_fingerprint=key.fingerprint,
+        is_anchor=anchor,
+    )
+
+
+def checkpoint_valid(checkpoint: AuditCheckpoint, schema: str) -> bool:
+    key = PlatformKey.objects.filter(fingerprint=checkpoint.key_fingerprint).first()
+    if key is None:
+        return False
+    public = load_der_public_key(bytes(key.public_key_der))
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    try:
+        public.verify(
+            base64.b64decode(checkpoint.signature),
+            checkpoint_message(schema, checkpoint.seq, checkpoint.hash),
+            ec.ECDSA(hashes.SHA256()),
+        )
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# --- verification ---------------------------------------------------------------------
+
+
+def audit_verify() -> dict[str, Any]:
+    """Verify this schema's chain and its checkpoints; report the first bad event."""
+    schema = current_schema()
+    seal_here()
+    checkpoints = list(AuditCheckpoint.objects.order_by("seq"))
+    for checkpoint in checkpoints:
+        if not checkpoint_valid(checkpoint, schema):
+            return _report(0, {"seq": checkpoint.seq, "reason": "checkpoint signature is invalid"})
+    anchor = next((c for c in reversed(checkpoints) if c.is_anchor), None)
+    start_seq, start_hash = (anchor.seq + 1, anchor.hash) if anchor else (1, chain.GENESIS)
+    count, last_hash, problem = chain.verify_events(
+        events_in_order(start_seq), start_seq=start_seq, start_hash=start_hash
+    )
+    if problem is not None:
+        return _report(count, problem.as_dict())
+    head_seq = start_seq + count - 1
+    by_seq = dict(
+        AuditEvent.objects.filter(seq__in=[c.seq for c in checkpoints]).values_list("seq", "hash")
+    )
+    for checkpoint in checkpoints:
+        if checkpoint.seq > head_seq:
+            return _report(
+                count,
+                {
+                    "seq": head_seq + 1,
+                    "reason": f"the log ends at {head_seq} but a checkpoint signed event "
+                    f"{checkpoint.seq}: events were removed from the end",
+                },
+            )
+        if checkpoint.seq >= start_seq and by_seq.get(checkpoint.seq) != checkpoint.hash:
+            return _report(
+                count,
+                {"seq": checkpoint.seq, "reason": "differs from its signed checkpoint (rewritten)"},
+            )
+    return _report(count, None, last_hash=last_hash, checkpoints=len(checkpoints))
+
+
+def _report(count: int, problem: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    return {"ok": problem is None, "checked": count, "first_bad": problem, **extra}
+
+
+def audit_checkpoint_all() -> int:
+    """Beat: sign the head of every schema's chain that moved since its last checkpoint."""
+    from django_tenants.utils import schema_context
+
+    from apps.tenants.models import Tenant, TenantStatus
+
+    signed = 0
+    schemas = ["public", *Tenant.objects.filter(status=TenantStatus.ACTIVE, is_template=False)
+               .exclude(schema_name="public").values_list("schema_name", flat=True)]  # fmt: skip
+    for schema in schemas:
+        with schema_context(schema), transaction.atomic():
+            seal_here()
+            head = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
+            last = AuditCheckpoint.objects.order_by("-seq").values_list("seq", flat=True).first()
+            if head is not None and head != last and checkpoint_create() is not None:
+                signed += 1
+    return signed
+
+
+def audit_seal_all() -> int:
+    """Beat: chain what processes that died (or are idle) left pending, in every schema."""
+    from django_tenants.utils import schema_context
+
+    from apps.tenants.models import Tenant, TenantStatus
+
+    sealed = 0
+    live = Tenant.objects.filter(status__in=[TenantStatus.ACTIVE, TenantStatus.SUSPENDED])
+    schemas = ["public", *live.exclude(schema_name="public").values_list("schema_name", flat=True)]
+    for schema in schemas:
+        with schema_context(schema):
+            sealed += seal_here()
+    return sealed

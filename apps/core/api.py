@@ -6,6 +6,8 @@ from typing import Any, TypeVar
 
 from rest_framework import serializers
 from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from apps.tenants.access import Principal
 
@@ -60,3 +62,58 @@ def principal_of(request: Request) -> Principal:
     principal = request.auth
     assert isinstance(principal, Principal)  # guaranteed by HasTenantRole
     return principal
+
+
+class KcmAPIView(APIView):
+    """Base of every API view: records the request in the audit log.
+
+    Denied and failed requests are always recorded (action `audit_action`, or `api.request`
+    for views without one). Successes are recorded here only for views that set
+    `audit_success_here` (cryptographic operations, exports); lifecycle services record their
+    own successes inside their transactions.
+    """
+
+    audit_action: str = ""
+    audit_actions: dict[str, str] = {}  # per HTTP method, overriding audit_action
+    audit_success_here: bool = False
+
+    def audit_target(self, request: Request, response: Response) -> tuple[str, int | None]:
+        """(target, version) for the event; by default the URL's identifying argument."""
+        for name in ("key_id", "name", "slug", "token_id", "membership_id", "job_id"):
+            if name in self.kwargs:
+                return str(self.kwargs[name]), None
+        return "", None
+
+    def audit_details(self, request: Request, response: Response) -> dict[str, Any]:
+        return {}
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        status = response.status_code
+        action = self.audit_actions.get(request.method or "", self.audit_action)
+        if status < 400 and not (self.audit_success_here and action):
+            return response
+        from apps.audit.models import Outcome
+        from apps.audit.services import audit_record
+
+        if status < 400:
+            outcome, code = Outcome.SUCCESS, ""
+        else:
+            data = response.data if isinstance(response.data, dict) else {}
+            code = str(data.get("code", status))
+            outcome = Outcome.DENIED if status in (401, 403) else Outcome.ERROR
+        target, version = self.audit_target(request, response)
+        audit_record(
+            action=action or "api.request",
+            outcome=outcome,
+            target=target,
+            target_version=version,
+            error_code=code,
+            details={
+                "method": request.method,
+                "path": request.path,
+                **self.audit_details(request, response),
+            },
+            chained=False,  # committed before the response leaves; chained moments later
+        )
+        return response

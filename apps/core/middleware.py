@@ -25,7 +25,8 @@ class RequestIdMiddleware:
         request.request_id = request_id  # type: ignore[attr-defined]
         response = self.get_response(request)
         response["X-Request-Id"] = request_id
-        response["X-KCM-Worker"] = str(os.getpid())  # which process served it (e2e, bench)
+        if not settings.PRODUCTION:
+            response["X-KCM-Worker"] = str(os.getpid())  # which process served it (e2e, bench)
         return response
 
 

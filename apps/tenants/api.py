@@ -8,9 +8,8 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from apps.core.api import StrictSerializer, parse, principal_of
+from apps.core.api import KcmAPIView, StrictSerializer, parse, principal_of
 from apps.core.errors import NotFound
 from apps.core.pagination import CursorPagination
 from apps.tenants import selectors, services
@@ -39,7 +38,7 @@ class MeSerializer(serializers.Serializer):
     tenant = serializers.CharField()
 
 
-class MeView(APIView):
+class MeView(KcmAPIView):
     """Who am I? Any authenticated principal of this tenant."""
 
     allowed_roles = ALL_TENANT_ROLES | PLATFORM
@@ -80,8 +79,9 @@ class MembershipPatch(StrictSerializer):
     role = serializers.ChoiceField(choices=[r.value for r in TENANT_ROLES])
 
 
-class MemberListView(PaginatedListMixin, APIView):
+class MemberListView(PaginatedListMixin, KcmAPIView):
     allowed_roles = ADMIN
+    audit_actions = {"POST": "member.add"}
 
     @extend_schema(responses=MembershipOut(many=True))
     def get(self, request: Request) -> Response:
@@ -102,8 +102,9 @@ class MemberListView(PaginatedListMixin, APIView):
         return Response(MembershipOut(membership).data, status=status.HTTP_201_CREATED)
 
 
-class MemberDetailView(APIView):
+class MemberDetailView(KcmAPIView):
     allowed_roles = ADMIN
+    audit_actions = {"PATCH": "member.role_change", "DELETE": "member.remove"}
 
     def _get(self, membership_id: int) -> Membership:
         membership = (
@@ -120,11 +121,8 @@ class MemberDetailView(APIView):
     @extend_schema(request=MembershipPatch, responses=MembershipOut)
     def patch(self, request: Request, membership_id: int) -> Response:
         data = parse(MembershipPatch, request)
-        membership = self._get(membership_id)
-        membership = services.membership_set(
-            tenant=current_tenant(),
-            user=membership.user,
-            role=data["role"],
+        membership = services.member_role_change(
+            tenant=current_tenant(), membership_id=membership_id, role=data["role"]
         )
         return Response(MembershipOut(membership).data)
 
@@ -167,8 +165,9 @@ class ApiTokenIn(StrictSerializer):
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
 
-class TokenListView(PaginatedListMixin, APIView):
+class TokenListView(PaginatedListMixin, KcmAPIView):
     allowed_roles = ADMIN | PLATFORM
+    audit_actions = {"POST": "token.create"}
 
     @extend_schema(responses=ApiTokenOut(many=True))
     def get(self, request: Request) -> Response:
@@ -191,8 +190,9 @@ class TokenListView(PaginatedListMixin, APIView):
         return Response(body, status=status.HTTP_201_CREATED)
 
 
-class TokenDetailView(APIView):
+class TokenDetailView(KcmAPIView):
     allowed_roles = ADMIN | PLATFORM
+    audit_actions = {"DELETE": "token.revoke"}
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, token_id: int) -> Response:
@@ -223,8 +223,9 @@ class TenantActionIn(StrictSerializer):
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
 
 
-class TenantListView(PaginatedListMixin, APIView):
+class TenantListView(PaginatedListMixin, KcmAPIView):
     allowed_roles = PLATFORM
+    audit_actions = {"POST": "tenant.create"}
 
     @extend_schema(responses=TenantOut(many=True))
     def get(self, request: Request) -> Response:
@@ -238,7 +239,7 @@ class TenantListView(PaginatedListMixin, APIView):
         return Response(TenantOut(tenant).data, status=status.HTTP_201_CREATED)
 
 
-class TenantDetailView(APIView):
+class TenantDetailView(KcmAPIView):
     allowed_roles = PLATFORM
 
     @extend_schema(responses=TenantOut)
@@ -246,11 +247,15 @@ class TenantDetailView(APIView):
         return Response(TenantOut(services.tenant_get(slug=slug)).data)
 
 
-class TenantActionView(APIView):
+class TenantActionView(KcmAPIView):
     """POST /platform/tenants/<slug>/<action>/ with action suspend, resume or terminate."""
 
     allowed_roles = PLATFORM
     action: str = ""
+
+    @property
+    def audit_action(self) -> str:  # type: ignore[override]
+        return f"tenant.{self.action}"
 
     @extend_schema(request=TenantActionIn, responses=TenantOut)
     def post(self, request: Request, slug: str) -> Response:

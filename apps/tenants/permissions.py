@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework import exceptions, permissions
 from rest_framework.request import Request
 
+from apps.audit import context as audit_context
 from apps.core.errors import Forbidden
 from apps.tenants.access import Principal, current_tenant
 
@@ -26,6 +27,7 @@ class HasTenantRole(permissions.BasePermission):
         principal = request.auth
         if not isinstance(principal, Principal):
             raise exceptions.NotAuthenticated()
+        audit_context.update(actor=principal.actor, role=principal.role)
         if principal.tenant_id != current_tenant().pk:
             raise WrongTenant()
         allowed = getattr(view, "allowed_roles", None)

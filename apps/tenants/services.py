@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.audit.services import audit_record
 from apps.core.errors import Conflict, NotFound, ValidationFailed
 from apps.tenants.access import TOKEN_PREFIX, Principal, digest_secret
 from apps.tenants.models import (
@@ -96,18 +97,21 @@ def tenant_provision(*, tenant: Tenant) -> Tenant:
             tenant=tenant, domain=f"{tenant.slug}.{settings.KCM_BASE_DOMAIN}", is_primary=True
         )
         _set_status(tenant, TenantStatus.ACTIVE)
+        audit_record(action="tenant.create", target=tenant.slug, details={"name": tenant.name})
     return tenant
 
 
 def tenant_suspend(*, tenant: Tenant, reason: str = "") -> Tenant:
     with transaction.atomic():
         _set_status(tenant, TenantStatus.SUSPENDED, reason)
+        audit_record(action="tenant.suspend", target=tenant.slug, details={"reason": reason})
     return tenant
 
 
 def tenant_resume(*, tenant: Tenant) -> Tenant:
     with transaction.atomic():
         _set_status(tenant, TenantStatus.ACTIVE)
+        audit_record(action="tenant.resume", target=tenant.slug)
     return tenant
 
 
@@ -125,6 +129,7 @@ def tenant_terminate(*, tenant: Tenant, reason: str = "") -> Tenant:
         with connection.cursor() as cursor:
             cursor.execute(f'DROP SCHEMA IF EXISTS "{tenant.schema_name}" CASCADE')
         _set_status(tenant, TenantStatus.TERMINATED, reason)
+        audit_record(action="tenant.terminate", target=tenant.slug, details={"reason": reason})
     return tenant
 
 
@@ -169,7 +174,13 @@ def membership_remove(*, tenant: Tenant, membership_id: int, acting: Principal) 
         raise NotFound("No such member.", code="member_not_found")
     if membership.user_id == acting.user_id:
         raise Conflict("You cannot remove yourself.", code="cannot_remove_self")
-    membership.delete()
+    with transaction.atomic():
+        audit_record(
+            action="member.remove",
+            target=membership.user.username,
+            details={"role": membership.role},
+        )
+        membership.delete()
 
 
 def api_token_create(
@@ -190,15 +201,25 @@ def api_token_create(
         raise ValidationFailed("The expiry must be in the future.", code="invalid_expiry")
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(
-        tenant=tenant,
-        name=name,
-        role=role,
-        prefix=prefix,
-        digest=digest_secret(secret),
-        created_by_id=created_by_id,
-        expires_at=expires_at,
-    )
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            tenant=tenant,
+            name=name,
+            role=role,
+            prefix=prefix,
+            digest=digest_secret(secret),
+            created_by_id=created_by_id,
+            expires_at=expires_at,
+        )
+        audit_record(
+            action="token.create",
+            target=prefix,
+            details={
+                "name": name,
+                "role": role,
+                "expires_at": expires_at and expires_at.isoformat(),
+            },
+        )
     return token, f"{TOKEN_PREFIX}_{prefix}_{secret}"
 
 
@@ -207,8 +228,10 @@ def api_token_revoke(*, tenant: Tenant, token_id: int) -> ApiToken:
     if token is None:
         raise NotFound("No such API token.", code="token_not_found")
     if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
+        with transaction.atomic():
+            token.revoked_at = timezone.now()
+            token.save(update_fields=["revoked_at"])
+            audit_record(action="token.revoke", target=token.prefix, details={"name": token.name})
     return token
 
 
@@ -227,4 +250,25 @@ def member_add(
             user = user_create(username=username, password=password, email=email)
         elif Membership.objects.filter(user=user, tenant=tenant).exists():
             raise Conflict(f"{username} is a member already.", code="member_exists")
-        return membership_set(tenant=tenant, user=user, role=role)
+        membership = membership_set(tenant=tenant, user=user, role=role)
+        audit_record(action="member.add", target=username, details={"role": role})
+        return membership
+
+
+def member_role_change(*, tenant: Tenant, membership_id: int, role: str) -> Membership:
+    with transaction.atomic():
+        membership = (
+            Membership.objects.select_related("user")
+            .filter(pk=membership_id, tenant=tenant)
+            .first()
+        )
+        if membership is None:
+            raise NotFound("No such member.", code="member_not_found")
+        previous = membership.role
+        membership = membership_set(tenant=tenant, user=membership.user, role=role)
+        audit_record(
+            action="member.role_change",
+            target=membership.user.username,
+            details={"from": previous, "to": role},
+        )
+        return membership

@@ -10,6 +10,9 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
+from apps.audit import context as audit_context
+from apps.audit.models import Outcome
+from apps.audit.services import audit_record
 from apps.core.console import console_view, run_action
 from apps.core.errors import KcmError
 from apps.tenants import selectors, services
@@ -39,11 +42,20 @@ def login_view(request: HttpRequest) -> HttpResponse:
             username=request.POST.get("username", ""),
             password=request.POST.get("password", ""),
         )
-        if user is None or principal_for_user(user, current_tenant()) is None:
+        principal = principal_for_user(user, current_tenant()) if user is not None else None
+        if principal is None:
             # One message for both: do not reveal which usernames exist or belong here.
             error = "Unknown user, wrong password, or no access to this tenant."
+            audit_record(
+                action="auth.login_failed",
+                outcome=Outcome.DENIED,
+                error_code="invalid_credentials" if user is None else "not_a_member",
+                details={"username": request.POST.get("username", "")[:150]},
+            )
         else:
             login(request, user)
+            audit_context.update(actor=principal.actor, role=principal.role)
+            audit_record(action="auth.login")
             return redirect(next_url)
     return render(
         request,
@@ -55,6 +67,9 @@ def login_view(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def logout_view(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        audit_context.update(actor=f"user:{request.user.get_username()}")
+        audit_record(action="auth.logout")
     logout(request)
     return redirect("console:login")
 
@@ -89,6 +104,7 @@ def members(request: HttpRequest) -> HttpResponse:
             ),
             f"{data['username']} is now a member.",
             reverse("console:members"),
+            audit_action="member.add",
         )
     return render(
         request,
@@ -104,21 +120,18 @@ def members(request: HttpRequest) -> HttpResponse:
 @console_view([Role.TENANT_ADMIN])
 @require_POST
 def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
-    tenant = current_tenant()
     form = RoleForm(request.POST)
-    membership = selectors.membership_list(tenant=tenant).filter(pk=membership_id).first()
-    if membership is None or not form.is_valid():
-        messages.error(request, "No such member or role.")
+    if not form.is_valid():
+        messages.error(request, "Choose a valid role.")
         return redirect("console:members")
     return run_action(
         request,
-        lambda: services.membership_set(
-            tenant=tenant,
-            user=membership.user,
-            role=form.cleaned_data["role"],
+        lambda: services.member_role_change(
+            tenant=current_tenant(), membership_id=membership_id, role=form.cleaned_data["role"]
         ),
         "Role changed.",
         reverse("console:members"),
+        audit_action="member.role_change",
     )
 
 
@@ -134,6 +147,7 @@ def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
         ),
         "Member removed.",
         reverse("console:members"),
+        audit_action="member.remove",
     )
 
 
@@ -154,6 +168,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
                 created_by_id=request.user.pk,
             )
         except KcmError as exc:
+            audit_record(action="token.create", outcome="error", error_code=exc.code)
             messages.error(request, exc.detail)
         else:
             form = form_class()
@@ -177,6 +192,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
         lambda: services.api_token_revoke(tenant=current_tenant(), token_id=token_id),
         "Token revoked.",
         reverse("console:tokens"),
+        audit_action="token.revoke",
     )
 
 
@@ -190,6 +206,7 @@ def tenants(request: HttpRequest) -> HttpResponse:
             lambda: services.tenant_create(slug=data["slug"], name=data["name"]),
             f"Tenant {data['slug']} created.",
             reverse("console:tenants"),
+            audit_action="tenant.create",
         )
     return render(
         request,
@@ -213,4 +230,10 @@ def tenant_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
             return services.tenant_resume(tenant=tenant)
         return services.tenant_terminate(tenant=tenant, reason=reason)
 
-    return run_action(request, act, f"Tenant {slug}: {action} done.", reverse("console:tenants"))
+    return run_action(
+        request,
+        act,
+        f"Tenant {slug}: {action} done.",
+        reverse("console:tenants"),
+        audit_action=f"tenant.{action}",
+    )

@@ -11,14 +11,18 @@ random 96-bit value from `os.urandom` per encryption.
 from __future__ import annotations
 
 import abc
+import hashlib
 import os
 import re
+from dataclasses import dataclass
 
 # Capabilities a provider may announce through `supports()`. Import algorithms follow the
 # pattern "import:<ALGORITHM>" (e.g. "import:RSAES_OAEP_SHA_1"); unknown names are unsupported.
 CAP_GENERATE = "generate"
 CAP_DESTROY = "destroy"
 CAP_AES_GCM = "aes_gcm"
+# ECDSA P-256 signing keys whose private half stays in the provider (audit checkpoints).
+CAP_SIGN = "sign"
 
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -58,6 +62,110 @@ class CapabilityNotSupported(ProviderError):
     """The provider does not offer the requested operation (see `RootKeyProvider.supports`)."""
 
     code = "capability_not_supported"
+
+
+# BYOK: wrapping algorithms as the big clouds name them, and the RSA wrapping key sizes.
+# RSA_AES_KEY_WRAP_* is the CKM_RSA_AES_KEY_WRAP scheme: RSA-OAEP of an ephemeral AES key,
+# followed by AES key wrap with padding (RFC 5649) of the material under that key.
+WRAPPING_ALGORITHMS = (
+    "RSAES_OAEP_SHA_1",
+    "RSAES_OAEP_SHA_256",
+    "RSA_AES_KEY_WRAP_SHA_1",
+    "RSA_AES_KEY_WRAP_SHA_256",
+)
+WRAPPING_KEY_BITS = (2048, 3072, 4096)
+IMPORTED_KEY_BYTES = 32
+
+
+def import_capability(algorithm: str) -> str:
+    """The capability a provider announces when it can import material wrapped by `algorithm`."""
+    return f"import:{algorithm}"
+
+
+class ImportRejected(ProviderError):
+    """Wrapped key material could not be imported; nothing was created."""
+
+    code = "import_rejected"
+
+
+class WrappingKeyMismatch(ImportRejected):
+    """The RSA step failed: not wrapped with this wrapping key (or its RSA part was altered)."""
+
+    code = "import_wrapping_key_mismatch"
+
+
+class ImportedMaterialTampered(ImportRejected):
+    """The AES key-wrap step failed its integrity check: the blob was altered."""
+
+    code = "import_material_tampered"
+
+
+class ImportBlobMalformed(ImportRejected):
+    """The blob's size does not fit the algorithm and the wrapping key."""
+
+    code = "import_blob_malformed"
+
+
+class ImportedKeyLengthInvalid(ImportRejected):
+    """The unwrapped material is not an AES-256 key (32 bytes)."""
+
+    code = "import_key_length_invalid"
+
+
+# Blocks a key check encrypts with AES-ECB: the zero block gives the customer-facing key check
+# value (its first three bytes, as PKCS#11's CKA_CHECK_VALUE); the two fixed blocks give a
+# fingerprint that tells one material from another without revealing it.
+KEY_CHECK_BLOCKS = bytes(16) + b"kcm-fingerprint\x01" + b"kcm-fingerprint\x02"
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """What identifies a root key's material: `kcv` for people, `fingerprint` for KCM."""
+
+    kcv: str
+    fingerprint: str
+
+
+def key_check_from_blocks(encrypted: bytes) -> KeyCheck:
+    """The KeyCheck from AES-ECB(key, KEY_CHECK_BLOCKS)."""
+    if len(encrypted) != len(KEY_CHECK_BLOCKS):
+        raise ProviderError("key check: unexpected output length")
+    return KeyCheck(
+        kcv=encrypted[:3].hex(),
+        fingerprint=hashlib.sha256(b"kcm:material-fingerprint:v1" + encrypted[16:]).hexdigest(),
+    )
+
+
+def oaep_hash_of(algorithm: str) -> str:
+    """``"SHA1"`` or ``"SHA256"``: the OAEP (and MGF1) hash a wrapping algorithm uses."""
+    return "SHA256" if algorithm.endswith("SHA_256") else "SHA1"
+
+
+def split_wrapped(algorithm: str, wrapped: bytes, modulus_bytes: int) -> tuple[bytes, bytes]:
+    """The RSA part and the AES key-wrap part (empty for RSAES_OAEP_*) of a wrapped blob.
+
+    Sizes are checked here, before any HSM call: the RSA part is exactly one modulus long, and
+    an AES key wrap of 32 bytes of material is 40 bytes (RFC 5649).
+    """
+    if algorithm.startswith("RSAES_OAEP"):
+        if len(wrapped) != modulus_bytes:
+            raise ImportBlobMalformed(
+                f"an {algorithm} blob for this wrapping key is {modulus_bytes} bytes, "
+                f"not {len(wrapped)}"
+            )
+        return wrapped, b""
+    rsa_part, kwp_part = wrapped[:modulus_bytes], wrapped[modulus_bytes:]
+    if len(rsa_part) != modulus_bytes or len(kwp_part) < 16 or len(kwp_part) % 8:
+        raise ImportBlobMalformed(
+            f"an {algorithm} blob is {modulus_bytes} bytes of RSA-OAEP followed by an AES key "
+            "wrap (a multiple of 8 bytes, at least 16)"
+        )
+    if len(kwp_part) != IMPORTED_KEY_BYTES + 8:
+        raise ImportedKeyLengthInvalid(
+            f"the wrapped material is {len(kwp_part) - 8} bytes (padded); an AES-256 key is "
+            f"{IMPORTED_KEY_BYTES}"
+        )
+    return rsa_part, kwp_part
 
 
 def new_key_id() -> bytes:
@@ -137,3 +245,42 @@ class RootKeyProvider(abc.ABC):
         Returns ``{"ok": True, "provider": name, ...}`` or ``{"ok": False, "provider": name,
         "error": message}``.
         """
+
+    def create_signing_key(self, *, label: str) -> str:
+        """Generate an ECDSA P-256 key pair; the private key never leaves the provider."""
+        raise CapabilityNotSupported(f"{self.name} cannot sign")
+
+    def sign(self, handle: str, data: bytes) -> bytes:
+        """ECDSA-P256-SHA256 signature of `data`, DER-encoded (verifiable offline)."""
+        raise CapabilityNotSupported(f"{self.name} cannot sign")
+
+    def public_key_der(self, handle: str) -> bytes:
+        """The signing key's public half as DER SubjectPublicKeyInfo."""
+        raise CapabilityNotSupported(f"{self.name} cannot sign")
+
+    # BYOK: import of customer key material, unwrapped inside the provider.
+
+    def create_wrapping_key(self, *, label: str, bits: int) -> tuple[str, bytes]:
+        """Generate an RSA key pair (`bits` in WRAPPING_KEY_BITS) whose private half can only
+        unwrap; return its handle and the public key as DER SubjectPublicKeyInfo."""
+        raise CapabilityNotSupported(f"{self.name} cannot import key material")
+
+    def destroy_wrapping_key(self, handle: str) -> None:
+        """Delete a wrapping key pair. Raises `RootKeyNotFound` if it does not exist."""
+        raise CapabilityNotSupported(f"{self.name} cannot import key material")
+
+    def import_root_key(
+        self, *, wrapping_handle: str, algorithm: str, wrapped: bytes, label: str
+    ) -> str:
+        """Unwrap customer material (`algorithm` in WRAPPING_ALGORITHMS) with the wrapping key,
+        inside the provider, into a new non-extractable AES-256 root key; return its handle.
+
+        Raises an `ImportRejected` subclass (nothing is left behind), `CapabilityNotSupported`
+        when `supports(import_capability(algorithm))` is false, `RootKeyNotFound` for an
+        unknown wrapping key, or `ProviderUnavailable`.
+        """
+        raise CapabilityNotSupported(f"{self.name} cannot import key material")
+
+    def key_check(self, handle: str) -> KeyCheck:
+        """The root key's check value and fingerprint (see KEY_CHECK_BLOCKS)."""
+        raise CapabilityNotSupported(f"{self.name} cannot compute key check values")

@@ -9,6 +9,7 @@ CKF_OS_LOCKING_OK and SoftHSM then crashes when two threads use it at once.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -20,16 +21,28 @@ import pkcs11
 from django.conf import settings
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
+from pkcs11.util.ec import (
+    encode_ec_public_key,
+    encode_ecdsa_signature,
+    encode_named_curve_parameters,
+)
 
+from apps.keychain.providers import pkcs11_import
 from apps.keychain.providers.base import (
     CAP_AES_GCM,
     CAP_DESTROY,
     CAP_GENERATE,
+    CAP_SIGN,
     NONCE_BYTES,
+    WRAPPING_KEY_BITS,
+    CapabilityNotSupported,
+    KeyCheck,
+    ProviderError,
     ProviderUnavailable,
     RootKeyIntegrityError,
     RootKeyNotFound,
     RootKeyProvider,
+    import_capability,
     key_id_from_handle,
     new_key_id,
     split_blob,
@@ -77,6 +90,14 @@ _ROOT_KEY_TEMPLATE = {
 }
 
 
+class TokenNotFound(ProviderUnavailable):
+    """No token with the configured label (not present, or created after C_Initialize)."""
+
+
+class LoginRefused(ProviderUnavailable):
+    """The token refused the PIN (wrong, locked or invalid)."""
+
+
 def _is_lost_session(exc: p11.PKCS11Error) -> bool:
     # python-pkcs11 has no class for CKR_CRYPTOKI_NOT_INITIALIZED, only this message.
     return isinstance(exc, _LOST_SESSION) or (
@@ -120,9 +141,17 @@ class Pkcs11Provider(RootKeyProvider):
     """Root keys as non-extractable AES-256 token objects; the handle is the hex CKA_ID."""
 
     name = "pkcs11"
-    capabilities = frozenset({CAP_GENERATE, CAP_DESTROY, CAP_AES_GCM})
+    capabilities = frozenset({CAP_GENERATE, CAP_DESTROY, CAP_AES_GCM, CAP_SIGN})
 
-    def __init__(self, *, library: str, token_label: str, pin: str | None, timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        library: str,
+        token_label: str,
+        pin: str | None,
+        timeout: float,
+        oaep_sha256: bool = False,
+    ) -> None:
         if not pin:
             raise ProviderUnavailable(
                 "no PKCS#11 user PIN configured: set KCM_PKCS11_PIN or KCM_PKCS11_PIN_FILE"
@@ -134,6 +163,15 @@ class Pkcs11Provider(RootKeyProvider):
         self._session: pkcs11.Session | None = None
         self._generation = -1
         self._keys: dict[str, _AesKey] = {}
+        # SHA-1 OAEP and AES key wrap with padding are universal; SHA-256 OAEP cannot be probed
+        # through the mechanism list (SoftHSM2 lists OAEP and then refuses SHA-256 with
+        # ArgumentsBad), so the operator declares it (KCM_PKCS11_OAEP_SHA256).
+        hashes = ("SHA_1", "SHA_256") if oaep_sha256 else ("SHA_1",)
+        self.capabilities = self.capabilities | {
+            import_capability(f"{scheme}_{digest}")
+            for scheme in ("RSAES_OAEP", "RSA_AES_KEY_WRAP")
+            for digest in hashes
+        }
 
     @classmethod
     def from_settings(cls) -> Pkcs11Provider:
@@ -142,6 +180,7 @@ class Pkcs11Provider(RootKeyProvider):
             token_label=settings.KCM_PKCS11_TOKEN_LABEL,
             pin=settings.KCM_PKCS11_PIN,
             timeout=settings.KCM_PKCS11_TIMEOUT_SECONDS,
+            oaep_sha256=settings.KCM_PKCS11_OAEP_SHA256,
         )
 
     # Operations.
@@ -223,6 +262,141 @@ class Pkcs11Provider(RootKeyProvider):
             return {"ok": False, **report, "error": str(exc)}
         return {"ok": True, **report}
 
+    # Signing: an EC P-256 pair; the private key is sensitive, non-extractable, sign-only.
+
+    def create_signing_key(self, *, label: str) -> str:
+        key_id = new_key_id()
+        curve = encode_named_curve_parameters("secp256r1")
+
+        def generate(session: pkcs11.Session) -> None:
+            self.calls += 1
+            params = session.create_domain_parameters(
+                KeyType.EC, {Attribute.EC_PARAMS: curve}, local=True
+            )
+            params.generate_keypair(
+                store=True,
+                id=key_id,
+                label=label,
+                public_template={Attribute.VERIFY: True, Attribute.TOKEN: True},
+                private_template={
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False,
+                    Attribute.SIGN: True,
+                    Attribute.DECRYPT: False,
+                    Attribute.UNWRAP: False,
+                    Attribute.DERIVE: False,
+                },
+            )
+
+        self._run(generate)
+        return key_id.hex()
+
+    def sign(self, handle: str, data: bytes) -> bytes:
+        key_id = key_id_from_handle(handle)
+        digest = hashlib.sha256(data).digest()
+
+        def sign(session: pkcs11.Session) -> bytes:
+            self.calls += 1
+            try:
+                key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id)
+            except p11.NoSuchKey:
+                raise RootKeyNotFound("no signing key with this handle") from None
+            raw = key.sign(digest, mechanism=Mechanism.ECDSA)  # type: ignore[attr-defined]
+            return bytes(encode_ecdsa_signature(raw))
+
+        return self._run(sign)
+
+    def public_key_der(self, handle: str) -> bytes:
+        key_id = key_id_from_handle(handle)
+
+        def export(session: pkcs11.Session) -> bytes:
+            self.calls += 1
+            try:
+                key = session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=key_id)
+            except p11.NoSuchKey:
+                raise RootKeyNotFound("no signing key with this handle") from None
+            return bytes(encode_ec_public_key(cast(pkcs11.PublicKey, key)))
+
+        return self._run(export)
+
+    # BYOK: see pkcs11_import.py.
+
+    def create_wrapping_key(self, *, label: str, bits: int) -> tuple[str, bytes]:
+        if bits not in WRAPPING_KEY_BITS:
+            raise ProviderError(f"wrapping keys are {WRAPPING_KEY_BITS} bits, not {bits}")
+        key_id = new_key_id()
+
+        def generate(session: pkcs11.Session) -> bytes:
+            self.calls += 1
+            return pkcs11_import.generate_wrapping_pair(
+                session, key_id=key_id, label=label, bits=bits
+            )
+
+        return key_id.hex(), self._run(generate)
+
+    def destroy_wrapping_key(self, handle: str) -> None:
+        key_id = key_id_from_handle(handle)
+
+        def destroy(session: pkcs11.Session) -> None:
+            self.calls += 1
+            pkcs11_import.destroy_wrapping_pair(session, key_id)
+
+        self._run(destroy)
+
+    def import_root_key(
+        self, *, wrapping_handle: str, algorithm: str, wrapped: bytes, label: str
+    ) -> str:
+        if not self.supports(import_capability(algorithm)):
+            raise CapabilityNotSupported(f"this HSM cannot import {algorithm}")
+        wrapping_id = key_id_from_handle(wrapping_handle)
+        key_id = new_key_id()
+        handle = key_id.hex()
+
+        def unwrap(session: pkcs11.Session) -> None:
+            self.calls += 1
+            key = pkcs11_import.unwrap_root_key(
+                session,
+                wrapping_id=wrapping_id,
+                algorithm=algorithm,
+                wrapped=wrapped,
+                new_id=key_id,
+                label=label,
+                template=_ROOT_KEY_TEMPLATE,
+            )
+            self._keys[handle] = cast(_AesKey, key)
+
+        self._run(unwrap)
+        log.info("PKCS#11 root key imported (handle %s, token %s)", handle, self._token_label)
+        return handle
+
+    def key_check(self, handle: str) -> KeyCheck:
+        def check(key: _AesKey) -> KeyCheck:
+            self.calls += 1
+            return pkcs11_import.key_check(key)
+
+        return self._with_key(handle, check)
+
+    def call(self, operation: Callable[[pkcs11.Session], T], *, restart: bool = False) -> T:
+        """Run `operation` with this object's logged-in session under the process-wide PKCS#11
+        lock: how code that talks to another token of the same library (a HYOK connector)
+        stays serialised with everything else. `restart` re-initialises the library first
+        (tokens created after C_Initialize are invisible until then)."""
+        if restart:
+            lock = _process.lock
+            if not lock.acquire(timeout=self._timeout):
+                raise ProviderUnavailable(
+                    f"timed out after {self._timeout:g} s waiting for the PKCS#11 lock"
+                )
+            try:
+                self._connect(restart=True)
+            except p11.PKCS11Error as exc:
+                raise _unavailable(exc) from None
+            finally:
+                lock.release()
+        return self._run(operation)
+
     # Plumbing.
 
     def _with_key(self, handle: str, use: Callable[[_AesKey], T]) -> T:
@@ -302,7 +476,7 @@ class Pkcs11Provider(RootKeyProvider):
     def _login(self, lib: Library) -> pkcs11.Session:
         for attempt in range(1, _LOGIN_ATTEMPTS + 1):
             try:
-                token = lib.get_token(token_label=self._token_label)
+                token = find_token(lib, self._token_label)
                 try:
                     return token.open(rw=True, user_pin=self._pin)
                 except p11.UserAlreadyLoggedIn:
@@ -312,17 +486,33 @@ class Pkcs11Provider(RootKeyProvider):
                     return token.open(rw=True)
             except _LOGIN_RACE as exc:
                 if attempt == _LOGIN_ATTEMPTS:
-                    raise ProviderUnavailable(
+                    missing = isinstance(exc, p11.NoSuchToken)
+                    raise (TokenNotFound if missing else ProviderUnavailable)(
                         f"PKCS#11 token {self._token_label!r} not available "
                         f"({type(exc).__name__} after {attempt} attempts)"
                     ) from None
                 time.sleep(_LOGIN_BACKOFF_SECONDS * 2 ** (attempt - 1))
             except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange, p11.PinLocked) as exc:
-                raise ProviderUnavailable(
+                raise LoginRefused(
                     f"PKCS#11 login to token {self._token_label!r} refused "
                     f"({type(exc).__name__}): check KCM_PKCS11_PIN / KCM_PKCS11_PIN_FILE"
                 ) from None
         raise AssertionError("unreachable")
+
+
+def find_token(lib: Library, label: str) -> pkcs11.Token:
+    """The token labelled `label`. Unlike python-pkcs11's `lib.get_token`, a slot that fails to
+    answer is skipped, not fatal: with SoftHSM2, a token of the same library whose storage
+    vanished (a customer's, say) makes C_GetTokenInfo fail on its slot until re-initialisation,
+    and must not lock everyone else out."""
+    for slot in lib.get_slots(token_present=True):
+        try:
+            token = slot.get_token()
+        except p11.PKCS11Error:
+            continue
+        if token.label == label:
+            return token
+    raise p11.NoSuchToken(f"no token labelled {label!r}")
 
 
 def _as_bytes(result: bytes | Iterator[bytes]) -> bytes:

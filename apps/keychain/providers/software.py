@@ -21,18 +21,26 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 
+from apps.keychain.providers import software_import
 from apps.keychain.providers.base import (
     CAP_AES_GCM,
     CAP_DESTROY,
     CAP_GENERATE,
+    CAP_SIGN,
     NONCE_BYTES,
+    WRAPPING_ALGORITHMS,
+    CapabilityNotSupported,
+    KeyCheck,
     ProviderUnavailable,
     RootKeyIntegrityError,
     RootKeyNotFound,
     RootKeyProvider,
+    import_capability,
     key_id_from_handle,
     new_key_id,
     split_blob,
@@ -51,7 +59,10 @@ class SoftwareProvider(RootKeyProvider):
     """AES-256-GCM root keys held in a file by this process: for development only."""
 
     name = "software"
-    capabilities = frozenset({CAP_GENERATE, CAP_DESTROY, CAP_AES_GCM})
+    capabilities = frozenset(
+        {CAP_GENERATE, CAP_DESTROY, CAP_AES_GCM, CAP_SIGN}
+        | {import_capability(algorithm) for algorithm in WRAPPING_ALGORITHMS}
+    )
 
     def __init__(self, *, path: Path, allowed: bool) -> None:
         if not allowed:
@@ -133,6 +144,109 @@ class SoftwareProvider(RootKeyProvider):
         except Exception as exc:  # health reports, it never raises
             return {"ok": False, **report, "error": str(exc)}
         return {"ok": True, **report}
+
+    # Signing keys live in their own file beside the AES keys (PKCS#8 PEM, 0600).
+
+    def create_signing_key(self, *, label: str) -> str:
+        handle = new_key_id().hex()
+        private = ec.generate_private_key(ec.SECP256R1())
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        with self._lock:
+            self.calls += 1
+            self._signing_path(handle).parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(
+                self._signing_path(handle), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+            )
+            with os.fdopen(descriptor, "wb") as handle_file:
+                handle_file.write(pem)
+        return handle
+
+    def sign(self, handle: str, data: bytes) -> bytes:
+        with self._lock:
+            self.calls += 1
+            private = self._signing_key(handle)
+        return private.sign(data, ec.ECDSA(hashes.SHA256()))
+
+    def public_key_der(self, handle: str) -> bytes:
+        with self._lock:
+            self.calls += 1
+            private = self._signing_key(handle)
+        return private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def _signing_path(self, handle: str) -> Path:
+        key_id_from_handle(handle)
+        return self._path.with_name(f"{self._path.name}.sign-{handle}.pem")
+
+    def _signing_key(self, handle: str) -> ec.EllipticCurvePrivateKey:
+        try:
+            loaded = serialization.load_pem_private_key(
+                self._signing_path(handle).read_bytes(), password=None
+            )
+        except FileNotFoundError:
+            raise RootKeyNotFound("no signing key with this handle") from None
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        return loaded
+
+    # BYOK: RSA wrapping keys live beside the AES keys (PKCS#8 PEM, 0600), like signing keys.
+
+    def create_wrapping_key(self, *, label: str, bits: int) -> tuple[str, bytes]:
+        handle = new_key_id().hex()
+        pem, der = software_import.new_wrapping_key(bits)
+        with self._lock:
+            self.calls += 1
+            path = self._wrapping_path(handle)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(pem)
+        return handle, der
+
+    def destroy_wrapping_key(self, handle: str) -> None:
+        with self._lock:
+            self.calls += 1
+            try:
+                self._wrapping_path(handle).unlink()
+            except FileNotFoundError:
+                raise RootKeyNotFound("no wrapping key with this handle") from None
+
+    def import_root_key(
+        self, *, wrapping_handle: str, algorithm: str, wrapped: bytes, label: str
+    ) -> str:
+        if not self.supports(import_capability(algorithm)):
+            raise CapabilityNotSupported(f"{self.name} cannot import {algorithm}")
+        with self._lock:
+            self.calls += 1
+            try:
+                pem = self._wrapping_path(wrapping_handle).read_bytes()
+            except FileNotFoundError:
+                raise RootKeyNotFound("no wrapping key with this handle") from None
+        material = software_import.unwrap_material(pem, algorithm, wrapped)
+        handle = new_key_id().hex()
+        key = base64.b64encode(material).decode("ascii")
+
+        def add(document: Document) -> None:
+            document[handle] = {"label": label, "key": key}
+
+        with self._lock:
+            self._update(add)
+        return handle
+
+    def key_check(self, handle: str) -> KeyCheck:
+        with self._lock:
+            self._cipher(handle)  # RootKeyNotFound unless it exists
+            self.calls += 1
+            raw = base64.b64decode(self._document[handle]["key"])
+        return software_import.key_check(raw)
+
+    def _wrapping_path(self, handle: str) -> Path:
+        key_id_from_handle(handle)
+        return self._path.with_name(f"{self._path.name}.wrap-{handle}.pem")
 
     # Plumbing; callers hold self._lock.
 

@@ -1,0 +1,168 @@
+"""Audit cost and export scale: `python -m bench.audit`.
+
+(a) Data-key throughput over HTTP (generate + decrypt, 8 client threads, two gunicorn workers)
+    with auditing on vs. switched off (KCM_AUDIT_ENABLED=false), two identical deployments
+    measured in alternating rounds in one run: `audited_ratio` (target >= 0.8).
+(b) Export of 1,000,000 events (BENCH_AUDIT_EVENTS) as JSON Lines in a separate process:
+    events/s and peak RSS, next to the peak RSS of a 10x smaller export (constant memory means
+    the two peaks are about equal).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from apps.audit import chain
+from bench.common import SERVICE, HttpClient, make_data_keys, report, run_load
+from tests.e2e.stack import REPO, LiveStack
+from tests.e2e.tenantkit import CONTEXT, KEY_ADMIN, KEY_USER, create_chain, provision_tenant
+
+ROUNDS = int(os.environ.get("BENCH_AUDIT_ROUNDS", "4"))
+SECONDS = float(os.environ.get("BENCH_AUDIT_SECONDS", "6"))
+THREADS = 8
+EVENTS = int(os.environ.get("BENCH_AUDIT_EVENTS", "1000000"))
+
+
+def _operations(stack: LiveStack, host: str, token: str) -> list:  # type: ignore[type-arg]
+    clients = [HttpClient(stack.port, host, token) for _ in range(THREADS)]
+    ciphertexts = make_data_keys(clients[0], 64)
+    generate = json.dumps({"context": CONTEXT, "include_plaintext": True}).encode()
+
+    def op(client: HttpClient, index: list[int]) -> int:
+        index[0] += 1
+        if index[0] % 2:
+            return client.send("POST", f"{SERVICE}/generate-data-key/", generate)[0]
+        body = json.dumps({"ciphertext": ciphertexts[index[0] % 64], "context": CONTEXT}).encode()
+        return client.send("POST", f"{SERVICE}/decrypt-data-key/", body)[0]
+
+    return [lambda c=c, i=[0]: op(c, i) for c in clients]  # type: ignore[misc]
+
+
+def measure_http() -> dict[str, float]:
+    with ExitStack() as stack_of:
+        stacks = {}
+        for label, audited in (("audited", "true"), ("unaudited", "false")):
+            stack = stack_of.enter_context(
+                LiveStack(web_workers=2, env={**os.environ, "KCM_AUDIT_ENABLED": audited})
+            )
+            tenant = provision_tenant(stack, "bench", (KEY_ADMIN, KEY_USER))
+            create_chain(stack, tenant)
+            stacks[label] = (stack, _operations(stack, tenant.host, tenant.tokens[KEY_USER]))
+        rates: dict[str, list[float]] = {"audited": [], "unaudited": []}
+        errors = 0
+        for _ in range(ROUNDS):
+            for label in ("audited", "unaudited"):
+                stack, operations = stacks[label]
+                result = run_load(operations, SECONDS)
+                rates[label].append(result.rate)
+                errors += result.errors
+        audited_stack = stacks["audited"][0]
+        events = audited_stack.manage(
+            "shell", "-c", "from django_tenants.utils import schema_context\n"
+            "from apps.audit.selectors import event_search\n"  # seals pending events first
+            "with schema_context('t_bench'): print(event_search({'action': 'datakey'}).count())",
+        ).stdout.strip().splitlines()[-1]  # fmt: skip
+    best = {label: sorted(values)[len(values) // 2] for label, values in rates.items()}  # medians
+    return {
+        "audited_rps": round(best["audited"], 1),
+        "unaudited_rps": round(best["unaudited"], 1),
+        "audited_ratio": round(best["audited"] / best["unaudited"], 3),
+        "http_errors": errors,
+        "audited_events_written": int(events),
+    }
+
+
+def _fill(conn: psycopg.Connection, schema: str, count: int) -> None:  # type: ignore[type-arg]
+    """A valid chain of `count` events, computed here and loaded with COPY (appending one by one
+    through the SQL function would take minutes and measure something else)."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    prev = chain.GENESIS
+    with (
+        conn.cursor() as cursor,
+        cursor.copy(
+            f"COPY {schema}.audit_auditevent (seq, occurred_at, actor, role, source_ip, user_agent,"
+            " request_id, action, target, target_version, outcome, error_code, details, prev_hash, hash)"
+            " FROM STDIN"
+        ) as copy,
+    ):
+        for seq in range(1, count + 1):
+            moment = start + timedelta(microseconds=seq * 1000)
+            event = {
+                "occurred_at": chain.timestamp(moment), "actor": "token:bench", "role": "key_user",
+                "source_ip": "127.0.0.1", "user_agent": "bench", "request_id": f"r{seq}",
+                "action": "datakey.generate", "target": "service_key:payments", "target_version": 1,
+                "outcome": "success", "error_code": "", "details": {"context": {"order": str(seq)}},
+            }  # fmt: skip
+            digest = chain.event_hash(prev, seq, chain.canonical(event))
+            copy.write_row((seq, moment, event["actor"], event["role"], event["source_ip"],
+                            event["user_agent"], event["request_id"], event["action"], event["target"],
+                            1, "success", "", json.dumps(event["details"]), prev, digest))  # fmt: skip
+            prev = digest
+
+
+_EXPORT = """
+import json, resource, time
+from django_tenants.utils import schema_context
+from apps.audit import export
+with schema_context({schema!r}):
+    job = export.export_request(filters={{}}, format="jsonl", requested_by="bench")
+    began = time.monotonic()
+    job = export.export_run(export_id=str(job.pk))
+    seconds = time.monotonic() - began
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"count": job.done, "seconds": seconds, "peak_rss_mb": peak}}))
+"""
+
+
+def measure_export() -> dict[str, float]:
+    results = {}
+    with LiveStack(web_workers=1) as stack:
+        admin = psycopg.connect(stack.env["KCM_DATABASE_URL"], autocommit=True)
+        for label, count in (("small", max(1, EVENTS // 10)), ("large", EVENTS)):
+            schema = f"t_bench_{label}"
+            admin.execute("SELECT public.kcm_clone_schema('kcm_template', %s)", [schema])
+            began = time.monotonic()
+            _fill(admin, schema, count)
+            fill_seconds = time.monotonic() - began
+            output = stack.manage("shell", "-c", _EXPORT.format(schema=schema), timeout=3600).stdout
+            figures = json.loads(output.strip().splitlines()[-1])
+            assert figures["count"] == count + 1, figures  # + the export's own audit event
+            results[label] = {**figures, "fill_seconds": fill_seconds}
+        admin.close()
+    large, small = results["large"], results["small"]
+    return {
+        "export_events": int(large["count"]),
+        "export_events_per_s": round(large["count"] / large["seconds"]),
+        "export_peak_rss_mb": round(large["peak_rss_mb"], 1),
+        "export_small_events": int(small["count"]),
+        "export_small_peak_rss_mb": round(small["peak_rss_mb"], 1),
+    }
+
+
+def main() -> None:
+    http = measure_http()
+    exported = measure_export()
+    report(
+        [
+            f"data keys over HTTP, 8 threads, 2 workers, median of {ROUNDS} alternating {SECONDS:.0f}s rounds:",
+            f"  audited   {http['audited_rps']:8.1f} req/s",
+            f"  unaudited {http['unaudited_rps']:8.1f} req/s",
+            f"  audited_ratio {http['audited_ratio']:.3f} (target >= 0.8); errors {http['http_errors']}",
+            f"export of {exported['export_events']:,} events: {exported['export_events_per_s']:,} events/s,"
+            f" peak RSS {exported['export_peak_rss_mb']} MiB"
+            f" (vs {exported['export_small_peak_rss_mb']} MiB for {exported['export_small_events']:,})",
+        ],
+        {"bench": "audit", **http, **exported},
+    )
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()
