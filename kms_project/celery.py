@@ -6,6 +6,8 @@ import os
 
 from tenant_schemas_celery.app import CeleryApp
 
+import kms_project.broker  # noqa: F401  (registers the "kcmfs" transport)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kms_project.settings")
 
 app = CeleryApp("kms_project")

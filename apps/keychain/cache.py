@@ -22,6 +22,8 @@ from uuid import UUID
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 
+from apps.keychain.crypto import ContextMemo
+
 logger = logging.getLogger(__name__)
 
 CHANNEL = "kcm_keychain"
@@ -33,6 +35,7 @@ class LoadedVersion:
     row_id: int
     cipher: AESGCM
     ctx_key: bytes
+    memo: ContextMemo  # canonical form, check and envelope headers of recent contexts
 
 
 @dataclass

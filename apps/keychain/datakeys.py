@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import os
 from collections.abc import Callable
 from typing import Any
@@ -79,7 +80,7 @@ def _reserve_exact(version: LoadedVersion, wanted: int) -> int:
     return int(row[0]) if row else 0
 
 
-def _open(loaded: LoadedServiceKey, blob: bytes, context: bytes, kind: int) -> tuple[bytes, int]:
+def _open(loaded: LoadedServiceKey, blob: bytes, context: Any, kind: int) -> tuple[bytes, int]:
     envelope = crypto.envelope_parse(blob)
     if envelope.tenant != loaded.tenant_uid:
         raise WrongTenantCiphertext()
@@ -96,36 +97,31 @@ def _open(loaded: LoadedServiceKey, blob: bytes, context: bytes, kind: int) -> t
         raise KeyVersionUnavailable(
             f"Version {envelope.version} of this service key is retired, destroyed or unknown."
         )
-    return crypto.envelope_open(
-        cipher=version.cipher, ctx_key=version.ctx_key, envelope=envelope, context=context
+    canonical, check = version.memo.get(context)
+    if not hmac.compare_digest(envelope.check, check):
+        raise crypto.ContextMismatch()
+    return crypto.unseal(
+        version.cipher, envelope.body, envelope.header + canonical
     ), envelope.version
 
 
-def _seal(
-    loaded: LoadedServiceKey, version: LoadedVersion, kind: int, context: bytes, plaintext: bytes
-) -> bytes:
-    return crypto.envelope_seal(
-        cipher=version.cipher,
-        ctx_key=version.ctx_key,
-        kind=kind,
-        tenant=loaded.tenant_uid,
-        key_id=loaded.key_id,
-        version=version.version,
-        context=context,
-        plaintext=plaintext,
+def _seal(version: LoadedVersion, kind: int, context: Any, plaintext: bytes) -> bytes:
+    header, aad = version.memo.sealing(kind, context)
+    return crypto.envelope_seal_fast(
+        cipher=version.cipher, header=header, aad=aad, plaintext=plaintext
     )
 
 
 # --- single operations on a loaded key: each takes and returns JSON-ready dicts ---------
+# Contexts are passed raw: the version's memo validates and canonicalises them.
 
 
 def _generate(
     loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, Any]
 ) -> dict[str, Any]:
-    context = crypto.canonical_context(item.get("context"))
     data_key = os.urandom(DATA_KEY_BYTES)
     result = {
-        "ciphertext": b64(_seal(loaded, version, crypto.KIND_DATA_KEY, context, data_key)),
+        "ciphertext": b64(_seal(version, crypto.KIND_DATA_KEY, item.get("context"), data_key)),
         "key_version": version.version,
     }
     if item.get("include_plaintext", True):
@@ -134,17 +130,14 @@ def _generate(
 
 
 def _decrypt_data_key(loaded: LoadedServiceKey, item: dict[str, Any]) -> dict[str, Any]:
-    context = crypto.canonical_context(item.get("context"))
-    plaintext, version = _open(
-        loaded, b64decode(item.get("ciphertext"), "ciphertext"), context, crypto.KIND_DATA_KEY
-    )
+    blob = b64decode(item.get("ciphertext"), "ciphertext")
+    plaintext, version = _open(loaded, blob, item.get("context"), crypto.KIND_DATA_KEY)
     return {"plaintext": b64(plaintext), "key_version": version}
 
 
 def _encrypt(
     loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, Any]
 ) -> dict[str, Any]:
-    context = crypto.canonical_context(item.get("context"))
     plaintext = b64decode(item.get("plaintext"), "plaintext")
     if len(plaintext) > MAX_PAYLOAD_BYTES:
         raise ValidationFailed(
@@ -153,28 +146,25 @@ def _encrypt(
             code="payload_too_large",
         )
     return {
-        "ciphertext": b64(_seal(loaded, version, crypto.KIND_PAYLOAD, context, plaintext)),
+        "ciphertext": b64(_seal(version, crypto.KIND_PAYLOAD, item.get("context"), plaintext)),
         "key_version": version.version,
     }
 
 
 def _decrypt(loaded: LoadedServiceKey, item: dict[str, Any]) -> dict[str, Any]:
-    context = crypto.canonical_context(item.get("context"))
-    plaintext, version = _open(
-        loaded, b64decode(item.get("ciphertext"), "ciphertext"), context, crypto.KIND_PAYLOAD
-    )
+    blob = b64decode(item.get("ciphertext"), "ciphertext")
+    plaintext, version = _open(loaded, blob, item.get("context"), crypto.KIND_PAYLOAD)
     return {"plaintext": b64(plaintext), "key_version": version}
 
 
 def _rewrap(
     loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, Any]
 ) -> dict[str, Any]:
-    context = crypto.canonical_context(item.get("context"))
     blob = b64decode(item.get("ciphertext"), "ciphertext")
     kind = crypto.envelope_parse(blob).kind
-    plaintext, old = _open(loaded, blob, context, kind)
+    plaintext, old = _open(loaded, blob, item.get("context"), kind)
     return {
-        "ciphertext": b64(_seal(loaded, version, kind, context, plaintext)),
+        "ciphertext": b64(_seal(version, kind, item.get("context"), plaintext)),
         "key_version": version.version,
         "previous_version": old,
     }

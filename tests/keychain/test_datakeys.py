@@ -161,3 +161,21 @@ def test_encryptions_stop_at_the_usage_limit(chain: Any, settings: Any, operatio
     key_id = user.get(f"{PAYMENTS}/").json_body["id"]
     assert made["admin"].post(f"/api/v1/keys/{key_id}/rotate/", {}).status_code == 200
     assert user.post(f"{PAYMENTS}/{operation}/", body).status_code == 200
+
+
+def test_a_context_with_a_nul_character_works_and_is_audited(chain: Any) -> None:
+    user = chain()["user"]
+    context = {"weird": "a\u0000b"}
+    made = user.post(f"{PAYMENTS}/generate-data-key/", {"context": context})
+    assert made.status_code == 200
+    back = user.post(
+        f"{PAYMENTS}/decrypt-data-key/",
+        {"ciphertext": made.json_body["ciphertext"], "context": context},
+    )
+    assert back.status_code == 200
+    from django_tenants.utils import schema_context
+
+    from apps.audit.services import audit_verify
+
+    with schema_context("t_acme"):
+        assert audit_verify()["ok"]

@@ -88,3 +88,33 @@ def test_kcm_seals_what_the_independent_implementation_opens() -> None:
     )  # fmt: skip
     header, nonce, body = blob[:56], blob[56:68], blob[68:]
     assert AESGCM(key).decrypt(nonce, body, header + b'{"a":"1","b":"2"}') == b"k" * 32
+
+
+@pytest.mark.parametrize("context", [{"n": 1}, {"l": ["x"]}, {"d": {}}, ["a"], "s", {1: "x"}])
+def test_the_context_memo_refuses_what_canonical_context_refuses(context: Any) -> None:
+    memo = crypto.ContextMemo(b"k" * 32, {1: b"p" * 40})
+    with pytest.raises(crypto.InvalidContext):
+        memo.get(context)
+
+
+def test_the_context_memo_agrees_with_the_reference_computation() -> None:
+    memo = crypto.ContextMemo(b"k" * 32, {1: b"p" * 40})
+    for context in ({"b": "2", "a": "1"}, {"a": "1", "b": "2"}, None, {}):
+        canonical = crypto.canonical_context(context)
+        assert memo.get(context) == (canonical, crypto.context_check(b"k" * 32, canonical))
+
+
+def test_a_memoised_seal_opens_like_a_reference_one() -> None:
+    key = AESGCM.generate_key(256)
+    tenant, key_id = uuid.uuid4(), uuid.uuid4()
+    prefix = crypto.envelope_prefix(kind=1, tenant=tenant, key_id=key_id, version=5)
+    memo = crypto.ContextMemo(crypto.context_key(key), {1: prefix})
+    header, aad = memo.sealing(1, {"a": "1"})
+    blob = crypto.envelope_seal_fast(cipher=AESGCM(key), header=header, aad=aad, plaintext=b"p")
+    envelope = crypto.envelope_parse(blob)
+    assert (envelope.tenant, envelope.key_id, envelope.version) == (tenant, key_id, 5)
+    opened = crypto.envelope_open(
+        cipher=AESGCM(key), ctx_key=crypto.context_key(key), envelope=envelope,
+        context=crypto.canonical_context({"a": "1"}),
+    )  # fmt: skip
+    assert opened == b"p"
