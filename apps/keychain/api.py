@@ -9,13 +9,13 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from apps.core.api import StrictSerializer, parse
+from apps.core.api import KcmAPIView, StrictSerializer, parse
 from apps.core.errors import KcmError, ValidationFailed
 from apps.keychain import datakeys, selectors, services
 from apps.keychain.errors import KeyNotFound
 from apps.keychain.models import ServiceKey
+from apps.rotation.services import key_rotate_with_rewrap
 from apps.tenants.models import Role
 
 KEY_ADMIN = frozenset({Role.KEY_ADMIN})
@@ -42,7 +42,7 @@ class EmptyIn(StrictSerializer):
     pass
 
 
-class ChainView(APIView):
+class ChainView(KcmAPIView):
     """The whole chain as a tree: L1 → L2 → L3, with versions and states."""
 
     allowed_roles = KEY_READERS
@@ -52,8 +52,9 @@ class ChainView(APIView):
         return Response({"results": selectors.chain_tree()})
 
 
-class CustomerKeyCreateView(APIView):
+class CustomerKeyCreateView(KcmAPIView):
     allowed_roles = KEY_ADMIN
+    audit_action = "key.create"
 
     @extend_schema(request=CustomerKeyIn, responses={201: OpenApiResponse(description="The L1")})
     def post(self, request: Request) -> Response:
@@ -65,7 +66,8 @@ class CustomerKeyCreateView(APIView):
         return Response(tree, status=status.HTTP_201_CREATED)
 
 
-class ServiceKeyListView(APIView):
+class ServiceKeyListView(KcmAPIView):
+    audit_actions = {"POST": "key.create"}
     method_roles = {"GET": KEY_READERS | KEY_USER, "POST": KEY_ADMIN}
     allowed_roles = KEY_READERS | KEY_USER | KEY_ADMIN
 
@@ -85,7 +87,7 @@ class ServiceKeyListView(APIView):
         return Response(selectors.service_key_detail(l3), status=status.HTTP_201_CREATED)
 
 
-class ServiceKeyDetailView(APIView):
+class ServiceKeyDetailView(KcmAPIView):
     allowed_roles = KEY_READERS | KEY_USER
 
     @extend_schema(responses=OpenApiResponse(description="The L3 with its versions"))
@@ -96,11 +98,15 @@ class ServiceKeyDetailView(APIView):
         return Response(selectors.service_key_detail(l3))
 
 
-class KeyActionView(APIView):
+class KeyActionView(KcmAPIView):
     """POST /keys/<id>/<action>/: enable, disable, rotate, schedule-deletion, cancel-deletion."""
 
     allowed_roles = KEY_ADMIN
     action: str = ""
+
+    @property
+    def audit_action(self) -> str:  # type: ignore[override]
+        return "key." + self.action.replace("-", "_")
 
     @extend_schema(request=ScheduleDeletionIn, responses=OpenApiResponse(description="The key"))
     def post(self, request: Request, key_id: UUID) -> Response:
@@ -112,7 +118,7 @@ class KeyActionView(APIView):
             action = {
                 "enable": services.key_enable,
                 "disable": services.key_disable,
-                "rotate": services.key_rotate,
+                "rotate": key_rotate_with_rewrap,
                 "cancel-deletion": services.key_cancel_deletion,
             }[self.action]
             key = action(key_id=key_id)
@@ -165,11 +171,43 @@ _INPUTS: dict[str, type[StrictSerializer]] = {
 }
 
 
-class CryptoView(APIView):
+AUDIT_ACTIONS = {
+    "generate-data-key": "datakey.generate",
+    "decrypt-data-key": "datakey.decrypt",
+    "encrypt": "data.encrypt",
+    "decrypt": "data.decrypt",
+    "rewrap": "data.rewrap",
+}
+
+
+class CryptoAuditMixin(KcmAPIView):
+    """Every cryptographic operation is audited here, success or not, before the response
+    leaves: the key, the version used and the encryption context (never key material)."""
+
+    operation: str = ""
+    audit_success_here = True
+
+    def audit_target(self, request: Request, response: Response) -> tuple[str, int | None]:
+        data = response.data if isinstance(response.data, dict) else {}
+        version = data.get("key_version")
+        return f"service_key:{self.kwargs.get('name', '')}", version if isinstance(
+            version, int
+        ) else None
+
+    def audit_details(self, request: Request, response: Response) -> dict[str, Any]:
+        body = request.data if isinstance(request.data, dict) else {}
+        context = body.get("context")
+        return {"context": context} if isinstance(context, dict) else {}
+
+
+class CryptoView(CryptoAuditMixin):
     """POST /service-keys/<name>/<operation>/ for one item."""
 
     allowed_roles = KEY_USER
-    operation: str = ""
+
+    @property
+    def audit_action(self) -> str:  # type: ignore[override]
+        return AUDIT_ACTIONS[self.operation]
 
     @extend_schema(request=GenerateIn, responses=OpenApiResponse(description="Result"))
     def post(self, request: Request, name: str) -> Response:
@@ -177,11 +215,20 @@ class CryptoView(APIView):
         return Response(datakeys.run(service_key=name, operation=self.operation, item=item))
 
 
-class CryptoBatchView(APIView):
+class CryptoBatchView(CryptoAuditMixin):
     """POST /service-keys/<name>/<operation>/batch/ with up to 1,000 items, a result each."""
 
     allowed_roles = KEY_USER
-    operation: str = ""
+
+    @property
+    def audit_action(self) -> str:  # type: ignore[override]
+        return AUDIT_ACTIONS[self.operation] + ".batch"
+
+    def audit_details(self, request: Request, response: Response) -> dict[str, Any]:
+        data = response.data if isinstance(response.data, dict) else {}
+        results = data.get("results") or []
+        failed = sum(1 for result in results if not result.get("ok"))
+        return {"items": len(results), "failed": failed}
 
     @extend_schema(request=BatchIn, responses=OpenApiResponse(description="A result per item"))
     def post(self, request: Request, name: str) -> Response:

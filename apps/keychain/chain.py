@@ -9,7 +9,9 @@ from __future__ import annotations
 from uuid import UUID
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.utils import timezone
 
+from apps.core.errors import KcmError
 from apps.keychain import crypto
 from apps.keychain.cache import LoadedServiceKey, LoadedVersion, key_cache
 from apps.keychain.errors import (
@@ -20,7 +22,14 @@ from apps.keychain.errors import (
     KeyPendingDeletion,
     KeyUnavailable,
 )
+from apps.keychain.errors_external import (
+    ExternalKeyForbidden,
+    ExternalKeyUnavailable,
+    KeyMaterialExpired,
+    KeyPendingImport,
+)
 from apps.keychain.models import (
+    HYOK_HANDLE_PREFIX,
     CustomerKey,
     KeyBase,
     KeyState,
@@ -40,6 +49,14 @@ from apps.keychain.providers import (
 from apps.tenants.access import current_tenant
 from apps.tenants.models import Tenant
 
+# Errors of states only customer-controlled L1s (BYOK, HYOK) take.
+_EXTERNAL_ERRORS: dict[str, type[KcmError]] = {
+    KeyState.PENDING_IMPORT: KeyPendingImport,
+    KeyState.UNAVAILABLE: ExternalKeyUnavailable,
+    KeyState.FORBIDDEN: ExternalKeyForbidden,
+}
+_EXPIRABLE = {KeyState.ENABLED, KeyState.PENDING_IMPORT}
+
 
 def tenant() -> Tenant:
     return current_tenant()
@@ -54,6 +71,12 @@ def observe_epoch() -> tuple[str, int]:
 def ensure_usable(key: KeyBase, what: str) -> None:
     """Raise the error that says why `key` cannot be used, if it cannot."""
     state = key.state
+    expires = getattr(key, "material_expires_at", None)  # BYOK L1s only
+    if expires is not None and expires <= timezone.now() and state in _EXPIRABLE:
+        raise KeyMaterialExpired(
+            f"The {what}'s imported material expired on {expires:%Y-%m-%d %H:%M:%S} UTC.",
+            level=key.level,  # type: ignore[attr-defined]
+        )
     if state == KeyState.ENABLED:
         return
     if state == KeyState.DISABLED:
@@ -65,6 +88,11 @@ def ensure_usable(key: KeyBase, what: str) -> None:
         )
     if state == KeyState.DESTROYED:
         raise KeyDestroyed(f"The {what} was destroyed.", level=key.level)  # type: ignore[attr-defined]
+    if state in _EXTERNAL_ERRORS:  # PENDING_IMPORT (BYOK), UNAVAILABLE and FORBIDDEN (HYOK)
+        raise _EXTERNAL_ERRORS[state](
+            f"The {what} is {state}: {key.state_reason or 'no reason recorded'}",
+            level=key.level,  # type: ignore[attr-defined]
+        )
     raise KeyUnavailable(f"The {what} is {state}.", level=key.level)  # type: ignore[attr-defined]
 
 
@@ -79,12 +107,30 @@ def l2_aad(l2v: TenantKeyVersion, key: TenantKey) -> bytes:
 
 
 def l3_aad(l3v: ServiceKeyVersion, key: ServiceKey, parent: TenantKeyVersion) -> bytes:
+    return l3_aad_of(
+        key_id=key.pk,
+        version=l3v.version,
+        parent_key_id=parent.key_id,
+        parent_version=parent.version,
+    )
+
+
+def l3_aad_of(
+    *,
+    key_id: UUID | str,
+    version: int,
+    parent_key_id: UUID | str,
+    parent_version: int,
+    tenant_uid: UUID | str | None = None,
+) -> bytes:
+    """`l3_aad` from plain values (ids as UUIDs or their strings): bulk rewraps build no model
+    objects per row, and pass the current tenant's uid once rather than look it up per row."""
     return crypto.wrap_aad(
         "L3",
-        tenant=tenant().uid,
-        key=key.pk,
-        version=l3v.version,
-        parent=f"{parent.key_id}/{parent.version}",
+        tenant=tenant().uid if tenant_uid is None else tenant_uid,
+        key=key_id,
+        version=version,
+        parent=f"{parent_key_id}/{parent_version}",
     )
 
 
@@ -106,21 +152,51 @@ def _provider_call(func, *args):
 
 
 def l1_encrypt(handle: str, plaintext: bytes, aad: bytes) -> bytes:
+    """Wrap under the L1 version named by `handle`: in the HSM, or (HYOK) in the customer's
+    key manager."""
+    if handle.startswith(HYOK_HANDLE_PREFIX):
+        from apps.keychain import hyok  # hyok builds on this module
+
+        return hyok.external_encrypt(handle, plaintext, aad)
+    if not handle:
+        raise KeyPendingImport("This customer key version has no imported material.", level="L1")
     return _provider_call(get_provider().encrypt, handle, plaintext, aad)
 
 
+def l2_unwrap(l2v: TenantKeyVersion) -> bytes:
+    """The raw L2 version, unwrapped by its L1 version in the provider (or, HYOK, in the
+    customer's key manager): the only path that calls the HSM to decrypt. Uncached:
+    `l2_material` caches; rewrap jobs re-encrypt it."""
+    parent = l2v.parent
+    blob, aad = bytes(l2v.wrapped), l2_aad(l2v, l2v.key)
+    if parent.handle.startswith(HYOK_HANDLE_PREFIX):
+        from apps.keychain import hyok  # hyok builds on this module
+
+        return hyok.external_decrypt(parent, blob, aad)
+    # BYOK: this version's imported material may have expired (before the sweep deleted it)
+    # or have been deleted.
+    expires = parent.material_expires_at
+    if expires is not None and expires <= timezone.now():
+        raise KeyMaterialExpired(
+            f"Version {parent.version} of the customer key's imported material expired on "
+            f"{expires:%Y-%m-%d %H:%M:%S} UTC.",
+            level="L1",
+        )
+    if not parent.handle:
+        raise KeyPendingImport(
+            f"Version {parent.version} of the customer key has no imported material.", level="L1"
+        )
+    return _provider_call(get_provider().decrypt, parent.handle, blob, aad)
+
+
 def l2_material(l2v: TenantKeyVersion) -> AESGCM:
-    """The unwrapped L2 version (cached); the only path that calls the HSM to decrypt."""
+    """The unwrapped L2 version, from this process's cache when there."""
     schema, epoch = observe_epoch()
     cache = key_cache()
     cache_key = f"l2:{l2v.pk}"
     cipher = cache.get(schema, cache_key)
     if cipher is None:
-        key = l2v.key
-        raw = _provider_call(
-            get_provider().decrypt, l2v.parent.handle, bytes(l2v.wrapped), l2_aad(l2v, key)
-        )
-        cipher = AESGCM(raw)
+        cipher = AESGCM(l2_unwrap(l2v))
         cache.put(schema, cache_key, cipher, epoch)
     return cipher
 
@@ -151,8 +227,21 @@ def load_service_key(name: str) -> LoadedServiceKey:
         raw = crypto.unseal(
             l2_material(l3v.parent), bytes(l3v.wrapped), l3_aad(l3v, l3, l3v.parent)
         )
+        ctx_key = crypto.context_key(raw)
         versions[l3v.version] = LoadedVersion(
-            version=l3v.version, row_id=l3v.pk, cipher=AESGCM(raw), ctx_key=crypto.context_key(raw)
+            version=l3v.version,
+            row_id=l3v.pk,
+            cipher=AESGCM(raw),
+            ctx_key=ctx_key,
+            memo=crypto.ContextMemo(
+                ctx_key,
+                {
+                    kind: crypto.envelope_prefix(
+                        kind=kind, tenant=tenant().uid, key_id=l3.pk, version=l3v.version
+                    )
+                    for kind in (crypto.KIND_DATA_KEY, crypto.KIND_PAYLOAD)
+                },
+            ),
         )
     loaded = LoadedServiceKey(
         schema=schema,

@@ -77,6 +77,8 @@ class CustomerKey(KeyBase):
     name = models.CharField(max_length=100, unique=True)
     description = models.CharField(max_length=500, blank=True)
     origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.HSM)
+    # BYOK: when the primary version's imported material expires (then the key stops working).
+    material_expires_at = models.DateTimeField(null=True, blank=True)
 
     level = Level.L1
 
@@ -84,14 +86,60 @@ class CustomerKey(KeyBase):
         return f"L1 {self.name}"
 
 
+class ExternalKeyManager(models.Model):
+    """HYOK: a customer's own key manager that KCM may ask to wrap and unwrap, never to export.
+
+    `settings` holds what is not secret (host, port, certificates, token label); `credentials`
+    (a client private key, a PIN) is sealed under the platform's root key in the HSM, bound to
+    this tenant and this row, and never stored or returned in plain form.
+    """
+
+    class Kind(models.TextChoices):
+        KMIP = "kmip", "KMIP"
+        PKCS11 = "pkcs11", "PKCS#11"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    settings = models.JSONField(default=dict)
+    credentials = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} key manager {self.name}"
+
+
+# The handle of a HYOK version: "hyok:<manager id>/<external key id>" (see CustomerKeyVersion).
+HYOK_HANDLE_PREFIX = "hyok:"
+
+
 class CustomerKeyVersion(VersionBase):
     key = models.ForeignKey(CustomerKey, on_delete=models.PROTECT, related_name="versions")
-    # The provider's opaque handle (for PKCS#11: the object's CKA_ID in hex). Not secret.
+    # Where this version's material is, as the chain passes it around: for HSM and BYOK the
+    # provider's opaque handle (for PKCS#11: the object's CKA_ID in hex; empty while imported
+    # material is deleted or expired); for HYOK "hyok:<manager id>/<external key id>", the
+    # same reference as the two fields below. Not secret.
     handle = models.CharField(max_length=200)
+    # BYOK: the key check value the customer can compare (AES-ECB of a zero block, 3 bytes),
+    # the fingerprint that recognises the same material again, and its expiry.
+    key_check_value = models.CharField(max_length=6, blank=True)
+    material_fingerprint = models.CharField(max_length=64, blank=True)
+    material_expires_at = models.DateTimeField(null=True, blank=True)
+    # HYOK: the key in the customer's key manager that holds this version.
+    external_manager = models.ForeignKey(
+        ExternalKeyManager, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    external_key_id = models.CharField(max_length=150, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["key", "version"], name="l1_version_unique"),
+            # One place per key material: a HYOK reference is linked once (BYOK versions whose
+            # material is deleted have no handle).
+            models.UniqueConstraint(
+                fields=["handle"], condition=~models.Q(handle=""), name="l1_version_handle_unique"
+            ),
         ]
 
 
@@ -144,3 +192,21 @@ class ServiceKeyVersion(VersionBase):
         constraints = [
             models.UniqueConstraint(fields=["key", "version"], name="l3_version_unique"),
         ]
+
+
+class ImportToken(models.Model):
+    """BYOK import parameters for one L1: an RSA wrapping key pair in the HSM (the handle is
+    cleared when it is destroyed) and the algorithm the customer wraps with, until expiry."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    key = models.ForeignKey(CustomerKey, on_delete=models.PROTECT, related_name="import_tokens")
+    algorithm = models.CharField(max_length=32)
+    wrapping_key_bits = models.PositiveIntegerField()
+    wrapping_handle = models.CharField(max_length=200, blank=True)
+    public_key_der = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"import token {self.pk} for {self.key_id}"

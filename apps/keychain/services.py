@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.audit.services import audit_record
 from apps.core.errors import Conflict, ValidationFailed
 from apps.keychain import crypto
 from apps.keychain.cache import CHANNEL, key_cache
@@ -32,6 +33,7 @@ from apps.keychain.models import (
     CustomerKeyVersion,
     KeyBase,
     KeyState,
+    Origin,
     ServiceKey,
     ServiceKeyVersion,
     TenantKey,
@@ -110,6 +112,17 @@ def customer_key_create(*, name: str, description: str = "") -> CustomerKey:
             l1v = CustomerKeyVersion.objects.create(key=l1, version=1, handle=handle)
             l2 = TenantKey.objects.create(customer_key=l1)
             _wrap_l2(l2, 1, l1v, crypto.new_key())
+            audit_record(
+                action="key.create",
+                target=str(l1.pk),
+                target_version=1,
+                details={
+                    "level": "L1",
+                    "name": name,
+                    "origin": l1.origin,
+                    "tenant_key": str(l2.pk),
+                },
+            )
     except BaseException:
         _discard_root(handle)
         raise
@@ -140,7 +153,13 @@ def service_key_create(
         ensure_usable(l1, f"customer key {l1.name!r}")
         ensure_usable(l2, "tenant key")
         l3 = ServiceKey.objects.create(name=name, description=description, tenant_key=l2)
-        _wrap_l3(l3, 1, _primary(l2), crypto.new_key())  # type: ignore[arg-type]
+        l3v = _wrap_l3(l3, 1, _primary(l2), crypto.new_key())  # type: ignore[arg-type]
+        audit_record(
+            action="key.create",
+            target=str(l3.pk),
+            target_version=1,
+            details={"level": "L3", "name": name, "parent": f"{l2.pk}/{l3v.parent.version}"},
+        )
     return l3
 
 
@@ -155,6 +174,12 @@ def key_rotate(*, key_id: UUID | str) -> AnyKey:
     with transaction.atomic():
         key = _locked(key_id)
         ensure_usable(key, "key")
+        if isinstance(key, CustomerKey) and key.origin != Origin.HSM:
+            # The material is the customer's: they bring the next version.
+            raise InvalidKeyState(
+                "A BYOK key rotates by importing new material as a new version; a HYOK key by "
+                "linking another external key."
+            )
         version = key.versions.order_by("-version").values_list("version", flat=True).first() + 1  # type: ignore[operator]
         if isinstance(key, CustomerKey):
             handle = _new_root(f"kcm/{tenant().slug}/{key.name}/v{version}")
@@ -175,10 +200,18 @@ def key_rotate(*, key_id: UUID | str) -> AnyKey:
         key.primary_version = version
         key.save(update_fields=["primary_version", "updated_at"])
         broadcast_revocation()
+        audit_record(
+            action="key.rotate",
+            target=str(key.pk),
+            target_version=version,
+            details={"level": key.level},
+        )
     return key
 
 
-def _transition(key_id: UUID | str, allowed_from: set[str], to: str, **fields: object) -> AnyKey:
+def _transition(
+    key_id: UUID | str, allowed_from: set[str], to: str, action: str, **fields: object
+) -> AnyKey:
     with transaction.atomic():
         key = _locked(key_id)
         if key.state not in allowed_from:
@@ -188,15 +221,24 @@ def _transition(key_id: UUID | str, allowed_from: set[str], to: str, **fields: o
             setattr(key, name, value)
         key.save()
         broadcast_revocation()
+        audit_record(
+            action=action,
+            target=str(key.pk),
+            details={"level": key.level, "state": to, **{k: str(v) for k, v in fields.items()}},
+        )
     return key
 
 
 def key_enable(*, key_id: UUID | str) -> AnyKey:
-    return _transition(key_id, {KeyState.DISABLED, KeyState.ENABLED}, KeyState.ENABLED)
+    return _transition(
+        key_id, {KeyState.DISABLED, KeyState.ENABLED}, KeyState.ENABLED, "key.enable"
+    )
 
 
 def key_disable(*, key_id: UUID | str) -> AnyKey:
-    return _transition(key_id, {KeyState.ENABLED, KeyState.DISABLED}, KeyState.DISABLED)
+    return _transition(
+        key_id, {KeyState.ENABLED, KeyState.DISABLED}, KeyState.DISABLED, "key.disable"
+    )
 
 
 def key_schedule_deletion(*, key_id: UUID | str, pending_days: int) -> AnyKey:
@@ -212,13 +254,20 @@ def key_schedule_deletion(*, key_id: UUID | str, pending_days: int) -> AnyKey:
         key_id,
         {KeyState.ENABLED, KeyState.DISABLED},
         KeyState.PENDING_DELETION,
+        "key.schedule_deletion",
         deletion_date=timezone.now() + timedelta(days=pending_days),
     )
 
 
 def key_cancel_deletion(*, key_id: UUID | str) -> AnyKey:
     """Cancel a scheduled deletion; the key comes back DISABLED, to be enabled deliberately."""
-    return _transition(key_id, {KeyState.PENDING_DELETION}, KeyState.DISABLED, deletion_date=None)
+    return _transition(
+        key_id,
+        {KeyState.PENDING_DELETION},
+        KeyState.DISABLED,
+        "key.cancel_deletion",
+        deletion_date=None,
+    )
 
 
 def _shred_l3(l3: ServiceKey, now: datetime) -> None:
@@ -257,6 +306,7 @@ def key_destroy(*, key_id: UUID | str, now: datetime | None = None) -> AnyKey:
         key.destroyed_at = now
         key.save(update_fields=["state", "destroyed_at", "updated_at"])
         broadcast_revocation()
+        audit_record(action="key.destroy", target=str(key.pk), details={"level": key.level})
     return key
 
 

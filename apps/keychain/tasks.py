@@ -7,6 +7,7 @@ from typing import Any
 from celery import shared_task
 from django_tenants.utils import tenant_context
 
+from apps.audit.context import AuditContext, reset_context, set_context
 from apps.core.errors import KcmError
 from apps.keychain import datakeys, services
 from apps.tenants.models import Tenant, TenantStatus
@@ -16,13 +17,16 @@ from apps.tenants.models import Tenant, TenantStatus
 def deletion_sweep() -> dict[str, list[str]]:
     """Destroy every key, in every active tenant, whose deletion date has passed."""
     destroyed: dict[str, list[str]] = {}
-    for tenant in Tenant.objects.filter(is_template=False, status=TenantStatus.ACTIVE).exclude(
-        schema_name="public"
-    ):
-        with tenant_context(tenant):
-            done = services.deletion_sweep()
-        if done:
-            destroyed[tenant.slug] = done
+    token = set_context(AuditContext(actor="system:deletion-sweep"))
+    try:
+        tenants = Tenant.objects.filter(is_template=False, status=TenantStatus.ACTIVE)
+        for tenant in tenants.exclude(schema_name="public"):
+            with tenant_context(tenant):
+                done = services.deletion_sweep()
+            if done:
+                destroyed[tenant.slug] = done
+    finally:
+        reset_context(token)
     return destroyed
 
 

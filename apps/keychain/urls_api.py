@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.keychain import api
+from apps.keychain import api, api_external
 
 ACTIONS = ("enable", "disable", "rotate", "schedule-deletion", "cancel-deletion")
 
@@ -33,4 +33,28 @@ urlpatterns = [
         )
         for operation in api._INPUTS
     ],
+    # Customer-controlled L1s: BYOK and HYOK (api_external).
+    path(
+        "customer-keys/byok/", api_external.ByokKeyCreateView.as_view(), name="customer-keys-byok"
+    ),
+    path(
+        "customer-keys/hyok/", api_external.HyokKeyCreateView.as_view(), name="customer-keys-hyok"
+    ),
+    *[
+        path(f"keys/<uuid:key_id>/{action}/", view.as_view(), name=f"key-{action}")
+        for action, view in (
+            ("material", api_external.KeyMaterialView),
+            ("import-parameters", api_external.ImportParametersView),
+            ("import", api_external.ImportView),
+            ("delete-imported-material", api_external.DeleteImportedMaterialView),
+            ("link", api_external.LinkView),
+            ("sync", api_external.SyncView),
+        )
+    ],
+    path("key-managers/", api_external.KeyManagerListView.as_view(), name="key-managers"),
+    path(
+        "key-managers/<uuid:manager_id>/",
+        api_external.KeyManagerDetailView.as_view(),
+        name="key-manager",
+    ),
 ]

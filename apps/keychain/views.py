@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from apps.core.console import console_view, run_action
 from apps.keychain import selectors, services
 from apps.keychain.forms import CustomerKeyForm, ScheduleDeletionForm, ServiceKeyForm
+from apps.rotation.services import key_rotate_with_rewrap
 from apps.tenants.models import Role
 
 READERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR]
@@ -35,24 +36,27 @@ def chain(request: HttpRequest) -> HttpResponse:
 @console_view([Role.KEY_ADMIN])
 @require_POST
 def customer_key_create(request: HttpRequest) -> HttpResponse:
+    audit = "key.create"
     form = CustomerKeyForm(request.POST)
     if not form.is_valid():
-        return run_action(request, _invalid(form), "", reverse("console:keys"))
+        return run_action(request, _invalid(form), "", reverse("console:keys"), audit_action=audit)
     data = form.cleaned_data
     return run_action(
         request,
         lambda: services.customer_key_create(name=data["name"], description=data["description"]),
         f"Customer key {data['name']} created in the HSM.",
         reverse("console:keys"),
+        audit_action=audit,
     )
 
 
 @console_view([Role.KEY_ADMIN])
 @require_POST
 def service_key_create(request: HttpRequest) -> HttpResponse:
+    audit = "key.create"
     form = ServiceKeyForm(request.POST)
     if not form.is_valid():
-        return run_action(request, _invalid(form), "", reverse("console:keys"))
+        return run_action(request, _invalid(form), "", reverse("console:keys"), audit_action=audit)
     data = form.cleaned_data
     l1 = data.get("customer_key")
     return run_action(
@@ -64,6 +68,7 @@ def service_key_create(request: HttpRequest) -> HttpResponse:
         ),
         f"Service key {data['name']} created.",
         reverse("console:keys"),
+        audit_action=audit,
     )
 
 
@@ -73,24 +78,32 @@ def key_action(request: HttpRequest, key_id: UUID, action: str) -> HttpResponse:
     simple = {
         "enable": services.key_enable,
         "disable": services.key_disable,
-        "rotate": services.key_rotate,
+        "rotate": key_rotate_with_rewrap,
         "cancel-deletion": services.key_cancel_deletion,
     }
+    audit = "key." + action.replace("-", "_")
     if action == "schedule-deletion":
         form = ScheduleDeletionForm(request.POST)
         if not form.is_valid():
-            return run_action(request, _invalid(form), "", reverse("console:keys"))
+            return run_action(
+                request, _invalid(form), "", reverse("console:keys"), audit_action=audit
+            )
         days = form.cleaned_data["pending_days"]
         return run_action(
             request,
             lambda: services.key_schedule_deletion(key_id=key_id, pending_days=days),
             f"Deletion scheduled in {days} days.",
             reverse("console:keys"),
+            audit_action=audit,
         )
     if action not in simple:
         raise Http404
     return run_action(
-        request, lambda: simple[action](key_id=key_id), f"Done: {action}.", reverse("console:keys")
+        request,
+        lambda: simple[action](key_id=key_id),
+        f"Done: {action}.",
+        reverse("console:keys"),
+        audit_action=audit,
     )
 
 

@@ -187,7 +187,12 @@ def test_supports_answers_for_known_and_unknown_capabilities(provider: RootKeyPr
     assert provider.supports(CAP_GENERATE)
     assert provider.supports(CAP_DESTROY)
     assert provider.supports(CAP_AES_GCM)
-    assert not provider.supports("import:RSAES_OAEP_SHA_1")
+    # BYOK: both import SHA-1 OAEP material; SHA-256 OAEP only the software one (SoftHSM2 lacks
+    # it); nobody imports PKCS#1 v1.5-wrapped material.
+    assert provider.supports("import:RSAES_OAEP_SHA_1")
+    assert provider.supports("import:RSA_AES_KEY_WRAP_SHA_1")
+    assert provider.supports("import:RSAES_OAEP_SHA_256") == (provider.name == "software")
+    assert not provider.supports("import:RSAES_PKCS1_V1_5")
     assert not provider.supports("teleport")
 
 

@@ -1,0 +1,210 @@
+"""HYOK over PKCS#11: a key in the customer's own token (its own label and PIN).
+
+The customer's token may sit behind the same PKCS#11 library as the platform's HSM (several
+partitions of one appliance; in tests, a second SoftHSM2 token). Every call goes through
+`Pkcs11Provider.call`, so it runs under the one process-wide PKCS#11 lock, with the same lazy
+initialisation after fork and re-login after a lost session as the platform's own keys.
+
+The external key is named by its CKA_LABEL, or ``id:<hex>`` for its CKA_ID. The connector
+never reads key material: it finds the key and runs C_Encrypt/C_Decrypt with CKM_AES_GCM.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pkcs11
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11
+
+from apps.keychain.connectors.base import (
+    NONCE_BYTES,
+    TAG_BYTES,
+    ExternalConfigError,
+    ExternalIntegrityError,
+    ExternalKeyGone,
+    ExternalKeyInfo,
+    ExternalRefused,
+    ExternalUnreachable,
+    KeyManagerConnector,
+)
+from apps.keychain.providers.base import ProviderError
+from apps.keychain.providers.pkcs11 import (
+    LoginRefused,
+    Pkcs11Provider,
+    TokenNotFound,
+    find_token,
+)
+
+T = TypeVar("T")
+
+# CKR_KEY_FUNCTION_NOT_PERMITTED: python-pkcs11 0.10 has no class for it.
+_KEY_FUNCTION_NOT_PERMITTED = 0x68
+# A token created after C_Initialize is only seen after re-initialising the library, which
+# costs every session of the process; so at most this often.
+_RESTART_INTERVAL_SECONDS = 1.0
+_restart_lock = threading.Lock()
+_last_restart = [-_RESTART_INTERVAL_SECONDS]
+
+
+class Pkcs11Connector(KeyManagerConnector):
+    kind = "pkcs11"
+
+    def __init__(self, *, library: str, token_label: str, pin: str, timeout: float) -> None:
+        if not pin:
+            raise ExternalConfigError("the token's PIN is missing")
+        self._token_label = token_label
+        self._library = library
+        self._restart_next = False
+        self._token = Pkcs11Provider(
+            library=library, token_label=token_label, pin=pin, timeout=timeout
+        )
+
+    def describe(self, key_id: str) -> ExternalKeyInfo:
+        def describe(session: pkcs11.Session) -> ExternalKeyInfo:
+            key = self._find(session, key_id)
+            key_type = key[Attribute.KEY_TYPE]
+            bits = int(key[Attribute.VALUE_LEN] or 0) * 8
+            problems = [
+                f"it cannot {use}"
+                for use, attribute in (
+                    ("encrypt", Attribute.ENCRYPT),
+                    ("decrypt", Attribute.DECRYPT),
+                )
+                if not key[attribute]
+            ]
+            return ExternalKeyInfo(
+                algorithm="AES" if key_type == KeyType.AES else getattr(key_type, "name", "?"),
+                bits=bits,
+                usable=not problems,
+                detail="; ".join(problems),
+            )
+
+        return self._call(describe)
+
+    def encrypt(self, key_id: str, plaintext: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+
+        def encrypt(session: pkcs11.Session) -> bytes:
+            key = self._usable(session, key_id, Attribute.ENCRYPT)
+            sealed = _permitted(
+                lambda: key.encrypt(
+                    plaintext,
+                    mechanism=Mechanism.AES_GCM,
+                    mechanism_param=pkcs11.GCMParams(nonce, aad),
+                )
+            )
+            return nonce + bytes(sealed)
+
+        return self._call(encrypt)
+
+    def decrypt(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
+        if len(blob) < NONCE_BYTES + TAG_BYTES:
+            raise ExternalIntegrityError("the wrapped key is too short")
+
+        def decrypt(session: pkcs11.Session) -> bytes:
+            key = self._usable(session, key_id, Attribute.DECRYPT)
+            try:
+                opened = _permitted(
+                    lambda: key.decrypt(
+                        blob[NONCE_BYTES:],
+                        mechanism=Mechanism.AES_GCM,
+                        mechanism_param=pkcs11.GCMParams(blob[:NONCE_BYTES], aad),
+                    )
+                )
+            except (p11.GeneralError, p11.EncryptedDataInvalid, p11.EncryptedDataLenRange):
+                raise ExternalIntegrityError("the token could not authenticate the blob") from None
+            return bytes(opened)
+
+        return self._call(decrypt)
+
+    def close(self) -> None:
+        """Sessions belong to the process (see Pkcs11Provider); nothing to release here."""
+
+    # Plumbing: runs inside Pkcs11Provider.call, under the process-wide lock.
+
+    def _usable(self, session: pkcs11.Session, key_id: str, use: Attribute) -> Any:
+        key = self._find(session, key_id)
+        if not key[use]:
+            raise ExternalRefused(f"the key may not {use.name.lower()} any more")
+        return key
+
+    def _find(self, session: pkcs11.Session, key_id: str) -> Any:
+        template: dict[Attribute, Any] = {Attribute.CLASS: ObjectClass.SECRET_KEY}
+        if key_id.startswith("id:"):
+            try:
+                template[Attribute.ID] = bytes.fromhex(key_id[3:])
+            except ValueError:
+                raise ExternalConfigError("an id: reference is hexadecimal") from None
+        else:
+            template[Attribute.LABEL] = key_id
+        try:
+            found = list(session.get_objects(template))
+        except p11.PKCS11Error as exc:
+            raise ExternalUnreachable(
+                f"the token cannot be searched ({type(exc).__name__})"
+            ) from None
+        if not found:
+            self._ensure_token_answers(session)
+            raise ExternalKeyGone("the token has no such key")
+        if len(found) > 1:
+            raise ExternalRefused("several keys in the token have this reference; use id:<hex>")
+        return found[0]
+
+    def _ensure_token_answers(self, session: pkcs11.Session) -> None:
+        """Tell a key that is gone from a token that is gone. A SoftHSM2 token whose storage
+        disappeared still serves the open session, which then shows no objects at all; asking
+        the library for the token again fails. It is seen again only after re-initialising
+        the library, which the next call then does."""
+        if any(True for _ in session.get_objects({})):
+            return
+        try:
+            find_token(pkcs11.lib(self._library), self._token_label)
+        except p11.PKCS11Error as exc:
+            self._restart_next = True
+            raise ExternalUnreachable(f"the token does not answer ({type(exc).__name__})") from None
+
+    def _call(self, operation: Callable[[pkcs11.Session], T]) -> T:
+        restart = self._restart_next and _may_restart()
+        if restart:
+            self._restart_next = False
+        for attempt in (1, 2):
+            try:
+                return self._token.call(operation, restart=restart)
+            except LoginRefused:
+                raise ExternalRefused("the token refused the PIN") from None
+            except ProviderError as exc:
+                # A token created, or brought back, after the library was initialised is seen
+                # only after re-initialising it: once, and at most once a second.
+                if attempt == 1 and not restart and _may_restart():
+                    restart = True
+                    continue
+                missing = isinstance(exc, TokenNotFound)
+                raise ExternalUnreachable(
+                    f"no token labelled {self._token_label!r}"
+                    if missing
+                    else f"the token cannot be used ({exc})"
+                ) from None
+        raise AssertionError("unreachable")
+
+
+def _permitted(operation: Callable[[], Any]) -> Any:
+    try:
+        return operation()
+    except p11.PKCS11Error as exc:
+        if f"0x{_KEY_FUNCTION_NOT_PERMITTED:x}" in str(exc) and type(exc) is p11.PKCS11Error:
+            raise ExternalRefused("the token does not permit this use of the key") from None
+        raise
+
+
+def _may_restart() -> bool:
+    with _restart_lock:
+        now = time.monotonic()
+        if now - _last_restart[0] < _RESTART_INTERVAL_SECONDS:
+            return False
+        _last_restart[0] = now
+        return True

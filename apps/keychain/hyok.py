@@ -1,0 +1,378 @@
+"""HYOK: customer keys (L1) that stay in the customer's own key manager.
+
+KCM holds a reference (manager + external key id) and asks the manager to wrap and unwrap the
+L2. The manager's answers drive the L1's state: unreachable → UNAVAILABLE, refused →
+FORBIDDEN, gone → DESTROYED (with the reason in `state_reason`). The periodic sync (beat) and
+the on-demand sync ask the manager; a failed unwrap in a request acts at once (a refusal or a
+missing key is applied immediately; unreachability once the circuit breaker opens). Every state
+change is broadcast, so every process drops the tenant's cached keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+from uuid import UUID
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.core.errors import Conflict, ValidationFailed
+from apps.keychain import crypto
+from apps.keychain.chain import ensure_usable, l1_encrypt, l2_aad, tenant
+from apps.keychain.connectors.base import (
+    ExternalConfigError,
+    ExternalError,
+    ExternalIntegrityError,
+    ExternalKeyGone,
+    ExternalKeyInfo,
+    ExternalRefused,
+    ExternalUnreachable,
+    KeyManagerConnector,
+)
+from apps.keychain.connectors.config import public_settings, validated
+from apps.keychain.connectors.registry import (
+    Connection,
+    build_connector,
+    connection_for,
+    credentials_seal,
+)
+from apps.keychain.errors import InvalidKeyState, KeyDestroyed, KeyNotFound
+from apps.keychain.errors_external import (
+    ExternalKeyForbidden,
+    ExternalKeyInvalid,
+    ExternalKeyUnavailable,
+    KeyManagerNotFound,
+)
+from apps.keychain.models import (
+    HYOK_HANDLE_PREFIX,
+    CustomerKey,
+    CustomerKeyVersion,
+    ExternalKeyManager,
+    KeyState,
+    Origin,
+    TenantKey,
+    TenantKeyVersion,
+)
+from apps.keychain.services import broadcast_revocation
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The states the sync may change: it never undoes what an administrator decided.
+_SYNCED = {KeyState.ENABLED, KeyState.UNAVAILABLE, KeyState.FORBIDDEN}
+
+
+def hyok_handle(manager_id: UUID, external_key_id: str) -> str:
+    return f"{HYOK_HANDLE_PREFIX}{manager_id}/{external_key_id}"
+
+
+# --- key managers -----------------------------------------------------------------------
+
+
+def key_manager_create(
+    *, name: str, kind: str, config: dict[str, Any], credentials: dict[str, Any]
+) -> ExternalKeyManager:
+    """Register a customer's key manager; the credentials are sealed under the platform root."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ValidationFailed("A key manager name is 1-100 characters.", code="invalid_name")
+    if ExternalKeyManager.objects.filter(name=name).exists():
+        raise Conflict(f"A key manager named {name!r} exists already.", code="key_manager_exists")
+    clean_config, clean_credentials = validated(kind, config, credentials)
+    try:
+        build_connector(kind, clean_config, clean_credentials).close()
+    except ExternalConfigError as exc:
+        raise ValidationFailed(
+            f"The key manager settings do not work: {exc}", code="key_manager_invalid"
+        ) from None
+    manager_id = uuid.uuid4()
+    with transaction.atomic():
+        manager = ExternalKeyManager.objects.create(
+            id=manager_id,
+            name=name,
+            kind=kind,
+            settings=clean_config,
+            credentials=credentials_seal(
+                tenant_uid=tenant().uid, manager_id=manager_id, credentials=clean_credentials
+            ),
+        )
+        audit_record(
+            action="key_manager.create",
+            target=str(manager.pk),
+            details={"name": name, "kind": kind, **public_settings(kind, clean_config)},
+        )
+    return manager
+
+
+def _manager(manager_id: UUID | str) -> ExternalKeyManager:
+    manager = ExternalKeyManager.objects.filter(pk=manager_id).first()
+    if manager is None:
+        raise KeyManagerNotFound()
+    return manager
+
+
+def _connection(manager: ExternalKeyManager) -> Connection:
+    try:
+        return connection_for(manager, tenant_uid=tenant().uid)
+    except ExternalConfigError as exc:
+        raise ExternalKeyUnavailable(f"The key manager cannot be used: {exc}.") from None
+
+
+# --- linking (create, rotate) -------------------------------------------------------------
+
+
+def customer_key_create_hyok(
+    *, name: str, manager_id: UUID | str, external_key_id: str, description: str = ""
+) -> CustomerKey:
+    """An L1 that is a key in the customer's key manager, checked first (see `_check_link`),
+    and its L2, wrapped by that key."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ValidationFailed("A key name is 1-100 characters.", code="invalid_name")
+    if CustomerKey.objects.filter(name=name).exists():
+        raise Conflict(f"A customer key named {name!r} exists already.", code="key_exists")
+    manager = _manager(manager_id)
+    external_key_id = _check_link(manager, external_key_id)
+    with transaction.atomic():
+        l1 = CustomerKey.objects.create(name=name, description=description, origin=Origin.HYOK)
+        l1v = CustomerKeyVersion.objects.create(
+            key=l1,
+            version=1,
+            handle=hyok_handle(manager.pk, external_key_id),
+            external_manager=manager,
+            external_key_id=external_key_id,
+        )
+        l2 = TenantKey.objects.create(customer_key=l1)
+        l2v = TenantKeyVersion(key=l2, version=1, parent=l1v)
+        l2v.wrapped = l1_encrypt(l1v.handle, crypto.new_key(), l2_aad(l2v, l2))
+        l2v.save()
+        audit_record(
+            action="key.create",
+            target=str(l1.pk),
+            target_version=1,
+            details={
+                "level": "L1",
+                "name": name,
+                "origin": Origin.HYOK,
+                "key_manager": str(manager.pk),
+                "external_key_id": external_key_id,
+                "tenant_key": str(l2.pk),
+            },
+        )
+    return l1
+
+
+def customer_key_link_version(
+    *, key_id: UUID | str, external_key_id: str, manager_id: UUID | str | None = None
+) -> CustomerKey:
+    """HYOK rotation: another external key becomes the L1's next primary version. The L2
+    versions stay wrapped by the old one until a rewrap moves them."""
+    with transaction.atomic():
+        l1 = CustomerKey.objects.select_for_update().filter(pk=key_id).first()
+        if l1 is None:
+            raise KeyNotFound("No such customer key.")
+        if l1.origin != Origin.HYOK:
+            raise InvalidKeyState("Only HYOK keys are linked to external keys.")
+        ensure_usable(l1, f"customer key {l1.name!r}")
+        primary = l1.versions.get(version=l1.primary_version)
+        manager = _manager(manager_id or primary.external_manager_id)  # type: ignore[arg-type]
+        external_key_id = _check_link(manager, external_key_id)
+        version = l1.versions.order_by("-version").values_list("version", flat=True)[0] + 1
+        CustomerKeyVersion.objects.create(
+            key=l1,
+            version=version,
+            handle=hyok_handle(manager.pk, external_key_id),
+            external_manager=manager,
+            external_key_id=external_key_id,
+        )
+        l1.primary_version = version
+        l1.save(update_fields=["primary_version", "updated_at"])
+        broadcast_revocation()
+        audit_record(
+            action="key.rotate",
+            target=str(l1.pk),
+            target_version=version,
+            details={
+                "level": "L1",
+                "key_manager": str(manager.pk),
+                "external_key_id": external_key_id,
+            },
+        )
+    return l1
+
+
+def _check_link(manager: ExternalKeyManager, external_key_id: str) -> str:
+    """The external key exists, is AES-256, is usable, and a probe round-trips; and the
+    manager honours associated data (a blob opened with other AAD must fail)."""
+    external_key_id = (external_key_id or "").strip()
+    if not external_key_id or len(external_key_id) > 150:
+        raise ValidationFailed(
+            "external_key_id is 1-150 characters.", code="invalid_external_key_id"
+        )
+    if CustomerKeyVersion.objects.filter(handle=hyok_handle(manager.pk, external_key_id)).exists():
+        raise Conflict(
+            "This external key is linked to a customer key already.", code="external_key_linked"
+        )
+    connection = _connection(manager)
+    connector = connection.connector
+
+    def invalid(reason: str) -> ExternalKeyInvalid:
+        return ExternalKeyInvalid(f"External key {external_key_id!r}: {reason}.")
+
+    try:
+        info: ExternalKeyInfo = connection.breaker.call(lambda: connector.describe(external_key_id))
+        if info.algorithm != "AES" or info.bits != 256:
+            raise invalid(f"it is {info.algorithm}-{info.bits}, not AES-256")
+        if not info.usable:
+            raise invalid(f"it is not usable ({info.detail})")
+        probe, aad = os.urandom(32), f"kcm:hyok-link-probe:v1|tenant={tenant().uid}".encode()
+        blob = connector.encrypt(external_key_id, probe, aad)
+        if connector.decrypt(external_key_id, blob, aad) != probe:
+            raise invalid("a probe did not decrypt to what was encrypted")
+        try:
+            connector.decrypt(external_key_id, blob, aad + b"|other")
+        except ExternalIntegrityError:
+            pass
+        else:
+            raise invalid("the key manager ignores associated data")
+    except ExternalKeyGone:
+        raise invalid("the key manager has no such key") from None
+    except ExternalRefused as exc:
+        raise invalid(f"the key manager refuses ({exc})") from None
+    except ExternalIntegrityError as exc:
+        raise invalid(f"the probe failed ({exc})") from None
+    except ExternalUnreachable as exc:
+        raise ExternalKeyUnavailable(f"The key manager cannot be reached: {exc}.") from None
+    except ExternalError as exc:
+        raise invalid(str(exc)) from None
+    return external_key_id
+
+
+# --- the chain's calls: wrap and unwrap L2 through the connector ---------------------------
+
+
+def external_encrypt(handle: str, plaintext: bytes, aad: bytes) -> bytes:
+    version = CustomerKeyVersion.objects.select_related("external_manager").get(handle=handle)
+    return _external_call(version, lambda c: c.encrypt(version.external_key_id, plaintext, aad))
+
+
+def external_decrypt(version: CustomerKeyVersion, blob: bytes, aad: bytes) -> bytes:
+    return _external_call(version, lambda c: c.decrypt(version.external_key_id, blob, aad))
+
+
+def _external_call(version: CustomerKeyVersion, use: Callable[[KeyManagerConnector], T]) -> T:
+    """Call the version's key manager through its circuit breaker; a refusal or a missing key
+    changes the L1's state at once; so does unreachability once the breaker has opened."""
+    manager = version.external_manager
+    assert manager is not None
+    connection = _connection(manager)
+    try:
+        return connection.breaker.call(lambda: use(connection.connector))
+    except ExternalIntegrityError:
+        raise crypto.CiphertextInvalid(
+            "A wrapped tenant key failed to unwrap in the key manager: it does not belong here "
+            "or was altered."
+        ) from None
+    except ExternalRefused as exc:
+        _apply(version.key_id, KeyState.FORBIDDEN, f"The key manager refused: {exc}")
+        raise ExternalKeyForbidden(f"The customer's key manager refused: {exc}.") from None
+    except ExternalKeyGone as exc:
+        _apply(version.key_id, KeyState.DESTROYED, f"The key manager says: {exc}")
+        raise KeyDestroyed(
+            f"The customer's key is gone from their key manager: {exc}.", level="L1"
+        ) from None
+    except ExternalUnreachable as exc:
+        if connection.breaker.is_open:
+            _apply(
+                version.key_id, KeyState.UNAVAILABLE, f"The key manager cannot be reached: {exc}"
+            )
+        raise ExternalKeyUnavailable(
+            f"The customer's key manager cannot be reached: {exc}."
+        ) from None
+    except ExternalError as exc:
+        raise ExternalKeyUnavailable(f"The customer's key manager failed: {exc}.") from None
+
+
+# --- state sync ---------------------------------------------------------------------------
+
+
+def hyok_key_sync(*, key_id: UUID | str) -> CustomerKey:
+    """Ask the key manager about the L1's primary external key now and apply the answer."""
+    l1 = CustomerKey.objects.filter(pk=key_id).first()
+    if l1 is None:
+        raise KeyNotFound("No such customer key.")
+    if l1.origin != Origin.HYOK:
+        raise InvalidKeyState("Only HYOK keys are synchronised with a key manager.")
+    if l1.state in _SYNCED:
+        state, reason = _observe(
+            l1.versions.select_related("external_manager").get(version=l1.primary_version)
+        )
+        _apply(l1.pk, state, reason)
+        l1.refresh_from_db()
+    return l1
+
+
+def hyok_sync_all() -> dict[str, str]:
+    """Sync every HYOK key of this tenant that the sync may change; {key id: state}."""
+    result = {}
+    for l1 in CustomerKey.objects.filter(origin=Origin.HYOK, state__in=_SYNCED):
+        try:
+            result[str(l1.pk)] = hyok_key_sync(key_id=l1.pk).state
+        except Exception:
+            logger.exception("HYOK sync of key %s failed; the next sync retries", l1.pk)
+    return result
+
+
+def _observe(version: CustomerKeyVersion) -> tuple[str, str]:
+    """The state the key manager's answer means, and why. The sync bypasses the breaker (it
+    is how an open breaker learns that the manager is back) and resets it on an answer."""
+    manager = version.external_manager
+    assert manager is not None
+    try:
+        connection = connection_for(manager, tenant_uid=tenant().uid)
+    except ExternalConfigError as exc:
+        return KeyState.UNAVAILABLE, f"The key manager cannot be used: {exc}"
+    try:
+        info = connection.connector.describe(version.external_key_id)
+    except ExternalUnreachable as exc:
+        return KeyState.UNAVAILABLE, f"The key manager cannot be reached: {exc}"
+    except ExternalKeyGone as exc:
+        connection.breaker.reset()
+        return KeyState.DESTROYED, f"The key manager says: {exc}"
+    except ExternalError as exc:
+        connection.breaker.reset()
+        return KeyState.FORBIDDEN, f"The key manager refused: {exc}"
+    connection.breaker.reset()
+    if not info.usable:
+        return KeyState.FORBIDDEN, f"The key manager reports the key unusable: {info.detail}"
+    return KeyState.ENABLED, ""
+
+
+def _apply(key_id: UUID, state: str, reason: str) -> None:
+    """Move the L1 to `state` (if the sync may, and it is a change), broadcast, record."""
+    reason = reason[:300]
+    with transaction.atomic():
+        l1 = CustomerKey.objects.select_for_update().filter(pk=key_id).first()
+        if l1 is None or l1.state not in _SYNCED or (l1.state, l1.state_reason) == (state, reason):
+            return
+        previous = l1.state
+        if previous == state:  # the same state for another reason: nothing to revoke
+            CustomerKey.objects.filter(pk=key_id).update(state_reason=reason)
+            return
+        l1.state, l1.state_reason = state, reason
+        if state == KeyState.DESTROYED:
+            l1.destroyed_at = timezone.now()
+        l1.save()
+        broadcast_revocation()
+        audit_record(
+            action="key.external_state",
+            target=str(l1.pk),
+            details={"from": previous, "to": state, "reason": reason},
+        )
+    logger.warning("HYOK key %s: %s -> %s (%s)", key_id, previous, state, reason)
