@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RotationConfig(AppConfig):
+    name = "apps.rotation"
+    label = "rotation"

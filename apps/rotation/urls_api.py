@@ -1,0 +1,26 @@
+from django.urls import path
+
+from apps.rotation import api
+
+urlpatterns = [
+    path(
+        "rotation/keys/<uuid:key_id>/rotate/", api.KeyRotateView.as_view(), name="rotation-rotate"
+    ),
+    path(
+        "rotation/keys/<uuid:key_id>/rewrap/", api.KeyRewrapView.as_view(), name="rotation-rewrap"
+    ),
+    path(
+        "rotation/keys/<uuid:key_id>/policy/", api.KeyPolicyView.as_view(), name="rotation-policy"
+    ),
+    path("rotation/defaults/", api.DefaultsView.as_view(), name="rotation-defaults"),
+    path("rotation/jobs/", api.JobListView.as_view(), name="rotation-jobs"),
+    path("rotation/jobs/<uuid:job_id>/", api.JobDetailView.as_view(), name="rotation-job"),
+    *[
+        path(
+            f"rotation/jobs/<uuid:job_id>/{action}/",
+            api.JobActionView.as_view(action=action),
+            name=f"rotation-job-{action}",
+        )
+        for action in ("cancel", "resume")
+    ],
+]
