@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kombu import Queue
+
 from kms_project.env import (
     ImproperlyConfiguredEnv,
     database_from_url,
@@ -52,10 +54,13 @@ SHARED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "apps.core",
+    "apps.audit",  # in the public schema: the platform log
+    "apps.rotation.platform",  # platform-wide rotation runs
 ]
 TENANT_APPS = [
     "apps.keychain",
     "apps.audit",
+    "apps.rotation",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -70,6 +75,7 @@ KCM_TEMPLATE_SCHEMA = "kcm_template"
 MIDDLEWARE = [
     "apps.core.middleware.RequestIdMiddleware",
     "apps.core.middleware.BodySizeLimitMiddleware",
+    "apps.audit.middleware.AuditContextMiddleware",
     "django_tenants.middleware.main.TenantMainMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -206,7 +212,8 @@ SPECTACULAR_SETTINGS = {
 
 # Celery: the configured broker, else the embedded filesystem broker under the state folder.
 _broker_url = env_optional("KCM_BROKER_URL")
-CELERY_BROKER_URL = _broker_url or "filesystem://"
+# "kcmfs" is kombu's filesystem transport publishing atomically (kms_project/broker.py).
+CELERY_BROKER_URL = _broker_url or "kcmfs://"
 if _broker_url is None:
     _broker_dir = KCM_STATE_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -224,6 +231,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 # Results are stored only for tasks sent with ignore_result=False (e.g. `file:///dir`).
 CELERY_RESULT_BACKEND = env_optional("KCM_RESULT_BACKEND")
+# Workers must see a revocation's new tenant.key_epoch on the next task: tenant-schemas-celery
+# reloads the tenant for every task only while this stays 0 (LISTEN/NOTIFY covers it anyway).
+CELERY_TASK_TENANT_CACHE_SECONDS = 0
 CELERY_BEAT_SCHEDULE_FILENAME = str(KCM_STATE_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "keychain-deletion-sweep": {
@@ -271,6 +281,67 @@ CSRF_FAILURE_VIEW = "apps.core.views.csrf_failure"
 # Each process listens for key-chain revocations (PostgreSQL LISTEN/NOTIFY).
 KCM_KEY_CACHE_LISTEN = env_bool("KCM_KEY_CACHE_LISTEN", True)
 # Encryptions a process reserves at a time per service-key version (see usage limits).
-KCM_USAGE_BLOCK = env_int("KCM_USAGE_BLOCK", 1000, minimum=1)
+# A crash forfeits at most one block of a version's 2**32 budget; a batch takes at least its size.
+KCM_USAGE_BLOCK = env_int("KCM_USAGE_BLOCK", 10000, minimum=1)
 # Django's error reports must never show the HSM PIN (its name escapes the default filter).
 DEFAULT_EXCEPTION_REPORTER_FILTER = "apps.core.reporting.SecretSafeExceptionReporterFilter"
+
+# Audit log. Switching it off exists only to measure its cost (bench/audit.py).
+KCM_AUDIT_ENABLED = env_bool("KCM_AUDIT_ENABLED", True)
+KCM_AUDIT_RETENTION_DAYS = env_int("KCM_AUDIT_RETENTION_DAYS", 3650, minimum=1)
+# Hot-path events are committed at once and chained by each process every this many seconds.
+KCM_AUDIT_SEAL_SECONDS = float(env_int("KCM_AUDIT_SEAL_MILLISECONDS", 500, minimum=0)) / 1000
+CELERY_BEAT_SCHEDULE["audit-seal"] = {"task": "apps.audit.tasks.seal_all", "schedule": 30}
+CELERY_BEAT_SCHEDULE["audit-checkpoints"] = {
+    "task": "apps.audit.tasks.checkpoint_all",
+    "schedule": env_int("KCM_AUDIT_CHECKPOINT_SECONDS", 300, minimum=1),
+}
+KCM_AUDIT_EXPORT_DIR = Path(env_str("KCM_AUDIT_EXPORT_DIR", str(KCM_STATE_DIR / "audit-exports")))
+
+# Rotation: policy sweep (beat), rewrap batches, and when a silent job counts as stalled.
+# Rewrap jobs have a queue of their own, which every worker also consumes (in turn with the
+# default one): the thousands a platform-wide rotation queues must not hold up other tasks.
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("kcm-rewrap"))
+CELERY_TASK_ROUTES = {"apps.rotation.tasks.rewrap_job_run": {"queue": "kcm-rewrap"}}
+CELERY_BEAT_SCHEDULE["rotation-sweep"] = {
+    "task": "apps.rotation.tasks.rotation_sweep",
+    "schedule": env_int("KCM_ROTATION_SWEEP_SECONDS", 60, minimum=1),
+}
+# The sweep looks into each tenant's keys when one falls due, and at least this often.
+KCM_ROTATION_CHECK_SECONDS = env_int("KCM_ROTATION_CHECK_SECONDS", 3600, minimum=1)
+KCM_REWRAP_BATCH_SIZE = env_int("KCM_REWRAP_BATCH_SIZE", 1000, minimum=1)
+# A pause between batches lowers a rewrap's load on the database (and slows it down).
+KCM_REWRAP_BATCH_PAUSE_MS = env_int("KCM_REWRAP_BATCH_PAUSE_MS", 0, minimum=0)
+KCM_REWRAP_STALL_SECONDS = env_int("KCM_REWRAP_STALL_SECONDS", 120, minimum=1)
+# Between the last batch of an L1 job and the removal of the old HSM object, so that requests
+# that read a tenant-key row just before the batch committed can still finish unwrapping it.
+KCM_REWRAP_RETIRE_GRACE_SECONDS = env_int("KCM_REWRAP_RETIRE_GRACE_SECONDS", 2, minimum=0)
+
+# BYOK: import parameters (an RSA wrapping key in the HSM and a token) stay valid this long.
+# The sweep (beat) removes expired wrapping keys and imported material past its expiry.
+KCM_BYOK_IMPORT_TOKEN_HOURS = env_int("KCM_BYOK_IMPORT_TOKEN_HOURS", 24, minimum=1)
+CELERY_BEAT_SCHEDULE["keychain-byok-sweep"] = {
+    "task": "apps.keychain.tasks_external.byok_sweep",
+    "schedule": env_int("KCM_BYOK_SWEEP_SECONDS", 60, minimum=1),
+}
+# Whether the HSM unwraps RSA-OAEP with SHA-256 (SoftHSM2 2.6 does not; it cannot be probed).
+KCM_PKCS11_OAEP_SHA256 = env_bool("KCM_PKCS11_OAEP_SHA256", False)
+# HYOK: every call to a customer's key manager is bounded; after BREAKER_FAILURES failures in a
+# row the manager is not called again for BREAKER_RESET seconds (requests get 503 at once).
+# The sync (beat) maps what the manager says to the L1's state; revocation at the source takes
+# effect at the next sync, at the next cache miss, and at the latest after
+# KCM_KEY_CACHE_TTL_SECONDS.
+KCM_HYOK_TIMEOUT_SECONDS = env_int("KCM_HYOK_TIMEOUT_SECONDS", 3, minimum=1)
+KCM_HYOK_BREAKER_FAILURES = env_int("KCM_HYOK_BREAKER_FAILURES", 3, minimum=1)
+KCM_HYOK_BREAKER_RESET_SECONDS = env_int("KCM_HYOK_BREAKER_RESET_SECONDS", 10, minimum=1)
+CELERY_BEAT_SCHEDULE["keychain-hyok-sync"] = {
+    "task": "apps.keychain.tasks_external.hyok_sync",
+    "schedule": env_int("KCM_HYOK_SYNC_SECONDS", 60, minimum=1),
+}
+CELERY_IMPORTS = ["apps.keychain.tasks_external"]
+# Where customers' key managers may be: KMIP hosts ("*", "kms.example.com", "*.example.com")
+# and PKCS#11 libraries (paths) the platform agrees to load. Production allows none by default.
+KCM_HYOK_KMIP_ALLOWED_HOSTS = env_list("KCM_HYOK_KMIP_ALLOWED_HOSTS", [] if PRODUCTION else ["*"])
+KCM_HYOK_PKCS11_LIBRARIES = env_list(
+    "KCM_HYOK_PKCS11_LIBRARIES", [] if PRODUCTION else [KCM_PKCS11_LIBRARY]
+)

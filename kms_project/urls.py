@@ -16,7 +16,9 @@ console: list[URLPattern | URLResolver] = [
     path("members/<int:membership_id>/remove/", tenants_views.member_remove, name="member-remove"),
     path("tokens/", tenants_views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", tenants_views.token_revoke, name="token-revoke"),
+    path("audit/", include("apps.audit.urls_console")),
     path("keys/", include("apps.keychain.urls_console")),
+    path("rotation/", include("apps.rotation.urls_console")),
 ]
 
 api_v1: list[URLPattern | URLResolver] = [
@@ -25,7 +27,9 @@ api_v1: list[URLPattern | URLResolver] = [
     path("members/<int:membership_id>/", tenants_api.MemberDetailView.as_view(), name="member"),
     path("tokens/", tenants_api.TokenListView.as_view(), name="tokens"),
     path("tokens/<int:token_id>/", tenants_api.TokenDetailView.as_view(), name="token"),
+    path("", include("apps.audit.urls_api")),
     path("", include("apps.keychain.urls_api")),
+    path("", include("apps.rotation.urls_api")),
 ]
 
 urlpatterns = [

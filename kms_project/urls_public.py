@@ -13,6 +13,7 @@ console: list[URLPattern | URLResolver] = [
     path("logout/", tenants_views.logout_view, name="logout"),
     path("tokens/", tenants_views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", tenants_views.token_revoke, name="token-revoke"),
+    path("audit/", include("apps.audit.urls_console")),
     path("tenants/", tenants_views.tenants, name="tenants"),
     path(
         "tenants/<slug:slug>/<str:action>/",
@@ -25,7 +26,9 @@ api_v1: list[URLPattern | URLResolver] = [
     path("me/", tenants_api.MeView.as_view(), name="me"),
     path("tokens/", tenants_api.TokenListView.as_view(), name="tokens"),
     path("tokens/<int:token_id>/", tenants_api.TokenDetailView.as_view(), name="token"),
+    path("", include("apps.audit.urls_api")),
     path("platform/tenants/", tenants_api.TenantListView.as_view(), name="tenants"),
+    path("", include("apps.rotation.urls_platform")),
     path("platform/tenants/<slug:slug>/", tenants_api.TenantDetailView.as_view(), name="tenant"),
     *[
         path(
