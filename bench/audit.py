@@ -30,7 +30,7 @@ THREADS = 8
 EVENTS = int(os.environ.get("BENCH_AUDIT_EVENTS", "1000000"))
 
 
-def _operations(stack: LiveStack, host: str, token: str) -> list:  # type: ignore[type-arg]
+def _operations(stack: LiveStack, host: str, token: str) -> list:
     clients = [HttpClient(stack.port, host, token) for _ in range(THREADS)]
     ciphertexts = make_data_keys(clients[0], 64)
     generate = json.dumps({"context": CONTEXT, "include_plaintext": True}).encode()
@@ -42,7 +42,7 @@ def _operations(stack: LiveStack, host: str, token: str) -> list:  # type: ignor
         body = json.dumps({"ciphertext": ciphertexts[index[0] % 64], "context": CONTEXT}).encode()
         return client.send("POST", f"{SERVICE}/decrypt-data-key/", body)[0]
 
-    return [lambda c=c, i=[0]: op(c, i) for c in clients]  # type: ignore[misc]
+    return [lambda c=c, i=[0]: op(c, i) for c in clients]
 
 
 def measure_http() -> dict[str, float]:
@@ -79,7 +79,7 @@ def measure_http() -> dict[str, float]:
     }
 
 
-def _fill(conn: psycopg.Connection, schema: str, count: int) -> None:  # type: ignore[type-arg]
+def _fill(conn: psycopg.Connection, schema: str, count: int) -> None:
     """A valid chain of `count` events, computed here and loaded with COPY (appending one by one
     through the SQL function would take minutes and measure something else)."""
     start = datetime(2026, 1, 1, tzinfo=UTC)

@@ -142,7 +142,7 @@ def test_the_process_sealer_chains_pending_events_within_a_second(
     from apps.audit.sealer import _Sealer
 
     settings.KCM_AUDIT_SEAL_SECONDS = 0.1
-    content = {
+    content: dict[str, Any] = {
         "occurred_at": "2026-11-28T00:00:00.000000Z", "actor": "token:x", "role": "key_user",
         "source_ip": None, "user_agent": "", "request_id": "", "action": "datakey.decrypt",
         "target": "service_key:payments", "target_version": 1, "outcome": "error",
