@@ -182,7 +182,13 @@ def private_softhsm(folder: Path) -> dict[str, str]:
     conf.write_text(
         f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
     )
-    env = {"SOFTHSM2_CONF": str(conf), "KCM_PKCS11_TOKEN_LABEL": "kcm", "KCM_PKCS11_PIN": "1234"}
+    # The PIN replaces whatever PIN file the caller's environment names (devstack sets one).
+    env = {
+        "SOFTHSM2_CONF": str(conf),
+        "KCM_PKCS11_TOKEN_LABEL": "kcm",
+        "KCM_PKCS11_PIN": "1234",
+        "KCM_PKCS11_PIN_FILE": "",
+    }
     subprocess.run(
         ["softhsm2-util", "--init-token", "--free", "--label", "kcm", "--pin", "1234",
          "--so-pin", "5678"],
