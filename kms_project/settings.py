@@ -69,6 +69,8 @@ TENANT_DOMAIN_MODEL = "tenants.Domain"
 PUBLIC_SCHEMA_URLCONF = "kms_project.urls_public"
 ROOT_URLCONF = "kms_project.urls"
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+# Set the search_path once per schema switch, not before every query (a round trip each).
+TENANT_LIMIT_SET_CALLS = True
 # The schema every new tenant is cloned from (kept migrated by `manage.py kcm_migrate`).
 KCM_TEMPLATE_SCHEMA = "kcm_template"
 
