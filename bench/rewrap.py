@@ -151,9 +151,10 @@ def raw_db_rate() -> dict[str, Any]:
                     ),
                 )
             )
+        table = f'"{tenant().schema_name}".keychain_servicekeyversion'
         with psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(
-                "UPDATE keychain_servicekeyversion AS v SET wrapped = m.wrapped, parent_id = %b"
+                f"UPDATE {table} AS v SET wrapped = m.wrapped, parent_id = %b"
                 " FROM unnest(%b::bigint[], %b::bytea[]) AS m(id, wrapped) WHERE v.id = m.id",
                 [new.pk, ids, blobs],
             )
