@@ -125,7 +125,7 @@ def as_chain_dict(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def events_in_order(start_seq: int = 1) -> Iterator[dict[str, Any]]:
-    seal_here()
+    """Chained events from `start_seq` on (callers seal pending events first)."""
     fields = ["seq", "prev_hash", "hash", *chain.FIELDS]
     rows = AuditEvent.objects.filter(seq__gte=start_seq).order_by("seq").values(*fields)
     for row in rows.iterator(chunk_size=5000):

@@ -155,3 +155,11 @@ def test_the_openapi_schema_describes_the_api(db: None) -> None:
     paths = json.loads(response.content)["paths"]
     assert "/api/v1/service-keys/{name}/generate-data-key/" in paths
     assert Client().get("/api/docs/", HTTP_HOST="acme.localhost").status_code == 200
+
+
+def test_the_serving_process_is_named_only_outside_production(api: Any, settings: Any) -> None:
+    from apps.tenants.models import Role
+
+    assert api("acme", Role.AUDITOR).get("/api/v1/me/").has_header("X-KCM-Worker")
+    settings.PRODUCTION = True
+    assert not api("acme", Role.AUDITOR).get("/api/v1/me/").has_header("X-KCM-Worker")

@@ -179,3 +179,17 @@ def test_a_context_with_a_nul_character_works_and_is_audited(chain: Any) -> None
 
     with schema_context("t_acme"):
         assert audit_verify()["ok"]
+
+
+def test_a_warm_data_key_request_stays_within_its_query_budget(chain: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    user = chain()["user"]
+    user.post(f"{PAYMENTS}/generate-data-key/", {"context": CTX})  # warm-up: loads the chain
+    with CaptureQueriesContext(connection) as queries:
+        assert user.post(f"{PAYMENTS}/generate-data-key/", {"context": CTX}).status_code == 200
+    statements = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith("SET ")]
+    # The tenant's domain, the token, and the audit event: never the key tables.
+    assert len(statements) == 3, statements
+    assert not any("keychain_" in sql for sql in statements)
