@@ -55,6 +55,9 @@ def client_for(world: Any) -> Any:
 
 BAD_BODIES = {
     "malformed_json": ('{"name": ', 400, "malformed_request"),
+    # Half a UTF-16 surrogate pair, in a key and in a value: no character at all.
+    "lone_surrogate": ('{"name": "a\\ud800", "\\udfff": 1}', 400, "malformed_request"),
+    "not_json_constant": ('{"pending_days": NaN}', 400, "malformed_request"),
     "not_an_object": ("[1, 2, 3]", 400, "validation_error"),
     "unknown_field": ('{"surely_not_a_field": "x"}', 400, "validation_error"),
     "wrong_types": (

@@ -193,3 +193,23 @@ def test_a_warm_data_key_request_stays_within_its_query_budget(chain: Any) -> No
     # The tenant's domain, the token, and the audit event: never the key tables.
     assert len(statements) == 3, statements
     assert not any("keychain_" in sql for sql in statements)
+
+
+@pytest.mark.parametrize("where", ["context_value", "context_key", "ciphertext"])
+def test_a_lone_surrogate_is_refused_as_malformed(chain: Any, where: str) -> None:
+    """JSON may escape half of a UTF-16 pair ("\\ud800"); such text cannot be encoded, audited
+    or stored, so it is refused as invalid input instead of failing on the way."""
+    user = chain()["user"]
+    made = user.post(f"{PAYMENTS}/generate-data-key/", {"context": CTX}).json_body
+    body: dict[str, Any] = {"ciphertext": made["ciphertext"], "context": dict(CTX)}
+    if where == "context_value":
+        body["context"]["x"] = "a\ud800"
+    elif where == "context_key":
+        body["context"]["\udfff"] = "a"
+    else:
+        body["ciphertext"] = made["ciphertext"][:-4] + "\ud800"
+    response = user.post(f"{PAYMENTS}/decrypt-data-key/", body)
+    assert_problem(response, 400, "malformed_request")
+    # Both halves of a pair make one character (U+1F600), which is fine.
+    paired = {**CTX, "emoji": "\ud83d\ude00"}
+    assert user.post(f"{PAYMENTS}/generate-data-key/", {"context": paired}).status_code == 200
