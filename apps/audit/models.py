@@ -58,16 +58,17 @@ class AuditEvent(EventFields):
         return f"#{self.seq} {self.action} {self.outcome}"
 
 
-class AuditPending(EventFields):
+class AuditPending(models.Model):
     """An event committed by a hot path (a cryptographic operation, a refused request) and not
-    yet chained: durable at once, chained by `kcm_audit_seal()` within a second or so. Taking
-    the chain's lock on every data-key request would serialise them all on one commit."""
+    yet chained: durable at once, chained by `kcm_audit_seal()` within a second or so, which
+    takes every column of the chained event from `body`. Taking the chain's lock on every
+    data-key request would serialise them all on one commit."""
 
     id = models.BigAutoField(primary_key=True)
-    body = models.TextField()  # the canonical JSON the chain will hash
+    body = models.TextField()  # the canonical JSON of the event (apps.audit.chain.canonical)
 
     def __str__(self) -> str:
-        return f"pending {self.id} {self.action}"
+        return f"pending {self.id}"
 
 
 class AuditCheckpoint(models.Model):

@@ -57,17 +57,15 @@ def _no_nul(value: Any) -> Any:
 
 def _details(details: dict[str, Any] | None) -> dict[str, Any]:
     # A JSON round trip gives exactly what jsonb will hand back when the chain is verified.
-    clean: dict[str, Any] = _no_nul(json.loads(json.dumps(details or {}, default=str)))
-    if len(json.dumps(clean)) > _MAX_DETAIL_BYTES:
-        clean = {"truncated": True}
-    return clean
+    text = json.dumps(details or {}, default=str)
+    if len(text) > _MAX_DETAIL_BYTES:
+        return {"truncated": True}
+    clean: dict[str, Any] = json.loads(text)
+    return _no_nul(clean) if "\\u0000" in text else clean
 
 
-_PENDING_INSERT = (
-    "INSERT INTO audit_auditpending (body, occurred_at, actor, role, source_ip, user_agent,"
-    " request_id, action, target, target_version, outcome, error_code, details)"
-    " VALUES (%s, %s::timestamptz, %s, %s, %s::inet, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
-)
+# The sealer takes every column of the chained event from the body (audit migration 0003).
+_PENDING_INSERT = "INSERT INTO audit_auditpending (body) VALUES (%s)"
 _APPEND = (
     "SELECT public.kcm_audit_append(%s, %s::timestamptz, %s, %s, %s::inet, %s, %s, %s, %s,"
     " %s, %s, %s, %s::jsonb)"
@@ -94,23 +92,28 @@ def audit_record(
     if not settings.KCM_AUDIT_ENABLED:
         return
     context = current()
+    # Every string made safe for PostgreSQL: the sealer parses the body as jsonb.
     content: dict[str, Any] = {
         "occurred_at": chain.timestamp(timezone.now()),
         "actor": _no_nul(context.actor[:200]),
-        "role": context.role[:32],
+        "role": _no_nul(context.role[:32]),
         "source_ip": _ip(context.source_ip),
         "user_agent": _no_nul(context.user_agent[:300]),
-        "request_id": context.request_id[:64],
-        "action": action,
+        "request_id": _no_nul(context.request_id[:64]),
+        "action": _no_nul(action),
         "target": _no_nul(str(target)[:200]),
         "target_version": target_version,
         "outcome": str(outcome),
-        "error_code": error_code[:64],
+        "error_code": _no_nul(error_code[:64]),
         "details": _details(details),
     }
-    values = [content[name] for name in chain.FIELDS[:-1]] + [json.dumps(content["details"])]
+    body = chain.canonical(content)
     with connection.cursor() as cursor:
-        cursor.execute(_APPEND if chained else _PENDING_INSERT, [chain.canonical(content), *values])
+        if chained:
+            values = [content[name] for name in chain.FIELDS[:-1]]
+            cursor.execute(_APPEND, [body, *values, json.dumps(content["details"])])
+        else:
+            cursor.execute(_PENDING_INSERT, [body])
     if not chained:
         note_pending(current_schema())
 

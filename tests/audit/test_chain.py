@@ -11,8 +11,10 @@ from django.db import connection, transaction
 from django.db.utils import DatabaseError
 from django_tenants.utils import tenant_context
 
-from apps.audit import services
-from apps.audit.models import AuditEvent
+from apps.audit import chain, services
+from apps.audit.context import AuditContext, reset_context, set_context
+from apps.audit.models import AuditEvent, AuditPending
+from apps.audit.sealer import seal_here
 from apps.tenants.models import Tenant
 
 
@@ -159,3 +161,42 @@ def test_nothing_is_pruned_inside_the_retention_period(acme_log: None) -> None:
     before = AuditEvent.objects.count()
     assert retention.audit_prune() == {"pruned": 0}
     assert AuditEvent.objects.count() == before
+
+
+def test_a_sealed_hot_path_event_equals_a_chained_one_and_verifies(world: Any) -> None:
+    """A pending event is stored as its canonical body alone; the seal must turn it into exactly
+    the columns a chained write stores, for awkward values too."""
+    awkward: dict[str, Any] = {
+        "target": "ключ/\x00≈",
+        "target_version": None,
+        "details": {"context": {"a": "b\x00", "list": [1, 2.5, None, True]}, "path": "/x"},
+    }
+    fields = [name for name in chain.FIELDS if name != "occurred_at"]
+    with tenant_context(Tenant.objects.get(slug="acme")):
+        for ip, version in (("", None), ("2001:db8::1", 7)):
+            awkward["target_version"] = version
+            token = set_context(
+                AuditContext(
+                    actor="token:é",
+                    role="key_user",
+                    source_ip=ip,
+                    user_agent="ua\x00",
+                    request_id="r",
+                )
+            )
+            try:
+                services.audit_record(action="test.chained", chained=True, **awkward)
+                services.audit_record(action="test.pending", chained=False, **awkward)
+            finally:
+                reset_context(token)
+        seal_here()
+        assert not AuditPending.objects.exists()
+        events = list(
+            AuditEvent.objects.filter(action__startswith="test.").order_by("seq").values(*fields)
+        )
+        assert len(events) == 4
+        for chained_event, sealed_event in (events[0:2], events[2:4]):
+            assert chained_event["action"] == "test.chained"
+            assert {**sealed_event, "action": ""} == {**chained_event, "action": ""}
+        assert events[2]["source_ip"] == "2001:db8::1" and events[2]["target_version"] == 7
+        assert services.audit_verify()["ok"]
