@@ -83,8 +83,8 @@ def django_teardown() -> None:
 
 
 class HttpClient:
-    """One client connection as a tenant's API token; reopened whenever the server closes it
-    (gunicorn's sync workers close after every response)."""
+    """One client connection as a tenant's API token, kept alive between requests and reopened
+    whenever the server closes it."""
 
     def __init__(self, port: int, host: str, token: str) -> None:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)

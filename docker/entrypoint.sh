@@ -26,9 +26,9 @@ case "${1:-web}" in
         exec python manage.py kcm_migrate
         ;;
     web)
-        # No --preload: PKCS#11 must be initialised in each worker, after the fork.
-        exec gunicorn kms_project.wsgi:application --bind "0.0.0.0:${KCM_PORT:-8000}" \
-            --workers "${KCM_WEB_WORKERS:-2}" --access-logfile - --no-control-socket
+        # Workers (KCM_WEB_WORKERS), threads (KCM_WEB_THREADS), no preloading:
+        # kms_project/gunicorn_conf.py.
+        exec gunicorn -c python:kms_project.gunicorn_conf --bind "0.0.0.0:${KCM_PORT:-8000}"
         ;;
     worker)
         exec celery -A kms_project worker -l info --concurrency 2

@@ -22,9 +22,11 @@ def _compose() -> dict[str, Any]:
 
 
 def _names_read_by_code() -> set[str]:
-    """KCM_* names that settings.py or tools/devstack.py read (as string literals)."""
+    """KCM_* names that settings.py, gunicorn_conf.py or tools/devstack.py read (as string
+    literals)."""
     names: set[str] = set()
-    for source in (REPO / "kms_project" / "settings.py", REPO / "tools" / "devstack.py"):
+    sources = ("kms_project/settings.py", "kms_project/gunicorn_conf.py", "tools/devstack.py")
+    for source in (REPO / name for name in sources):
         text = source.read_text()
         names |= set(re.findall(r"[\"'](KCM_[A-Z0-9_]+)[\"']", text))
         # env_secret("NAME") also reads NAME_FILE.
@@ -71,10 +73,21 @@ def test_every_kcm_name_in_the_container_files_is_read_by_the_code() -> None:
         assert used - known == set(), f"{file} uses names nothing reads"
 
 
-def test_gunicorn_is_not_preloaded() -> None:
+def test_every_launcher_uses_the_gunicorn_settings_which_never_preload() -> None:
     # PKCS#11 must be initialised in each worker after fork; --preload would do it before.
-    for file in ("compose.yaml", "Dockerfile", "entrypoint.sh"):
-        lines = (DOCKER / file).read_text().splitlines()
+    from kms_project import gunicorn_conf
+
+    assert gunicorn_conf.preload_app is False
+    assert gunicorn_conf.worker_class == "gthread" and gunicorn_conf.threads >= 1
+    assert gunicorn_conf.wsgi_app == "kms_project.wsgi:application"
+    launchers = (
+        DOCKER / "entrypoint.sh",
+        REPO / "tools" / "devstack.py",
+        REPO / "tests" / "e2e" / "stack.py",
+    )
+    for file in (*launchers, DOCKER / "compose.yaml", DOCKER / "Dockerfile"):
+        lines = file.read_text().splitlines()
         code = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
         assert "--preload" not in code and "preload_app" not in code, file
-    assert "gunicorn kms_project.wsgi:application" in (DOCKER / "entrypoint.sh").read_text()
+    for file in launchers:
+        assert "python:kms_project.gunicorn_conf" in file.read_text(), file

@@ -423,11 +423,9 @@ def serve(env: dict[str, str]) -> int:
         log("running as root; Celery's superuser warning is silenced (JSON-only tasks)")
         worker_env["PYTHONWARNINGS"] = "ignore:You're running the worker with superuser"
     commands = {
-        # No --preload: PKCS#11 must be initialised in each worker, after the fork. No control
-        # socket: gunicorn's default path is one per user, shared by every server running.
-        "web": ([python, "-m", "gunicorn", "kms_project.wsgi:application",
-                 "-b", f"127.0.0.1:{port}", "-w", env.get("KCM_WEB_WORKERS", "2"),
-                 "--access-logfile", "-", "--no-control-socket"], env),
+        # Workers, threads, no preloading: kms_project/gunicorn_conf.py.
+        "web": ([python, "-m", "gunicorn", "-c", "python:kms_project.gunicorn_conf",
+                 "-b", f"127.0.0.1:{port}"], env),
         "worker": ([python, "-m", "celery", "-A", "kms_project", "worker", "-l", "info",
                     "--concurrency", "2"], worker_env),
         "beat": ([python, "-m", "celery", "-A", "kms_project", "beat", "-l", "info"], env),

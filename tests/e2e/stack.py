@@ -102,12 +102,10 @@ class LiveStack:
 
         self.port = free_port()
         python = sys.executable
-        # No control socket: gunicorn's default path is shared by every server of the user.
         self._spawn(
             "web",
-            [python, "-m", "gunicorn", "kms_project.wsgi:application",
-             "-b", f"127.0.0.1:{self.port}", "-w", str(self.web_workers),
-             "--access-logfile", "-", "--no-control-socket"],
+            [python, "-m", "gunicorn", "-c", "python:kms_project.gunicorn_conf",
+             "-b", f"127.0.0.1:{self.port}", "-w", str(self.web_workers)],
         )  # fmt: skip
         if self.celery_pool:
             self._spawn(
