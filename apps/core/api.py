@@ -121,12 +121,12 @@ def _field_check(field: serializers.Field) -> FieldCheck | None:
     kind = type(field)
     if field.read_only or field.source not in (None, field.field_name) or field.allow_null:
         return None
-    if kind is serializers.CharField:
-        return _char_check(field)  # type: ignore[arg-type]
+    if isinstance(field, serializers.CharField) and kind is serializers.CharField:
+        return _char_check(field)
     if kind is serializers.BooleanField and not field.validators:
         return _bool_check
     if (
-        issubclass(kind, serializers.JSONField)
+        isinstance(field, serializers.JSONField)
         and not field.validators
         and not field.binary
         and kind.to_internal_value is serializers.JSONField.to_internal_value
