@@ -38,7 +38,8 @@ def test_compose_defines_the_stack() -> None:
     services = _compose()["services"]
 
     assert set(services) >= {"postgres", "redis", *KCM_SERVICES}
-    assert services["postgres"]["image"].startswith("postgres:15")
+    assert services["postgres"]["image"].startswith("postgres:18")
+    assert "postgres-data:/var/lib/postgresql" in services["postgres"]["volumes"]
     assert services["redis"]["image"].startswith("redis:7")
     for name in ("web", "worker", "beat"):
         assert services[name]["depends_on"]["migrate"]["condition"] == (
