@@ -48,16 +48,19 @@ BEGIN
             last_hash || E'\n' || (last_seq + i)::text || E'\n' || bodies[i], 'UTF8')), 'hex');
         hashes[i] := last_hash;
     END LOOP;
+    -- jsonb_to_record parses each body once (a ->> per column would parse it per column).
     EXECUTE format(
         'INSERT INTO %I.audit_auditevent (seq, occurred_at, actor, role, source_ip, user_agent,'
         ' request_id, action, target, target_version, outcome, error_code, details, prev_hash,'
         ' hash)'
-        ' SELECT $1 + u.o, (e.b->>''occurred_at'')::timestamptz, e.b->>''actor'', e.b->>''role'','
-        ' (e.b->>''source_ip'')::inet, e.b->>''user_agent'', e.b->>''request_id'','
-        ' e.b->>''action'', e.b->>''target'', (e.b->>''target_version'')::integer,'
-        ' e.b->>''outcome'', e.b->>''error_code'', e.b->''details'', u.prev, u.hash'
+        ' SELECT $1 + u.o, e.occurred_at, e.actor, e.role, e.source_ip, e.user_agent,'
+        ' e.request_id, e.action, e.target, e.target_version, e.outcome, e.error_code,'
+        ' e.details, u.prev, u.hash'
         ' FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(body, prev, hash, o)'
-        ' CROSS JOIN LATERAL (SELECT u.body::jsonb AS b) e ORDER BY u.o',
+        ' CROSS JOIN LATERAL jsonb_to_record(u.body::jsonb) AS e(occurred_at timestamptz,'
+        ' actor text, role text, source_ip inet, user_agent text, request_id text, action text,'
+        ' target text, target_version integer, outcome text, error_code text, details jsonb)'
+        ' ORDER BY u.o',
         schema) USING last_seq, bodies, prevs, hashes;
     -- Exactly the rows chained above: others may have committed since they were read.
     PERFORM set_config('kcm.audit_seal', 'on', true);
