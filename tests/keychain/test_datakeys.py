@@ -190,9 +190,38 @@ def test_a_warm_data_key_request_stays_within_its_query_budget(chain: Any) -> No
     with CaptureQueriesContext(connection) as queries:
         assert user.post(f"{PAYMENTS}/generate-data-key/", {"context": CTX}).status_code == 200
     statements = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith("SET ")]
-    # The tenant's domain, the token, and the audit event: never the key tables.
+    # The tenant's domain, the token, and the audit event: never the key tables. (Here the
+    # event joins the test's transaction; a live request hands it to the group commit writer.)
     assert len(statements) == 3, statements
     assert not any("keychain_" in sql for sql in statements)
+
+
+def test_each_tenants_events_land_in_its_own_log_when_requests_alternate(
+    chain: Any, api: Any
+) -> None:
+    """Each event goes to the tenant of its request, also when nothing else was read in the
+    tenant's schema first (an unauthenticated request)."""
+    from django_tenants.utils import schema_context
+
+    from apps.audit.models import AuditEvent, AuditPending
+    from apps.audit.sealer import seal_here
+
+    users = {slug: chain(slug)["user"] for slug in ("acme", "globex")}
+    sent = {"acme": 0, "globex": 0}
+    for slug in ("acme", "globex", "acme", "acme", "globex"):
+        made = users[slug].post(f"{PAYMENTS}/generate-data-key/", {"context": {"t": slug}})
+        assert made.status_code == 200
+        assert api(slug).post(f"{PAYMENTS}/generate-data-key/", {}).status_code == 401
+        sent[slug] += 1
+    for slug, count in sent.items():
+        with schema_context(f"t_{slug}"):
+            seal_here()
+            assert not AuditPending.objects.exists()
+            events = AuditEvent.objects.filter(action="datakey.generate").order_by("seq")
+            assert [(e.outcome, e.details.get("context")) for e in events] == [
+                ("success", {"t": slug}),
+                ("denied", None),
+            ] * count
 
 
 @pytest.mark.parametrize("where", ["context_value", "context_key", "ciphertext"])
