@@ -8,6 +8,7 @@ import http.client
 import json
 import math
 import os
+import select
 import sys
 import threading
 import time
@@ -96,6 +97,7 @@ class HttpClient:
 
     def send(self, method: str, path: str, body: bytes | None = None) -> tuple[int, int, bytes]:
         """(status, serving PID or 0, body)."""
+        self._drop_if_closed_by_server()
         try:
             self.connection.request(method, path, body=body, headers=self.headers)
             response = self.connection.getresponse()
@@ -104,6 +106,17 @@ class HttpClient:
             self.connection.close()
             raise
         return response.status, int(response.getheader("X-KCM-Worker") or 0), data
+
+    def _drop_if_closed_by_server(self) -> None:
+        """A kept-alive connection the server has since closed (gunicorn closes idle ones
+        after a few seconds) reads as end-of-file: reconnect before sending, as HTTP client
+        libraries do, instead of failing the request."""
+        sock = self.connection.sock
+        if sock is None:
+            return
+        readable, _, _ = select.select([sock], [], [], 0)
+        if readable:
+            self.connection.close()
 
     def post_json(self, path: str, payload: Any) -> tuple[int, int, Any]:
         status, pid, data = self.send("POST", path, json.dumps(payload).encode())
