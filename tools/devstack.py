@@ -122,7 +122,7 @@ def _wheel_bindir() -> Path | None:
 
 
 def _major_version(bindir: Path) -> str:
-    """ "18" for binaries that say "pg_ctl (PostgreSQL) 18.6"."""
+    """The major version of the binaries in `bindir`: "18" for "pg_ctl (PostgreSQL) 18.6"."""
     out = subprocess.run([str(bindir / "pg_ctl"), "--version"], capture_output=True, text=True)
     found = re.search(r"\) (\d+)", out.stdout)
     return found.group(1) if found else "?"
