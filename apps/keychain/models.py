@@ -74,13 +74,17 @@ class VersionBase(models.Model):
 class CustomerKey(KeyBase):
     """L1: the customer's root key, inside an HSM (or their own key manager)."""
 
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100)
     description = models.CharField(max_length=500, blank=True)
     origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.HSM)
     # BYOK: when the primary version's imported material expires (then the key stops working).
     material_expires_at = models.DateTimeField(null=True, blank=True)
 
     level = Level.L1
+
+    class Meta:
+        # A constraint, not unique=True, which would add a second (pattern) index on name.
+        constraints = [models.UniqueConstraint(fields=["name"], name="l1_name_unique")]
 
     def __str__(self) -> str:
         return f"L1 {self.name}"
@@ -99,12 +103,15 @@ class ExternalKeyManager(models.Model):
         PKCS11 = "pkcs11", "PKCS#11"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100)
     kind = models.CharField(max_length=10, choices=Kind.choices)
     settings = models.JSONField(default=dict)
     credentials = models.BinaryField()
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name"], name="key_manager_name_unique")]
 
     def __str__(self) -> str:
         return f"{self.kind} key manager {self.name}"
@@ -115,7 +122,10 @@ HYOK_HANDLE_PREFIX = "hyok:"
 
 
 class CustomerKeyVersion(VersionBase):
-    key = models.ForeignKey(CustomerKey, on_delete=models.PROTECT, related_name="versions")
+    # No index of its own: the one of l1_version_unique, on (key, version), serves it.
+    key = models.ForeignKey(
+        CustomerKey, on_delete=models.PROTECT, related_name="versions", db_index=False
+    )
     # Where this version's material is, as the chain passes it around: for HSM and BYOK the
     # provider's opaque handle (for PKCS#11: the object's CKA_ID in hex; empty while imported
     # material is deleted or expired); for HYOK "hyok:<manager id>/<external key id>", the
@@ -157,7 +167,10 @@ class TenantKey(KeyBase):
 
 
 class TenantKeyVersion(VersionBase):
-    key = models.ForeignKey(TenantKey, on_delete=models.PROTECT, related_name="versions")
+    # No index of its own: the one of l2_version_unique, on (key, version), serves it.
+    key = models.ForeignKey(
+        TenantKey, on_delete=models.PROTECT, related_name="versions", db_index=False
+    )
     parent = models.ForeignKey(CustomerKeyVersion, on_delete=models.PROTECT, related_name="+")
     wrapped = models.BinaryField()
 
@@ -170,18 +183,24 @@ class TenantKeyVersion(VersionBase):
 class ServiceKey(KeyBase):
     """L3: one per named service; wraps the data keys (L4) the service's records carry."""
 
-    name = models.SlugField(max_length=64, unique=True)
+    name = models.SlugField(max_length=64, db_index=False)
     description = models.CharField(max_length=500, blank=True)
     tenant_key = models.ForeignKey(TenantKey, on_delete=models.PROTECT, related_name="service_keys")
 
     level = Level.L3
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name"], name="l3_name_unique")]
 
     def __str__(self) -> str:
         return f"L3 {self.name}"
 
 
 class ServiceKeyVersion(VersionBase):
-    key = models.ForeignKey(ServiceKey, on_delete=models.PROTECT, related_name="versions")
+    # No index of its own: the one of l3_version_unique, on (key, version), serves it.
+    key = models.ForeignKey(
+        ServiceKey, on_delete=models.PROTECT, related_name="versions", db_index=False
+    )
     parent = models.ForeignKey(TenantKeyVersion, on_delete=models.PROTECT, related_name="+")
     wrapped = models.BinaryField()
     # Encryptions reserved so far (an upper bound of those done): processes reserve blocks,
