@@ -64,12 +64,9 @@ def _details(details: dict[str, Any] | None) -> dict[str, Any]:
     return _no_nul(clean) if "\\u0000" in text else clean
 
 
-# The sealer takes every column of the chained event from the body (audit migration 0003).
+# The seal takes every column of the chained event from the body (audit migration 0003).
 _PENDING_INSERT = "INSERT INTO audit_auditpending (body) VALUES (%s)"
-_APPEND = (
-    "SELECT public.kcm_audit_append(%s, %s::timestamptz, %s, %s, %s::inet, %s, %s, %s, %s,"
-    " %s, %s, %s, %s::jsonb)"
-)
+_APPEND = "SELECT public.kcm_audit_append(%s)"
 
 
 def audit_record(
@@ -107,13 +104,8 @@ def audit_record(
         "error_code": _no_nul(error_code[:64]),
         "details": _details(details),
     }
-    body = chain.canonical(content)
     with connection.cursor() as cursor:
-        if chained:
-            values = [content[name] for name in chain.FIELDS[:-1]]
-            cursor.execute(_APPEND, [body, *values, json.dumps(content["details"])])
-        else:
-            cursor.execute(_PENDING_INSERT, [body])
+        cursor.execute(_APPEND if chained else _PENDING_INSERT, [chain.canonical(content)])
     if not chained:
         note_pending(current_schema())
 

@@ -5,7 +5,6 @@ pending (as data-key requests do) while a sealer chains those concurrently."""
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
@@ -38,10 +37,7 @@ def stress_schema(db: None) -> Any:
 
 
 PENDING = "INSERT INTO audit_auditpending (body) VALUES (%s)"
-APPEND = (
-    "SELECT public.kcm_audit_append(%s, %s::timestamptz, %s, %s, %s::inet, %s, %s,"
-    " %s, %s, %s, %s, %s, %s::jsonb)"
-)
+APPEND = "SELECT public.kcm_audit_append(%s)"
 
 
 def _sealer(stop: threading.Event, errors: list[BaseException]) -> None:
@@ -72,12 +68,7 @@ def _writer(number: int, errors: list[BaseException]) -> None:
                     "error_code": "",
                     "details": {"index": index},
                 }
-                body = chain.canonical(content)
-                if chained:
-                    values = [content[f] for f in chain.FIELDS[:-1]]
-                    conn.execute(APPEND, [body, *values, json.dumps(content["details"])])
-                else:
-                    conn.execute(PENDING, [body])
+                conn.execute(APPEND if chained else PENDING, [chain.canonical(content)])
     except BaseException as exc:  # reported by the test
         errors.append(exc)
 

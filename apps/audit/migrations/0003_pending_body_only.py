@@ -1,12 +1,15 @@
-"""A pending event is its canonical body alone; the seal chains a batch in one statement.
+"""An event is written as its canonical body alone, and only the seal writes the chain.
 
 A hot path (a cryptographic operation, a refused request) now commits one text value per
 event: the canonical JSON the chain hashes anyway. `kcm_audit__seal` reads the pending bodies
 in id order, hashes them in a loop, and writes the chained events in one INSERT, taking each
-column from the body (which is exactly what the column holds on any other path: the body is
-the canonical form of those values). Older pending rows carry the same body, so nothing needs
-converting.
+column from the body (the canonical form of those very values). `kcm_audit_append(body)`, for
+lifecycle events chained in the caller's transaction, adds the body to the pending events and
+seals them, so one function reads the chain's head and writes its rows. Older pending rows
+carry the same body, so nothing needs converting.
 """
+
+from importlib import import_module
 
 from django.db import migrations
 
@@ -71,29 +74,30 @@ END;
 $$;
 """
 
-# The previous definition (0002), for reversing: it reads the pending row's columns.
-SEAL_0002 = r"""
-CREATE OR REPLACE FUNCTION public.kcm_audit__seal(schema text) RETURNS integer
+APPEND = r"""
+DROP FUNCTION IF EXISTS public.kcm_audit_append(
+    text, timestamptz, text, text, inet, text, text, text, text, integer, text, text, jsonb);
+DROP FUNCTION IF EXISTS public.kcm_audit__chain(
+    text, text, timestamptz, text, text, inet, text, text, text, text, integer, text, text, jsonb);
+
+CREATE OR REPLACE FUNCTION public.kcm_audit_append(body text) RETURNS void
 LANGUAGE plpgsql AS $$
+-- Chain one event at once, after everything pending, in the caller's transaction.
 DECLARE
-    item record;
-    sealed bigint[] := '{}';
+    schema text := current_schema();
 BEGIN
-    FOR item IN EXECUTE format('SELECT * FROM %I.audit_auditpending ORDER BY id', schema) LOOP
-        PERFORM public.kcm_audit__chain(schema, item.body, item.occurred_at, item.actor, item.role,
-            item.source_ip, item.user_agent, item.request_id, item.action, item.target,
-            item.target_version, item.outcome, item.error_code, item.details);
-        sealed := sealed || item.id;
-    END LOOP;
-    IF cardinality(sealed) > 0 THEN
-        PERFORM set_config('kcm.audit_seal', 'on', true);
-        EXECUTE format('DELETE FROM %I.audit_auditpending WHERE id = ANY($1)', schema) USING sealed;
-        PERFORM set_config('kcm.audit_seal', 'off', true);
-    END IF;
-    RETURN cardinality(sealed);
+    PERFORM pg_advisory_xact_lock(hashtext(schema || '.kcm_audit'));
+    EXECUTE format('INSERT INTO %I.audit_auditpending (body) VALUES ($1)', schema) USING body;
+    PERFORM public.kcm_audit__seal(schema);
 END;
 $$;
 """
+
+# Reversing restores 0002's functions (they read the pending columns restored empty).
+PREVIOUS = (
+    "DROP FUNCTION IF EXISTS public.kcm_audit_append(text);\n"
+    + import_module("apps.audit.migrations.0002_append_only").FUNCTIONS
+)
 
 _COLUMNS = (
     "occurred_at",
@@ -116,6 +120,6 @@ class Migration(migrations.Migration):
 
     # Reversing restores the columns empty, so it only works on an empty pending table.
     operations = [
-        migrations.RunSQL(SEAL, SEAL_0002),
+        migrations.RunSQL(SEAL + APPEND, PREVIOUS),
         *(migrations.RemoveField(model_name="auditpending", name=name) for name in _COLUMNS),
     ]
