@@ -33,6 +33,7 @@ from apps.rotation.models import ACTIVE_STATES, JobReason, JobState, RewrapJob, 
 from apps.rotation.platform.models import TenantRotationCheck
 from apps.rotation.rewrap import children_of
 from apps.rotation.runner import job_runner_alive
+from apps.rotation.selectors import active_job_for
 from apps.tenants.access import current_tenant
 
 AnyKey = CustomerKey | TenantKey | ServiceKey
@@ -114,7 +115,7 @@ def _level(key: CustomerKey | TenantKey) -> str:
 
 
 def _refuse_if_rotating(key: AnyKey) -> None:
-    active = RewrapJob.objects.filter(key_id=key.pk, state__in=ACTIVE_STATES, dry_run=False).first()
+    active = active_job_for(key_id=key.pk)
     if active is not None:
         raise RotationInProgress(
             f"Rotation job {active.pk} of this key is {active.state}; wait for it to finish or "
@@ -230,21 +231,15 @@ def rewrap_job_resume(*, job_id: UUID | str) -> RewrapJob:
                 f"The job is {job.state}; only a cancelled or failed job resumes."
             )
         if not job.dry_run:
-            key = find_key(job.key_id)
-            type(key).objects.select_for_update().get(pk=key.pk)
+            found = find_key(job.key_id)
+            # Check the primary version on the locked row, not on the copy read before it.
+            key = type(found).objects.select_for_update().get(pk=found.pk)
             if key.primary_version != job.target_version:
                 raise JobSuperseded(
                     f"The key's primary version is now {key.primary_version}, not this job's "
                     f"{job.target_version}."
                 )
-            active = RewrapJob.objects.filter(
-                key_id=job.key_id, state__in=ACTIVE_STATES, dry_run=False
-            ).first()
-            if active is not None:
-                raise RotationInProgress(
-                    f"Rotation job {active.pk} of this key is {active.state}.",
-                    job_id=str(active.pk),
-                )
+            _refuse_if_rotating(key)
         if job.state == JobState.FAILED:
             job.cursor, job.failed, job.passes, job.error = 0, 0, 0, {}
         job.state = JobState.QUEUED
