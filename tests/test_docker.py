@@ -92,3 +92,15 @@ def test_every_launcher_uses_the_gunicorn_settings_which_never_preload() -> None
         assert "--preload" not in code and "preload_app" not in code, file
     for file in launchers:
         assert "python:kms_project.gunicorn_conf" in file.read_text(), file
+
+
+def test_web_and_worker_share_the_audit_export_folder() -> None:
+    # The worker writes exports and archives under KCM_STATE_DIR/audit-exports; web serves them.
+    services = _compose()["services"]
+    state = re.search(r"KCM_STATE_DIR=(\S+)", (DOCKER / "Dockerfile").read_text())
+    assert state is not None
+    mount = f"{state.group(1)}/audit-exports"
+    for name in ("web", "worker"):
+        volumes = services[name]["volumes"]
+        assert f"audit-exports:{mount}" in volumes, (name, volumes)
+    assert "audit-exports" in _compose()["volumes"]
