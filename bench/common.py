@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import itertools
 import json
 import math
 import os
@@ -126,14 +127,33 @@ class HttpClient:
         self.connection.close()
 
 
-def make_data_keys(client: HttpClient, count: int) -> list[str]:
-    """`count` wrapped data keys (one batch request), for decrypt requests to open."""
+def make_data_keys(client: HttpClient, count: int, service: str = "payments") -> list[str]:
+    """`count` wrapped data keys of `service` (one batch request), for decrypts to open."""
     status, _, body = client.post_json(
-        f"{SERVICE}/generate-data-key/batch/",
+        f"{service_path(service)}/generate-data-key/batch/",
         {"items": [{"context": CONTEXT, "include_plaintext": False}] * count},
     )
     assert status == 200, body
     return [item["ciphertext"] for item in body["results"]]
+
+
+def crypto_operation(
+    client: HttpClient, ciphertexts: list[str], service: str = "payments"
+) -> Operation:
+    """Alternately generate a data key and decrypt one of `ciphertexts`, under `service`."""
+    path = service_path(service)
+    generate = json.dumps({"context": CONTEXT}).encode()
+    decrypts = itertools.cycle(
+        [json.dumps({"ciphertext": c, "context": CONTEXT}).encode() for c in ciphertexts]
+    )
+    turn = itertools.cycle((True, False))
+
+    def operation() -> int:
+        if next(turn):
+            return client.send("POST", f"{path}/generate-data-key/", generate)[0]
+        return client.send("POST", f"{path}/decrypt-data-key/", next(decrypts))[0]
+
+    return operation
 
 
 def payload_b64(size: int = 64) -> str:
@@ -160,6 +180,15 @@ class LoadResult:
 
 
 Operation = Callable[[], int]  # sends one request, returns its status
+
+
+def total(results: list[LoadResult]) -> LoadResult:
+    """Several rounds' results as one."""
+    summed = LoadResult(seconds=sum(r.seconds for r in results))
+    for result in results:
+        summed.statuses.update(result.statuses)
+        summed.failures.update(result.failures)
+    return summed
 
 
 def run_load(operations: Sequence[Operation], seconds: float) -> LoadResult:

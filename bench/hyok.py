@@ -18,8 +18,6 @@ with a throwaway CA, then, in tenant "bench": L1 "root" (HSM) → L3 "payments",
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import shutil
 import statistics
@@ -33,20 +31,21 @@ from bench.common import (
     HttpClient,
     LoadResult,
     Operation,
+    crypto_operation,
     django_setup,
     django_teardown,
+    make_data_keys,
     percentile,
     report,
     run_load,
+    total,
 )
 from tests.e2e.tenantkit import (
-    CONTEXT,
     KEY_ADMIN,
     KEY_USER,
     Tenant,
     call,
     provision_tenant,
-    service_path,
     stack_with_results,
 )
 from tests.keychain.kmip_server import KmipServer
@@ -85,48 +84,14 @@ def build_chains(stack: Any, tenant: Tenant, kmip: KmipServer) -> dict[str, str]
     return l1s
 
 
-def ciphertexts(client: HttpClient, service: str, count: int = 200) -> list[str]:
-    status, _, body = client.post_json(
-        f"{service_path(service)}/generate-data-key/batch/",
-        {"items": [{"context": CONTEXT, "include_plaintext": False}] * count},
-    )
-    assert status == 200, body
-    return [item["ciphertext"] for item in body["results"]]
-
-
-def crypto_operation(client: HttpClient, service: str, made: list[str]) -> Operation:
-    """Alternately generate a data key and decrypt one, under `service`."""
-    path = service_path(service)
-    generate = json.dumps({"context": CONTEXT}).encode()
-    decrypts = itertools.cycle(
-        [json.dumps({"ciphertext": c, "context": CONTEXT}).encode() for c in made]
-    )
-    turn = itertools.cycle((True, False))
-
-    def operation() -> int:
-        if next(turn):
-            return client.send("POST", f"{path}/generate-data-key/", generate)[0]
-        return client.send("POST", f"{path}/decrypt-data-key/", next(decrypts))[0]
-
-    return operation
-
-
-def total(results: list[LoadResult]) -> LoadResult:
-    summed = LoadResult(seconds=sum(r.seconds for r in results))
-    for result in results:
-        summed.statuses.update(result.statuses)
-        summed.failures.update(result.failures)
-    return summed
-
-
 def http_side_by_side(stack: Any, tenant: Tenant) -> dict[str, list[LoadResult]]:
     def client() -> HttpClient:
         return HttpClient(stack.port, tenant.host, tenant.tokens[KEY_USER])
 
     operations: dict[str, list[Operation]] = {}
     for side, service in SIDES.items():
-        made = ciphertexts(client(), service)
-        operations[side] = [crypto_operation(client(), service, made) for _ in range(THREADS)]
+        made = make_data_keys(client(), 200, service)
+        operations[side] = [crypto_operation(client(), made, service) for _ in range(THREADS)]
     for ops in operations.values():  # warm-up: caches, connections, code paths
         run_load(ops, 1.0)
     rounds: dict[str, list[LoadResult]] = {side: [] for side in SIDES}
@@ -137,7 +102,7 @@ def http_side_by_side(stack: Any, tenant: Tenant) -> dict[str, list[LoadResult]]
     return rounds
 
 
-def timed(func: Callable[[], object]) -> float:
+def timed_ms(func: Callable[[], object]) -> float:
     began = time.perf_counter()
     func()
     return (time.perf_counter() - began) * 1000
@@ -167,7 +132,7 @@ def cold_loads(stack: Any, tenant: Tenant) -> dict[str, Any]:
             }
             forget_connections()
             key_cache().reset()
-            first_hyok_ms = timed(lambda: load_service_key("held"))  # TLS handshake included
+            first_hyok_ms = timed_ms(lambda: load_service_key("held"))  # TLS handshake included
             for service in SIDES.values():  # warm-up
                 key_cache().reset()
                 load_service_key(service)
@@ -176,8 +141,8 @@ def cold_loads(stack: Any, tenant: Tenant) -> dict[str, Any]:
                 for side in order:
                     service, l2v = SIDES[side], l2vs[side]
                     key_cache().reset()
-                    loads[side].append(timed(lambda: load_service_key(service)))  # noqa: B023
-                    unwraps[side].append(timed(lambda: l2_unwrap(l2v)))  # noqa: B023
+                    loads[side].append(timed_ms(lambda: load_service_key(service)))  # noqa: B023
+                    unwraps[side].append(timed_ms(lambda: l2_unwrap(l2v)))  # noqa: B023
     finally:
         django_teardown()
     return {"loads": loads, "unwraps": unwraps, "first_hyok_ms": first_hyok_ms}

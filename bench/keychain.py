@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import statistics
 import time
@@ -21,17 +19,18 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bench.common import (
-    SERVICE,
     Deployment,
     HttpClient,
     LoadResult,
     Operation,
+    crypto_operation,
     deployment,
     django_setup,
     django_teardown,
     make_data_keys,
     report,
     run_load,
+    total,
 )
 from tests.e2e.tenantkit import CONTEXT
 
@@ -45,22 +44,6 @@ OPS_FOR_CALL_COUNT = 10_000
 
 
 # --- (a) over HTTP ---------------------------------------------------------------------
-
-
-def crypto_operation(client: HttpClient, ciphertexts: list[str]) -> Operation:
-    """Alternately generate a data key and decrypt one."""
-    generate = json.dumps({"context": CONTEXT}).encode()
-    decrypts = itertools.cycle(
-        [json.dumps({"ciphertext": c, "context": CONTEXT}).encode() for c in ciphertexts]
-    )
-    turn = itertools.cycle((True, False))
-
-    def operation() -> int:
-        if next(turn):
-            return client.send("POST", f"{SERVICE}/generate-data-key/", generate)[0]
-        return client.send("POST", f"{SERVICE}/decrypt-data-key/", next(decrypts))[0]
-
-    return operation
 
 
 def me_operation(client: HttpClient) -> Operation:
@@ -83,14 +66,6 @@ def http_side_by_side(dep: Deployment) -> dict[str, list[LoadResult]]:
         for name in order:
             rounds[name].append(run_load(sides[name], SECONDS))
     return rounds
-
-
-def total(results: list[LoadResult]) -> LoadResult:
-    summed = LoadResult(seconds=sum(r.seconds for r in results))
-    for result in results:
-        summed.statuses.update(result.statuses)
-        summed.failures.update(result.failures)
-    return summed
 
 
 # --- (b) and (c) in process ------------------------------------------------------------
