@@ -115,8 +115,8 @@ def cold_loads(stack: Any, tenant: Tenant) -> dict[str, Any]:
 
     from apps.keychain.cache import key_cache
     from apps.keychain.chain import l2_unwrap, load_service_key
-    from apps.keychain.connectors.registry import forget_connections
     from apps.keychain.models import TenantKeyVersion
+    from apps.keystores.registry import forget_connections
     from apps.tenants.models import Tenant as TenantRow
 
     row = TenantRow.objects.get(schema_name=tenant.schema)

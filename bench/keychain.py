@@ -88,8 +88,9 @@ def in_process(dep: Deployment) -> dict[str, float]:
     from django_tenants.utils import tenant_context
 
     from apps.keychain import datakeys
-    from apps.keychain.providers import get_provider
+    from apps.keystores.registry import platform_keystore
     from apps.tenants.models import Tenant
+    from tests.helpers import KeystoreCalls
 
     tenant = Tenant.objects.get(schema_name=dep.tenant.schema)
     items: list[dict[str, object]] = [{"context": CONTEXT} for _ in range(BATCH)]
@@ -108,23 +109,23 @@ def in_process(dep: Deployment) -> dict[str, float]:
                 batch_s.append(timed(batch))
                 raw_s.append(timed(raw_aesgcm_loop))
 
-            provider = get_provider()
+            provider = platform_keystore()
             made = datakeys.run(
                 service_key="payments", operation="generate-data-key", item={"context": CONTEXT}
             )
-            provider.reset_call_count()
-            for _ in range(OPS_FOR_CALL_COUNT // 2):
-                datakeys.run(
-                    service_key="payments",
-                    operation="generate-data-key",
-                    item={"context": CONTEXT},
-                )
-                datakeys.run(
-                    service_key="payments",
-                    operation="decrypt-data-key",
-                    item={"ciphertext": made["ciphertext"], "context": CONTEXT},
-                )
-            calls = provider.calls
+            with KeystoreCalls(provider) as counter:
+                for _ in range(OPS_FOR_CALL_COUNT // 2):
+                    datakeys.run(
+                        service_key="payments",
+                        operation="generate-data-key",
+                        item={"context": CONTEXT},
+                    )
+                    datakeys.run(
+                        service_key="payments",
+                        operation="decrypt-data-key",
+                        item={"ciphertext": made["ciphertext"], "context": CONTEXT},
+                    )
+            calls = counter.count
     finally:
         django_teardown()
     return {

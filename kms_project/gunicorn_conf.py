@@ -22,3 +22,18 @@ preload_app = False
 accesslog = "-"
 # gunicorn's default control socket path is one per user, shared by every server running.
 control_socket_disable = True
+
+
+def post_worker_init(worker: object) -> None:
+    # In each web process, after the fork (PKCS#11 must not be touched before it): refuse to
+    # serve with a keystore that lacks a mechanism KCM needs; gunicorn then stops.
+    from apps.keystores.base import CapabilityNotSupported
+    from apps.keystores.registry import platform_keystore_check
+
+    try:
+        platform_keystore_check()
+    except CapabilityNotSupported as exc:
+        import sys
+
+        print(f"KCM cannot start: {exc}", file=sys.stderr)
+        sys.exit(3)  # gunicorn's "worker failed to boot": the arbiter halts

@@ -54,6 +54,7 @@ SHARED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "apps.core",
+    "apps.keystores",  # platform keys
     "apps.audit",  # in the public schema: the platform log
     "apps.rotation.platform",  # platform-wide rotation runs
 ]

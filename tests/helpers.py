@@ -61,3 +61,40 @@ def assert_problem(response: Any, status: int, code: str) -> None:
     assert response["Content-Type"] == "application/problem+json", response["Content-Type"]
     assert response.json_body["code"] == code, response.json_body
     assert response.json_body["status"] == status
+
+
+class KeystoreCalls:
+    """Counts the calls made to one keystore object's operations while active (tests and
+    benchmarks prove which paths stay off the HSM; production code carries no counters)."""
+
+    OPERATIONS = (
+        "encrypt",
+        "decrypt",
+        "create_root_key",
+        "destroy",
+        "exists",
+        "sign",
+        "create_signing_key",
+        "public_key_der",
+        "import_root_key",
+        "key_check",
+    )
+
+    def __init__(self, keystore: Any) -> None:
+        self.keystore = keystore
+        self.count = 0
+
+    def __enter__(self) -> KeystoreCalls:
+        for name in self.OPERATIONS:
+            original = getattr(self.keystore, name)
+
+            def counted(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                self.count += 1
+                return _original(*args, **kwargs)
+
+            setattr(self.keystore, name, counted)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.OPERATIONS:
+            delattr(self.keystore, name)  # the class's method shows through again

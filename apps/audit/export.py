@@ -20,7 +20,8 @@ from apps.audit.models import AuditCheckpoint, AuditExport, ExportState
 from apps.audit.selectors import clean_filters, event_search
 from apps.audit.services import as_chain_dict, audit_record, checkpoint_message, signing_key
 from apps.core.errors import Conflict, NotFound, ValidationFailed
-from apps.tenants.access import current_schema
+from apps.core.tenancy import current_schema
+from apps.keystores.registry import platform_keystore
 
 FORMATS = ("csv", "jsonl")
 COLUMNS = ("seq", *chain.FIELDS, "prev_hash", "hash")
@@ -123,8 +124,6 @@ def _manifest(
     file_sha256: str,
     file_name: str,
 ) -> dict[str, Any]:
-    from apps.keychain.providers import get_provider
-
     checkpoint = (
         AuditCheckpoint.objects.filter(seq__gte=last["seq"]).order_by("seq").first()
         if last
@@ -158,7 +157,7 @@ def _manifest(
         "key_fingerprint": key.fingerprint,
         "public_key_pem": public_key_pem(bytes(key.public_key_der)),
     }
-    signature = get_provider().sign(key.handle, manifest_message(body))
+    signature = platform_keystore().sign(key.handle, manifest_message(body))
     return {**body, "signature": base64.b64encode(signature).decode()}
 
 

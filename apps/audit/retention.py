@@ -18,13 +18,12 @@ from django.utils import timezone
 from apps.audit import chain, export
 from apps.audit.models import AuditCheckpoint, AuditEvent, ExportState
 from apps.audit.services import audit_record, checkpoint_message, signing_key
-from apps.tenants.access import current_schema
+from apps.core.tenancy import current_schema
+from apps.keystores.registry import platform_keystore
 
 
 def audit_prune(*, now: Any = None) -> dict[str, Any]:
     """Archive and prune this schema's events older than the retention period."""
-    from apps.keychain.providers import get_provider
-
     cutoff = (now or timezone.now()) - timedelta(days=settings.KCM_AUDIT_RETENTION_DAYS)
     head = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
     last = (
@@ -54,7 +53,7 @@ def audit_prune(*, now: Any = None) -> dict[str, Any]:
             hash=last["hash"],
             signed_at=timezone.now(),
             signature=base64.b64encode(
-                get_provider().sign(
+                platform_keystore().sign(
                     key.handle,
                     checkpoint_message(current_schema(), last["seq"], last["hash"]),
                 )

@@ -9,7 +9,6 @@ material or plaintext in `details`.
 from __future__ import annotations
 
 import base64
-import hashlib
 import ipaddress
 import json
 import logging
@@ -28,12 +27,13 @@ from apps.audit import chain
 from apps.audit.context import current
 from apps.audit.models import AuditCheckpoint, AuditEvent, Outcome
 from apps.audit.sealer import note_pending, seal_here
-from apps.tenants.access import current_schema
-from apps.tenants.models import PlatformKey
+from apps.core.tenancy import current_schema
+from apps.keystores.models import PlatformKey
+from apps.keystores.platform import AUDIT_SIGNING, platform_key, platform_key_by_fingerprint
+from apps.keystores.registry import platform_keystore
 
 logger = logging.getLogger(__name__)
 
-SIGNING_PURPOSE = "audit-checkpoints"
 _MAX_DETAIL_BYTES = 4096
 
 
@@ -131,26 +131,8 @@ def events_in_order(start_seq: int = 1) -> Iterator[dict[str, Any]]:
 
 
 def signing_key() -> PlatformKey:
-    """The platform's audit signing key, created in the HSM on first use."""
-    from apps.keychain.providers import get_provider
-
-    key = PlatformKey.objects.filter(purpose=SIGNING_PURPOSE).first()
-    if key is not None:
-        return key
-    provider = get_provider()
-    handle = provider.create_signing_key(label="kcm audit checkpoints")
-    public = provider.public_key_der(handle)
-    key, created = PlatformKey.objects.get_or_create(
-        purpose=SIGNING_PURPOSE,
-        defaults={
-            "handle": handle,
-            "public_key_der": public,
-            "fingerprint": hashlib.sha256(public).hexdigest(),
-        },
-    )
-    if not created:  # another process won the race; its key is the one
-        logger.info("audit signing key created concurrently; using the first one")
-    return key
+    """The platform's audit signing key (created at deploy, see `apps.keystores.platform`)."""
+    return platform_key(AUDIT_SIGNING)
 
 
 def checkpoint_message(schema: str, seq: int, event_hash: str) -> bytes:
@@ -159,13 +141,11 @@ def checkpoint_message(schema: str, seq: int, event_hash: str) -> bytes:
 
 def checkpoint_create(*, anchor: bool = False) -> AuditCheckpoint | None:
     """Sign the current head of this schema's chain (None if the log is empty)."""
-    from apps.keychain.providers import get_provider
-
     head = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
     if head is None:
         return None
     key = signing_key()
-    signature = get_provider().sign(
+    signature = platform_keystore().sign(
         key.handle, checkpoint_message(current_schema(), head["seq"], head["hash"])
     )
     return AuditCheckpoint.objects.create(
@@ -179,7 +159,7 @@ def checkpoint_create(*, anchor: bool = False) -> AuditCheckpoint | None:
 
 
 def checkpoint_valid(checkpoint: AuditCheckpoint, schema: str) -> bool:
-    key = PlatformKey.objects.filter(fingerprint=checkpoint.key_fingerprint).first()
+    key = platform_key_by_fingerprint(checkpoint.key_fingerprint)
     if key is None:
         return False
     public = load_der_public_key(bytes(key.public_key_der))

@@ -38,9 +38,9 @@ def _broker() -> dict[str, Any]:
 
 
 def _hsm() -> dict[str, Any]:
-    from apps.keychain.providers import get_provider
+    from apps.keystores.registry import platform_keystore_health
 
-    return dict(get_provider().health())
+    return dict(platform_keystore_health())
 
 
 def health_report() -> dict[str, Any]:

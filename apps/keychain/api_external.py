@@ -14,10 +14,9 @@ from apps.core.api import KcmAPIView, StrictSerializer, parse
 from apps.keychain import byok, hyok, selectors_external
 from apps.keychain.api import KEY_ADMIN, KEY_READERS
 from apps.keychain.datakeys import b64decode
-from apps.keychain.errors import KeyNotFound
-from apps.keychain.errors_external import KeyManagerNotFound
+from apps.keychain.errors import KeyManagerNotFound, KeyNotFound
 from apps.keychain.models import CustomerKey, ExternalKeyManager
-from apps.keychain.providers.base import WRAPPING_KEY_BITS
+from apps.keystores.base import WRAPPING_KEY_BITS
 
 # An RSA-4096 blob plus an AES key wrap of 32 bytes is 552 bytes; base64 of that, with room.
 _MAX_WRAPPED_B64 = 2048

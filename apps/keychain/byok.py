@@ -29,13 +29,15 @@ from apps.audit.services import audit_record
 from apps.core.errors import Conflict, ValidationFailed
 from apps.keychain import crypto
 from apps.keychain.chain import l1_encrypt, l2_aad, tenant
-from apps.keychain.errors import HsmUnavailable, InvalidKeyState, KeyNotFound
-from apps.keychain.errors_external import (
+from apps.keychain.errors import (
+    HsmUnavailable,
     ImportAlgorithmUnsupported,
     ImportMaterialMismatch,
     ImportMaterialNotNew,
     ImportTokenExpired,
     ImportTokenInvalid,
+    InvalidKeyState,
+    KeyNotFound,
     import_rejected,
 )
 from apps.keychain.models import (
@@ -47,20 +49,18 @@ from apps.keychain.models import (
     TenantKey,
     TenantKeyVersion,
 )
-from apps.keychain.providers import (
-    CapabilityNotSupported,
-    ProviderError,
-    RootKeyNotFound,
-    RootKeyProvider,
-    get_provider,
-)
-from apps.keychain.providers.base import (
+from apps.keychain.revocation import broadcast_revocation
+from apps.keystores.base import (
     WRAPPING_ALGORITHMS,
     WRAPPING_KEY_BITS,
+    CapabilityNotSupported,
     ImportRejected,
+    Keystore,
+    KeystoreError,
+    RootKeyNotFound,
     import_capability,
 )
-from apps.keychain.services import broadcast_revocation
+from apps.keystores.registry import platform_keystore
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ _MANAGEABLE = {KeyState.ENABLED, KeyState.DISABLED, KeyState.PENDING_IMPORT}
 
 
 def supported_algorithms() -> list[str]:
-    provider = get_provider()
+    provider = platform_keystore()
     return [a for a in WRAPPING_ALGORITHMS if provider.supports(import_capability(a))]
 
 
@@ -131,12 +131,12 @@ def import_parameters_create(
             f"wrapping_key_bits must be one of {', '.join(map(str, WRAPPING_KEY_BITS))}.",
             code="invalid_wrapping_key_bits",
         )
-    provider = get_provider()
+    provider = platform_keystore()
     try:
         handle, public_der = provider.create_wrapping_key(
             label=f"kcm/{tenant().slug}/{l1.name}/wrapping", bits=wrapping_key_bits
         )
-    except ProviderError as exc:
+    except KeystoreError as exc:
         raise HsmUnavailable(f"The HSM could not create a wrapping key ({exc.code}).") from None
     now = timezone.now()
     try:
@@ -156,7 +156,7 @@ def import_parameters_create(
                 details={"algorithm": algorithm, "bits": wrapping_key_bits, "token": str(token.pk)},
             )
     except BaseException:
-        with contextlib.suppress(ProviderError):
+        with contextlib.suppress(KeystoreError):
             provider.destroy_wrapping_key(handle)
         raise
     return token
@@ -213,7 +213,7 @@ def material_import(
             "material_expires_at must be at least a minute in the future.",
             code="invalid_material_expiry",
         )
-    provider = get_provider()
+    provider = platform_keystore()
     with transaction.atomic():
         l1 = _byok_key(key_id, lock=True)
         if l1.state not in _MANAGEABLE:
@@ -283,7 +283,7 @@ def material_import(
     return version
 
 
-def _unwrap(provider: RootKeyProvider, l1: CustomerKey, token: ImportToken, wrapped: bytes) -> str:
+def _unwrap(provider: Keystore, l1: CustomerKey, token: ImportToken, wrapped: bytes) -> str:
     try:
         return provider.import_root_key(
             wrapping_handle=token.wrapping_handle,
@@ -301,30 +301,30 @@ def _unwrap(provider: RootKeyProvider, l1: CustomerKey, token: ImportToken, wrap
         raise ImportTokenInvalid(
             "The token's wrapping key is gone; request new parameters."
         ) from None
-    except ProviderError as exc:
+    except KeystoreError as exc:
         raise HsmUnavailable(f"The HSM could not import the material ({exc.code}).") from None
 
 
 def _wrap_first_l2(l1: CustomerKey, version: CustomerKeyVersion) -> None:
     l2 = TenantKey.objects.select_for_update().get(customer_key=l1)
     l2v = TenantKeyVersion(key=l2, version=1, parent=version)
-    l2v.wrapped = l1_encrypt(version.handle, crypto.new_key(), l2_aad(l2v, l2))
+    l2v.wrapped = l1_encrypt(version, crypto.new_key(), l2_aad(l2v, l2))
     l2v.save()
     l2.state, l2.state_reason, l2.primary_version = KeyState.ENABLED, "", 1
     l2.save(update_fields=["state", "state_reason", "primary_version", "updated_at"])
 
 
-def _discard(provider: RootKeyProvider, handle: str) -> None:
+def _discard(provider: Keystore, handle: str) -> None:
     try:
         provider.destroy(handle)
-    except ProviderError:
+    except KeystoreError:
         logger.exception("could not remove an imported key object that is not kept")
 
 
 def material_delete(*, key_id: UUID | str) -> CustomerKey:
     """Delete the imported material of every version from the HSM. The key waits for the same
     material again (PENDING_IMPORT); until then nothing under it can be used."""
-    provider = get_provider()
+    provider = platform_keystore()
     with transaction.atomic():
         l1 = _byok_key(key_id, lock=True)
         if l1.state not in _MANAGEABLE:
@@ -347,7 +347,7 @@ def byok_sweep(*, now: datetime | None = None) -> dict[str, int]:
     """Delete imported material past its expiry (the key then waits for an import) and the
     wrapping keys of used or expired import tokens. Returns what it removed."""
     now = now or timezone.now()
-    provider = get_provider()
+    provider = platform_keystore()
     expired = 0
     with transaction.atomic():
         for version in (

@@ -12,25 +12,22 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.utils import timezone
 
 from apps.core.errors import KcmError
-from apps.keychain import crypto
+from apps.keychain import crypto, roots
 from apps.keychain.cache import LoadedServiceKey, LoadedVersion, key_cache
 from apps.keychain.errors import (
-    HsmUnavailable,
-    KeyDestroyed,
-    KeyDisabled,
-    KeyNotFound,
-    KeyPendingDeletion,
-    KeyUnavailable,
-)
-from apps.keychain.errors_external import (
     ExternalKeyForbidden,
     ExternalKeyUnavailable,
+    KeyDestroyed,
+    KeyDisabled,
     KeyMaterialExpired,
+    KeyNotFound,
+    KeyPendingDeletion,
     KeyPendingImport,
+    KeyUnavailable,
 )
 from apps.keychain.models import (
-    HYOK_HANDLE_PREFIX,
     CustomerKey,
+    CustomerKeyVersion,
     KeyBase,
     KeyState,
     ServiceKey,
@@ -39,13 +36,7 @@ from apps.keychain.models import (
     TenantKeyVersion,
     VersionState,
 )
-from apps.keychain.providers import (
-    ProviderError,
-    ProviderUnavailable,
-    RootKeyIntegrityError,
-    RootKeyNotFound,
-    get_provider,
-)
+from apps.keychain.revocation import external_state_apply
 from apps.tenants.access import current_tenant
 from apps.tenants.models import Tenant
 
@@ -134,47 +125,16 @@ def l3_aad_of(
     )
 
 
-def _provider_call(func, *args):
-    try:
-        return func(*args)
-    except RootKeyNotFound:
-        raise KeyDestroyed(
-            "The customer key's material is gone from the HSM.", level="L1"
-        ) from None
-    except RootKeyIntegrityError:
-        raise crypto.CiphertextInvalid(
-            "A wrapped tenant key failed to unwrap: it does not belong here or was altered."
-        ) from None
-    except ProviderUnavailable as exc:
-        raise HsmUnavailable(str(exc)) from None
-    except ProviderError as exc:
-        raise HsmUnavailable(f"HSM error ({exc.code}).") from None
-
-
-def l1_encrypt(handle: str, plaintext: bytes, aad: bytes) -> bytes:
-    """Wrap under the L1 version named by `handle`: in the HSM, or (HYOK) in the customer's
-    key manager."""
-    if handle.startswith(HYOK_HANDLE_PREFIX):
-        from apps.keychain import hyok  # hyok builds on this module
-
-        return hyok.external_encrypt(handle, plaintext, aad)
-    if not handle:
-        raise KeyPendingImport("This customer key version has no imported material.", level="L1")
-    return _provider_call(get_provider().encrypt, handle, plaintext, aad)
+def l1_encrypt(version: CustomerKeyVersion, plaintext: bytes, aad: bytes) -> bytes:
+    """Wrap under the L1 version, in the keystore that holds it."""
+    return roots.root_encrypt(version, plaintext, aad, observe=external_state_apply)
 
 
 def l2_unwrap(l2v: TenantKeyVersion) -> bytes:
-    """The raw L2 version, unwrapped by its L1 version in the provider (or, HYOK, in the
-    customer's key manager): the only path that calls the HSM to decrypt. Uncached:
-    `l2_material` caches; rewrap jobs re-encrypt it."""
+    """The raw L2 version, unwrapped by its L1 version in its keystore: the only path that asks
+    a keystore to decrypt. Uncached: `l2_material` caches; rewrap jobs re-encrypt it."""
     parent = l2v.parent
-    blob, aad = bytes(l2v.wrapped), l2_aad(l2v, l2v.key)
-    if parent.handle.startswith(HYOK_HANDLE_PREFIX):
-        from apps.keychain import hyok  # hyok builds on this module
-
-        return hyok.external_decrypt(parent, blob, aad)
-    # BYOK: this version's imported material may have expired (before the sweep deleted it)
-    # or have been deleted.
+    # BYOK: this version's imported material may have expired (before the sweep deleted it).
     expires = parent.material_expires_at
     if expires is not None and expires <= timezone.now():
         raise KeyMaterialExpired(
@@ -182,11 +142,9 @@ def l2_unwrap(l2v: TenantKeyVersion) -> bytes:
             f"{expires:%Y-%m-%d %H:%M:%S} UTC.",
             level="L1",
         )
-    if not parent.handle:
-        raise KeyPendingImport(
-            f"Version {parent.version} of the customer key has no imported material.", level="L1"
-        )
-    return _provider_call(get_provider().decrypt, parent.handle, blob, aad)
+    return roots.root_decrypt(
+        parent, bytes(l2v.wrapped), l2_aad(l2v, l2v.key), observe=external_state_apply
+    )
 
 
 def l2_material(l2v: TenantKeyVersion) -> AESGCM:

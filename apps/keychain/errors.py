@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from apps.core.errors import Conflict, KcmError, NotFound, ServiceUnavailable
+from apps.core.errors import Conflict, KcmError, NotFound, ServiceUnavailable, ValidationFailed
 
 
 class KeyNotFound(NotFound):
@@ -57,3 +57,77 @@ class UsageLimitReached(Conflict):
 class HsmUnavailable(ServiceUnavailable):
     code = "hsm_unavailable"
     title = "The HSM is unavailable"
+
+
+# Customer-controlled L1s: BYOK imports and HYOK key managers.
+
+
+class KeyPendingImport(Conflict):
+    code = "key_pending_import"
+    title = "The customer key has no usable imported material; import it first"
+
+
+class KeyMaterialExpired(Conflict):
+    code = "key_material_expired"
+    title = "The customer key's imported material has expired; import it again"
+
+
+class ImportAlgorithmUnsupported(ValidationFailed):
+    code = "import_algorithm_unsupported"
+    title = "This wrapping algorithm is not supported here"
+
+
+class ImportTokenInvalid(ValidationFailed):
+    code = "import_token_invalid"
+    title = "The import token is unknown, used already, or for another key"
+
+
+class ImportTokenExpired(ValidationFailed):
+    code = "import_token_expired"
+    title = "The import token has expired; request new import parameters"
+
+
+class ImportRejected(ValidationFailed):
+    """The provider's reason (its code) for refusing wrapped material."""
+
+    code = "import_rejected"
+    title = "The wrapped key material was refused"
+
+
+class ImportMaterialMismatch(Conflict):
+    code = "import_material_mismatch"
+    title = "This key holds other material; a key's material can only be re-imported as it was"
+
+
+class ImportMaterialNotNew(Conflict):
+    code = "import_material_not_new"
+    title = "A new version needs new material; this material is already a version of the key"
+
+
+class KeyManagerNotFound(NotFound):
+    code = "key_manager_not_found"
+    title = "No such external key manager"
+
+
+class KeyManagerNotAllowed(ValidationFailed):
+    code = "key_manager_not_allowed"
+    title = "The platform does not allow this key manager (host or library)"
+
+
+class ExternalKeyInvalid(ValidationFailed):
+    code = "external_key_invalid"
+    title = "The external key cannot serve as a customer key"
+
+
+class ExternalKeyUnavailable(ServiceUnavailable):
+    code = "external_key_unavailable"
+    title = "The customer's key manager cannot be reached"
+
+
+class ExternalKeyForbidden(Conflict):
+    code = "external_key_forbidden"
+    title = "The customer's key manager refuses to use the key (revoked or access withdrawn)"
+
+
+def import_rejected(code: str, detail: str) -> KcmError:
+    return ImportRejected(detail, code=code)

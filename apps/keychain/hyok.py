@@ -13,41 +13,23 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
 from django.db import transaction
-from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, ValidationFailed
 from apps.keychain import crypto
 from apps.keychain.chain import ensure_usable, l1_encrypt, l2_aad, tenant
-from apps.keychain.connectors.base import (
-    ExternalConfigError,
-    ExternalError,
-    ExternalIntegrityError,
-    ExternalKeyGone,
-    ExternalKeyInfo,
-    ExternalRefused,
-    ExternalUnreachable,
-    KeyManagerConnector,
-)
-from apps.keychain.connectors.config import public_settings, validated
-from apps.keychain.connectors.registry import (
-    Connection,
-    build_connector,
-    connection_for,
-    credentials_seal,
-)
-from apps.keychain.errors import InvalidKeyState, KeyDestroyed, KeyNotFound
-from apps.keychain.errors_external import (
-    ExternalKeyForbidden,
+from apps.keychain.errors import (
     ExternalKeyInvalid,
     ExternalKeyUnavailable,
+    InvalidKeyState,
     KeyManagerNotFound,
+    KeyNotFound,
 )
+from apps.keychain.hyok_config import public_settings, validated
 from apps.keychain.models import (
     HYOK_HANDLE_PREFIX,
     CustomerKey,
@@ -58,14 +40,22 @@ from apps.keychain.models import (
     TenantKey,
     TenantKeyVersion,
 )
-from apps.keychain.services import broadcast_revocation
+from apps.keychain.revocation import SYNCED_STATES, broadcast_revocation, external_state_apply
+from apps.keychain.roots import connection_for, credentials_seal, manager_connection
+from apps.keystores.base import (
+    KeyInfo,
+    KeystoreConfigError,
+    KeystoreError,
+    KeystoreRefused,
+    KeystoreUnavailable,
+    RootKeyIntegrityError,
+    RootKeyNotFound,
+)
+from apps.keystores.registry import external_keystore
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# The states the sync may change: it never undoes what an administrator decided.
-_SYNCED = {KeyState.ENABLED, KeyState.UNAVAILABLE, KeyState.FORBIDDEN}
 
 
 def hyok_handle(manager_id: UUID, external_key_id: str) -> str:
@@ -86,8 +76,8 @@ def key_manager_create(
         raise Conflict(f"A key manager named {name!r} exists already.", code="key_manager_exists")
     clean_config, clean_credentials = validated(kind, config, credentials)
     try:
-        build_connector(kind, clean_config, clean_credentials).close()
-    except ExternalConfigError as exc:
+        external_keystore(kind, clean_config, clean_credentials).close()
+    except KeystoreConfigError as exc:
         raise ValidationFailed(
             f"The key manager settings do not work: {exc}", code="key_manager_invalid"
         ) from None
@@ -117,13 +107,6 @@ def _manager(manager_id: UUID | str) -> ExternalKeyManager:
     return manager
 
 
-def _connection(manager: ExternalKeyManager) -> Connection:
-    try:
-        return connection_for(manager, tenant_uid=tenant().uid)
-    except ExternalConfigError as exc:
-        raise ExternalKeyUnavailable(f"The key manager cannot be used: {exc}.") from None
-
-
 # --- linking (create, rotate) -------------------------------------------------------------
 
 
@@ -150,7 +133,7 @@ def customer_key_create_hyok(
         )
         l2 = TenantKey.objects.create(customer_key=l1)
         l2v = TenantKeyVersion(key=l2, version=1, parent=l1v)
-        l2v.wrapped = l1_encrypt(l1v.handle, crypto.new_key(), l2_aad(l2v, l2))
+        l2v.wrapped = l1_encrypt(l1v, crypto.new_key(), l2_aad(l2v, l2))
         l2v.save()
         audit_record(
             action="key.create",
@@ -219,14 +202,14 @@ def _check_link(manager: ExternalKeyManager, external_key_id: str) -> str:
         raise Conflict(
             "This external key is linked to a customer key already.", code="external_key_linked"
         )
-    connection = _connection(manager)
-    connector = connection.connector
+    connection = manager_connection(manager)
+    connector = connection.keystore
 
     def invalid(reason: str) -> ExternalKeyInvalid:
         return ExternalKeyInvalid(f"External key {external_key_id!r}: {reason}.")
 
     try:
-        info: ExternalKeyInfo = connection.breaker.call(lambda: connector.describe(external_key_id))
+        info: KeyInfo = connection.breaker.call(lambda: connector.describe(external_key_id))
         if info.algorithm != "AES" or info.bits != 256:
             raise invalid(f"it is {info.algorithm}-{info.bits}, not AES-256")
         if not info.usable:
@@ -237,66 +220,21 @@ def _check_link(manager: ExternalKeyManager, external_key_id: str) -> str:
             raise invalid("a probe did not decrypt to what was encrypted")
         try:
             connector.decrypt(external_key_id, blob, aad + b"|other")
-        except ExternalIntegrityError:
+        except RootKeyIntegrityError:
             pass
         else:
             raise invalid("the key manager ignores associated data")
-    except ExternalKeyGone:
+    except RootKeyNotFound:
         raise invalid("the key manager has no such key") from None
-    except ExternalRefused as exc:
+    except KeystoreRefused as exc:
         raise invalid(f"the key manager refuses ({exc})") from None
-    except ExternalIntegrityError as exc:
+    except RootKeyIntegrityError as exc:
         raise invalid(f"the probe failed ({exc})") from None
-    except ExternalUnreachable as exc:
+    except KeystoreUnavailable as exc:
         raise ExternalKeyUnavailable(f"The key manager cannot be reached: {exc}.") from None
-    except ExternalError as exc:
+    except KeystoreError as exc:
         raise invalid(str(exc)) from None
     return external_key_id
-
-
-# --- the chain's calls: wrap and unwrap L2 through the connector ---------------------------
-
-
-def external_encrypt(handle: str, plaintext: bytes, aad: bytes) -> bytes:
-    version = CustomerKeyVersion.objects.select_related("external_manager").get(handle=handle)
-    return _external_call(version, lambda c: c.encrypt(version.external_key_id, plaintext, aad))
-
-
-def external_decrypt(version: CustomerKeyVersion, blob: bytes, aad: bytes) -> bytes:
-    return _external_call(version, lambda c: c.decrypt(version.external_key_id, blob, aad))
-
-
-def _external_call(version: CustomerKeyVersion, use: Callable[[KeyManagerConnector], T]) -> T:
-    """Call the version's key manager through its circuit breaker; a refusal or a missing key
-    changes the L1's state at once; so does unreachability once the breaker has opened."""
-    manager = version.external_manager
-    assert manager is not None
-    connection = _connection(manager)
-    try:
-        return connection.breaker.call(lambda: use(connection.connector))
-    except ExternalIntegrityError:
-        raise crypto.CiphertextInvalid(
-            "A wrapped tenant key failed to unwrap in the key manager: it does not belong here "
-            "or was altered."
-        ) from None
-    except ExternalRefused as exc:
-        _apply(version.key_id, KeyState.FORBIDDEN, f"The key manager refused: {exc}")
-        raise ExternalKeyForbidden(f"The customer's key manager refused: {exc}.") from None
-    except ExternalKeyGone as exc:
-        _apply(version.key_id, KeyState.DESTROYED, f"The key manager says: {exc}")
-        raise KeyDestroyed(
-            f"The customer's key is gone from their key manager: {exc}.", level="L1"
-        ) from None
-    except ExternalUnreachable as exc:
-        if connection.breaker.is_open:
-            _apply(
-                version.key_id, KeyState.UNAVAILABLE, f"The key manager cannot be reached: {exc}"
-            )
-        raise ExternalKeyUnavailable(
-            f"The customer's key manager cannot be reached: {exc}."
-        ) from None
-    except ExternalError as exc:
-        raise ExternalKeyUnavailable(f"The customer's key manager failed: {exc}.") from None
 
 
 # --- state sync ---------------------------------------------------------------------------
@@ -309,11 +247,11 @@ def hyok_key_sync(*, key_id: UUID | str) -> CustomerKey:
         raise KeyNotFound("No such customer key.")
     if l1.origin != Origin.HYOK:
         raise InvalidKeyState("Only HYOK keys are synchronised with a key manager.")
-    if l1.state in _SYNCED:
+    if l1.state in SYNCED_STATES:
         state, reason = _observe(
             l1.versions.select_related("external_manager").get(version=l1.primary_version)
         )
-        _apply(l1.pk, state, reason)
+        external_state_apply(l1.pk, state, reason)
         l1.refresh_from_db()
     return l1
 
@@ -321,7 +259,7 @@ def hyok_key_sync(*, key_id: UUID | str) -> CustomerKey:
 def hyok_sync_all() -> dict[str, str]:
     """Sync every HYOK key of this tenant that the sync may change; {key id: state}."""
     result = {}
-    for l1 in CustomerKey.objects.filter(origin=Origin.HYOK, state__in=_SYNCED):
+    for l1 in CustomerKey.objects.filter(origin=Origin.HYOK, state__in=SYNCED_STATES):
         try:
             result[str(l1.pk)] = hyok_key_sync(key_id=l1.pk).state
         except Exception:
@@ -336,43 +274,19 @@ def _observe(version: CustomerKeyVersion) -> tuple[str, str]:
     assert manager is not None
     try:
         connection = connection_for(manager, tenant_uid=tenant().uid)
-    except ExternalConfigError as exc:
+    except KeystoreConfigError as exc:
         return KeyState.UNAVAILABLE, f"The key manager cannot be used: {exc}"
     try:
-        info = connection.connector.describe(version.external_key_id)
-    except ExternalUnreachable as exc:
+        info = connection.keystore.describe(version.external_key_id)
+    except KeystoreUnavailable as exc:
         return KeyState.UNAVAILABLE, f"The key manager cannot be reached: {exc}"
-    except ExternalKeyGone as exc:
+    except RootKeyNotFound as exc:
         connection.breaker.reset()
         return KeyState.DESTROYED, f"The key manager says: {exc}"
-    except ExternalError as exc:
+    except KeystoreError as exc:
         connection.breaker.reset()
         return KeyState.FORBIDDEN, f"The key manager refused: {exc}"
     connection.breaker.reset()
     if not info.usable:
         return KeyState.FORBIDDEN, f"The key manager reports the key unusable: {info.detail}"
     return KeyState.ENABLED, ""
-
-
-def _apply(key_id: UUID, state: str, reason: str) -> None:
-    """Move the L1 to `state` (if the sync may, and it is a change), broadcast, record."""
-    reason = reason[:300]
-    with transaction.atomic():
-        l1 = CustomerKey.objects.select_for_update().filter(pk=key_id).first()
-        if l1 is None or l1.state not in _SYNCED or (l1.state, l1.state_reason) == (state, reason):
-            return
-        previous = l1.state
-        if previous == state:  # the same state for another reason: nothing to revoke
-            CustomerKey.objects.filter(pk=key_id).update(state_reason=reason)
-            return
-        l1.state, l1.state_reason = state, reason
-        if state == KeyState.DESTROYED:
-            l1.destroyed_at = timezone.now()
-        l1.save()
-        broadcast_revocation()
-        audit_record(
-            action="key.external_state",
-            target=str(l1.pk),
-            details={"from": previous, "to": state, "reason": reason},
-        )
-    logger.warning("HYOK key %s: %s -> %s (%s)", key_id, previous, state, reason)

@@ -4,20 +4,17 @@ destroy. Every change that may revoke access is broadcast to every process (the 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, ValidationFailed
 from apps.keychain import crypto
-from apps.keychain.cache import CHANNEL, key_cache
 from apps.keychain.chain import (
     ensure_usable,
     find_key,
@@ -40,39 +37,27 @@ from apps.keychain.models import (
     TenantKeyVersion,
     VersionState,
 )
-from apps.keychain.providers import ProviderError, RootKeyNotFound, get_provider
-from apps.tenants.models import Tenant
+from apps.keychain.revocation import broadcast_revocation
+from apps.keychain.roots import platform_error, root_destroy
+from apps.keystores.base import KeystoreError
+from apps.keystores.registry import platform_keystore
 
 logger = logging.getLogger(__name__)
 
 AnyKey = CustomerKey | TenantKey | ServiceKey
 
 
-def broadcast_revocation() -> None:
-    """Bump the tenant's key epoch and notify every process, both on commit of the caller's
-    transaction (NOTIFY is transactional in PostgreSQL)."""
-    current = tenant()
-    Tenant.objects.filter(pk=current.pk).update(key_epoch=F("key_epoch") + 1)
-    epoch = Tenant.objects.values_list("key_epoch", flat=True).get(pk=current.pk)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, f"{current.schema_name}:{epoch}"])
-    # This process need not wait for its own notification.
-    transaction.on_commit(lambda: key_cache().invalidate(current.schema_name, epoch))
-
-
 def _new_root(label: str) -> str:
     try:
-        return get_provider().create_root_key(label=label)
-    except ProviderError as exc:
-        from apps.keychain.errors import HsmUnavailable
-
-        raise HsmUnavailable(f"The HSM could not create a key ({exc.code}).") from None
+        return platform_keystore().create_root_key(label=label)
+    except KeystoreError as exc:
+        raise platform_error(exc) from None
 
 
 def _discard_root(handle: str) -> None:
     try:
-        get_provider().destroy(handle)
-    except ProviderError:
+        platform_keystore().destroy(handle)
+    except KeystoreError:
         logger.exception("could not remove an orphaned root key after a failed create")
 
 
@@ -80,7 +65,7 @@ def _wrap_l2(
     l2: TenantKey, version: int, parent: CustomerKeyVersion, material: bytes
 ) -> TenantKeyVersion:
     l2v = TenantKeyVersion(key=l2, version=version, parent=parent)
-    l2v.wrapped = l1_encrypt(parent.handle, material, l2_aad(l2v, l2))
+    l2v.wrapped = l1_encrypt(parent, material, l2_aad(l2v, l2))
     l2v.save()
     return l2v
 
@@ -287,11 +272,8 @@ def key_destroy(*, key_id: UUID | str, now: datetime | None = None) -> AnyKey:
         ):
             raise InvalidKeyState("Only a key whose deletion date has passed can be destroyed.")
         if isinstance(key, CustomerKey):
-            provider = get_provider()
             for l1v in key.versions.exclude(state=VersionState.DESTROYED):
-                # Already gone if an earlier attempt destroyed it and then failed to commit.
-                with contextlib.suppress(RootKeyNotFound):
-                    provider.destroy(l1v.handle)
+                root_destroy(l1v)
             key.versions.update(state=VersionState.DESTROYED)
             l2 = key.tenant_key
             TenantKeyVersion.objects.filter(key=l2).update(

@@ -17,7 +17,7 @@ from apps.core.console import console_view, run_action
 from apps.core.errors import ValidationFailed
 from apps.keychain import byok, hyok, selectors_external
 from apps.keychain.models import CustomerKey, ImportToken, Origin
-from apps.keychain.providers.base import WRAPPING_KEY_BITS
+from apps.keystores.base import WRAPPING_KEY_BITS
 from apps.tenants.models import Role
 
 READERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR]

@@ -9,7 +9,6 @@ is written with one UPDATE, inside the caller's transaction, together with the j
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,6 @@ from apps.keychain.chain import (
 )
 from apps.keychain.errors import KeyDestroyed, KeyNotFound
 from apps.keychain.models import (
-    HYOK_HANDLE_PREFIX,
     CustomerKey,
     CustomerKeyVersion,
     ServiceKeyVersion,
@@ -39,7 +37,7 @@ from apps.keychain.models import (
     TenantKeyVersion,
     VersionState,
 )
-from apps.keychain.providers import RootKeyNotFound, get_provider
+from apps.keychain.roots import root_destroy
 from apps.rotation.models import RewrapJob, RewrapLevel
 from apps.tenants.access import current_tenant
 
@@ -266,24 +264,16 @@ class L2Children(Children):
                 continue
             old_parent = row.parent_id
             row.parent = target  # the associated data names the new parent
-            wrapped = l1_encrypt(target.handle, raw, l2_aad(row, row.key))
+            wrapped = l1_encrypt(target, raw, l2_aad(row, row.key))
             result.moved.append((row.pk, old_parent, wrapped))
 
     def destroy_retired_roots(self) -> list[int]:
         """Remove from the HSM every retired version's root object still there (idempotent:
         a crash between retiring and removing is repaired by the next run)."""
-        provider = get_provider()
         removed = []
         for version in sorted(self.versions.values(), key=lambda v: v.version):
-            if version.state != VersionState.RETIRED or not version.handle:
-                continue
-            if version.handle.startswith(HYOK_HANDLE_PREFIX):
-                continue  # the customer's key manager holds it; theirs to remove
-            if not provider.exists(version.handle):
-                continue
-            with contextlib.suppress(RootKeyNotFound):
-                provider.destroy(version.handle)
-            removed.append(version.version)
+            if version.state == VersionState.RETIRED and root_destroy(version):
+                removed.append(version.version)
         return removed
 
 

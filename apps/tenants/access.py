@@ -38,11 +38,6 @@ def current_tenant() -> Tenant:
     return cast(Tenant, connection.tenant)  # type: ignore[attr-defined]
 
 
-def current_schema() -> str:
-    """The schema the connection works in now (a tenant's, or "public")."""
-    return str(connection.schema_name)  # type: ignore[attr-defined]
-
-
 def digest_secret(secret: str) -> str:
     # The secret carries 256 random bits, so a fast hash is enough: nothing to brute-force.
     return hashlib.sha256(secret.encode()).hexdigest()

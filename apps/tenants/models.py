@@ -110,16 +110,3 @@ class ApiToken(models.Model):
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > moment  # type: ignore[operator]
-
-
-class PlatformKey(models.Model):
-    """A platform-wide key held by the HSM, e.g. the one that signs audit checkpoints."""
-
-    purpose = models.CharField(max_length=32, unique=True)
-    handle = models.CharField(max_length=200)
-    public_key_der = models.BinaryField(blank=True)
-    fingerprint = models.CharField(max_length=64, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    def __str__(self) -> str:
-        return f"{self.purpose} ({self.fingerprint[:16]})"

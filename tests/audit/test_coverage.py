@@ -246,11 +246,11 @@ def _customer_controlled_scenarios() -> dict[str, tuple[str, Scenario]]:
         )
 
     def sync(api: Any, c: dict[str, Any]) -> tuple[Any, str, str]:
-        from apps.keychain.providers import get_provider
+        from apps.keystores.registry import platform_keystore
 
         with override_settings(KCM_AUDIT_ENABLED=False):
             label = f"audit-external-{uuid.uuid4().hex[:8]}"
-            get_provider().create_root_key(label=label)
+            platform_keystore().create_root_key(label=label)
             l1 = (
                 c["admin"]
                 .post(

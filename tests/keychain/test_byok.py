@@ -27,8 +27,8 @@ from django_tenants.utils import schema_context, tenant_context
 from apps.keychain import byok
 from apps.keychain.cache import key_cache
 from apps.keychain.models import CustomerKey, CustomerKeyVersion, ImportToken
-from apps.keychain.providers import get_provider, reset_provider
-from apps.keychain.providers.pkcs11 import Pkcs11Provider
+from apps.keystores.pkcs11.keystore import Pkcs11Keystore
+from apps.keystores.registry import platform_keystore, reset_platform_keystore
 from apps.tenants.models import Role, Tenant
 from tests.helpers import Api, assert_problem
 
@@ -70,9 +70,9 @@ def provider_kind(request: pytest.FixtureRequest, tmp_path: Path, settings: Any)
     """Run the test on real SoftHSM2, then on the software provider."""
     settings.KCM_HSM_PROVIDER = request.param
     settings.KCM_SOFTWARE_PROVIDER_FILE = tmp_path / "software-provider.keys"
-    reset_provider()
+    reset_platform_keystore()
     yield request.param
-    reset_provider()
+    reset_platform_keystore()
 
 
 class Byok:
@@ -130,9 +130,9 @@ def byok_api(api: Any) -> Byok:
 def _imported_objects(label: str) -> int:
     """Objects in the platform token with this label (for "nothing left over"), looked up
     under the process-wide PKCS#11 lock like every other call."""
-    provider = get_provider()
-    assert isinstance(provider, Pkcs11Provider)
-    return provider.call(
+    provider = platform_keystore()
+    assert isinstance(provider, Pkcs11Keystore)
+    return provider.session.run(
         lambda session: len(list(session.get_objects({pkcs11.Attribute.LABEL: label})))
     )
 

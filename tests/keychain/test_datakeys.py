@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from apps.keychain.providers import get_provider
-from tests.helpers import assert_problem
+from apps.keystores.registry import platform_keystore
+from tests.helpers import KeystoreCalls, assert_problem
 
 CTX = {"tenant_record": "invoice-42", "purpose": "billing"}
 PAYMENTS = "/api/v1/service-keys/payments"
@@ -137,14 +137,14 @@ def test_unknown_service_key_is_a_404(chain: Any) -> None:
 def test_data_key_operations_after_warm_up_make_no_hsm_calls(chain: Any) -> None:
     user = chain()["user"]
     user.post(f"{PAYMENTS}/generate-data-key/", {"context": CTX})
-    provider = get_provider()
-    provider.reset_call_count()
-    for _ in range(20):
-        made = user.post(f"{PAYMENTS}/generate-data-key/", {"context": CTX}).json_body
-        user.post(
-            f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": made["ciphertext"], "context": CTX}
-        )
-    assert provider.calls == 0
+    with KeystoreCalls(platform_keystore()) as calls:
+        for _ in range(20):
+            made = user.post(f"{PAYMENTS}/generate-data-key/", {"context": CTX}).json_body
+            user.post(
+                f"{PAYMENTS}/decrypt-data-key/",
+                {"ciphertext": made["ciphertext"], "context": CTX},
+            )
+    assert calls.count == 0
 
 
 @pytest.mark.parametrize("operation", ["generate-data-key", "encrypt"])

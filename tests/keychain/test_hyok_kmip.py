@@ -17,13 +17,10 @@ from django_tenants.utils import schema_context, tenant_context
 from apps.keychain import tasks_external
 from apps.keychain.cache import key_cache
 from apps.keychain.chain import l2_aad
-from apps.keychain.connectors.base import ExternalConfigError
-from apps.keychain.connectors.registry import (
-    connection_for,
-    credentials_open,
-    forget_connections,
-)
 from apps.keychain.models import ExternalKeyManager, TenantKeyVersion
+from apps.keychain.roots import connection_for, credentials_open
+from apps.keystores.base import KeystoreConfigError
+from apps.keystores.registry import forget_connections
 from apps.tenants.models import Role, Tenant
 from tests.helpers import Api, assert_problem
 from tests.keychain.kmip_server import KmipAdmin, KmipServer
@@ -155,7 +152,7 @@ def test_the_customers_credentials_are_never_stored_or_shown_in_plain(
         )
         # Bound to the tenant and the manager: a copy elsewhere does not open.
         other = Tenant.objects.get(slug="globex")
-        with pytest.raises(ExternalConfigError):
+        with pytest.raises(KeystoreConfigError):
             credentials_open(tenant_uid=other.uid, manager_id=stored.pk, sealed=sealed)
 
 
@@ -377,7 +374,7 @@ def test_concurrent_unwraps_share_one_connection_safely(
             for _ in range(5):
                 results.append(
                     connection.breaker.call(
-                        lambda: connection.connector.decrypt(parent.external_key_id, blob, aad)
+                        lambda: connection.keystore.decrypt(parent.external_key_id, blob, aad)
                     )
                 )
         except BaseException as exc:  # collected for the assertion
@@ -402,7 +399,7 @@ def test_a_forked_child_leaves_the_parents_kmip_connection_alone(
 
     child = os.fork()
     if child == 0:  # as a new worker: it starts without connectors; the parent's stay open
-        from apps.keychain.connectors import registry
+        from apps.keystores import registry
 
         os._exit(0 if not registry._connections else 1)
     assert os.waitpid(child, 0)[1] == 0

@@ -22,9 +22,9 @@ from django_tenants.utils import tenant_context
 
 from apps.keychain import tasks_external
 from apps.keychain.cache import key_cache
-from apps.keychain.connectors.registry import forget_connections
-from apps.keychain.providers import pkcs11 as pkcs11_provider
-from apps.keychain.providers.pkcs11 import Pkcs11Provider
+from apps.keystores.pkcs11 import session as pkcs11_session
+from apps.keystores.pkcs11.keystore import Pkcs11Keystore
+from apps.keystores.registry import forget_connections
 from apps.tenants.models import Role, Tenant
 from tests.helpers import Api, assert_problem
 
@@ -109,7 +109,7 @@ class CustomerToken:
         shutil.rmtree(self.aside.parent, ignore_errors=True)
         # This process still has a slot for it, which fails until the library is initialised
         # again (KCM's own lookups skip it; other code may not).
-        Pkcs11Provider.from_settings().call(lambda session: None, restart=True)
+        Pkcs11Keystore.from_settings().session.run(lambda session: None, restart=True)
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +287,7 @@ def test_the_connector_waits_for_the_process_wide_pkcs11_lock(
     """Every PKCS#11 call of the process, the customer's token's included, takes one lock: a
     call that cannot get it gives up after the timeout instead of racing SoftHSM2."""
     l1 = hyok_api.chain(customer.create_key(_key_label()))
-    lock = pkcs11_provider._process.lock
+    lock = pkcs11_session._process.lock
     assert lock.acquire(timeout=5)
     try:
         began = time.monotonic()

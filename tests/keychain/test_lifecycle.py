@@ -14,7 +14,7 @@ from apps.keychain.cache import key_cache
 from apps.keychain.chain import l2_material
 from apps.keychain.crypto import CiphertextInvalid
 from apps.keychain.models import CustomerKeyVersion, TenantKeyVersion
-from apps.keychain.providers import get_provider
+from apps.keystores.registry import platform_keystore
 from apps.tenants.models import Tenant
 from tests.helpers import assert_problem
 
@@ -47,7 +47,7 @@ def test_the_l1_lives_in_the_hsm_not_the_database(chain: Any) -> None:
     chain()
     with schema_context("t_acme"):
         l1v = CustomerKeyVersion.objects.get()
-        assert get_provider().exists(l1v.handle)
+        assert platform_keystore().exists(l1v.handle)
         row = TenantKeyVersion.objects.get()
         assert len(bytes(row.wrapped)) == 12 + 32 + 16  # nonce, wrapped L2, tag
 
@@ -146,7 +146,7 @@ def test_after_the_window_the_l1_is_destroyed_in_the_hsm_and_data_is_unrecoverab
         handle = CustomerKeyVersion.objects.get().handle
         assert services.deletion_sweep(now=timezone.now() + timedelta(days=6)) == []
         assert services.deletion_sweep(now=timezone.now() + timedelta(days=7, minutes=1)) == [l1_id]
-    assert not get_provider().exists(handle)
+    assert not platform_keystore().exists(handle)
     gone = _decrypt(user, ciphertext)
     assert_problem(gone, 410, "key_destroyed")
     assert "unrecoverable" in gone.json_body["title"]

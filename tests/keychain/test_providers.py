@@ -15,6 +15,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pkcs11
 import pytest
@@ -22,40 +23,38 @@ from django.conf import settings
 from pkcs11 import Attribute, KeyType, ObjectClass
 from pytest_django import Settings
 
-from apps.keychain.providers import (
-    CAP_AES_GCM,
+from apps.keystores.base import (
+    CAP_CREATE,
     CAP_DESTROY,
-    CAP_GENERATE,
-    ProviderUnavailable,
+    CAP_WRAP,
+    Keystore,
+    KeystoreUnavailable,
     RootKeyIntegrityError,
     RootKeyNotFound,
-    RootKeyProvider,
-    get_provider,
-    reset_provider,
 )
-from apps.keychain.providers import pkcs11 as pkcs11_module
-from apps.keychain.providers.pkcs11 import Pkcs11Provider
-from apps.keychain.providers.software import SoftwareProvider
+from apps.keystores.pkcs11 import aes as aes_module
+from apps.keystores.pkcs11 import session as session_module
+from apps.keystores.pkcs11.keystore import Pkcs11Keystore
+from apps.keystores.registry import platform_keystore, reset_platform_keystore
+from apps.keystores.software import SoftwareKeystore
 
 AAD = b'{"tenant":"acme","key":"tk_1","version":1,"parent":"ck_1@1"}'
 
 
 @pytest.fixture(scope="module")
-def hsm() -> Pkcs11Provider:
-    return Pkcs11Provider.from_settings()
+def hsm() -> Pkcs11Keystore:
+    return Pkcs11Keystore.from_settings()
 
 
 @pytest.fixture(params=["pkcs11", "software"])
-def provider(
-    request: pytest.FixtureRequest, hsm: Pkcs11Provider, tmp_path: Path
-) -> RootKeyProvider:
+def provider(request: pytest.FixtureRequest, hsm: Pkcs11Keystore, tmp_path: Path) -> Keystore:
     if request.param == "pkcs11":
         return hsm
-    return SoftwareProvider(path=tmp_path / "keys.json", allowed=True)
+    return SoftwareKeystore(path=tmp_path / "keys.json", allowed=True)
 
 
 @pytest.fixture
-def root_key(provider: RootKeyProvider) -> Iterator[str]:
+def root_key(provider: Keystore) -> Iterator[str]:
     handle = provider.create_root_key(label="kcm-test-provider")
     yield handle
     if provider.exists(handle):
@@ -63,7 +62,7 @@ def root_key(provider: RootKeyProvider) -> Iterator[str]:
 
 
 @pytest.fixture
-def hsm_key(hsm: Pkcs11Provider) -> Iterator[str]:
+def hsm_key(hsm: Pkcs11Keystore) -> Iterator[str]:
     handle = hsm.create_root_key(label="kcm-test-provider")
     yield handle
     if hsm.exists(handle):
@@ -71,7 +70,7 @@ def hsm_key(hsm: Pkcs11Provider) -> Iterator[str]:
 
 
 @pytest.fixture
-def token_session(hsm: Pkcs11Provider) -> Iterator[pkcs11.Session]:
+def token_session(hsm: Pkcs11Keystore) -> Iterator[pkcs11.Session]:
     """A second session on the token, as another HSM client in this process would open."""
     assert hsm.health()["ok"]  # logs the process in; the new session inherits the login
     lib = pkcs11.lib(settings.KCM_PKCS11_LIBRARY)
@@ -96,7 +95,7 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_round_trip_returns_the_plaintext_under_a_fresh_nonce(
-    provider: RootKeyProvider, root_key: str
+    provider: Keystore, root_key: str
 ) -> None:
     first = provider.encrypt(root_key, b"an L2 key, 32 bytes long.......", AAD)
     second = provider.encrypt(root_key, b"an L2 key, 32 bytes long.......", AAD)
@@ -107,7 +106,7 @@ def test_round_trip_returns_the_plaintext_under_a_fresh_nonce(
     assert provider.decrypt(root_key, second, AAD) == b"an L2 key, 32 bytes long......."
 
 
-def test_empty_plaintext_and_empty_aad_round_trip(provider: RootKeyProvider, root_key: str) -> None:
+def test_empty_plaintext_and_empty_aad_round_trip(provider: Keystore, root_key: str) -> None:
     blob = provider.encrypt(root_key, b"", b"")
 
     assert len(blob) == 28
@@ -133,7 +132,7 @@ TAMPERINGS: dict[str, Callable[[bytes], tuple[bytes, bytes]]] = {
 
 @pytest.mark.parametrize("tampering", TAMPERINGS)
 def test_tampered_or_misbound_ciphertext_is_rejected_and_the_provider_keeps_working(
-    provider: RootKeyProvider, root_key: str, tampering: str
+    provider: Keystore, root_key: str, tampering: str
 ) -> None:
     blob = provider.encrypt(root_key, b"secret L2 key material", AAD)
     bad_blob, bad_aad = TAMPERINGS[tampering](blob)
@@ -147,9 +146,7 @@ def test_tampered_or_misbound_ciphertext_is_rejected_and_the_provider_keeps_work
     assert provider.decrypt(root_key, provider.encrypt(root_key, b"x", AAD), AAD) == b"x"
 
 
-def test_ciphertext_from_another_root_key_is_rejected(
-    provider: RootKeyProvider, root_key: str
-) -> None:
+def test_ciphertext_from_another_root_key_is_rejected(provider: Keystore, root_key: str) -> None:
     other = provider.create_root_key(label="kcm-test-other")
     try:
         blob = provider.encrypt(other, b"payload", AAD)
@@ -159,7 +156,7 @@ def test_ciphertext_from_another_root_key_is_rejected(
         provider.destroy(other)
 
 
-def test_destroyed_root_key_can_no_longer_be_used(provider: RootKeyProvider, root_key: str) -> None:
+def test_destroyed_root_key_can_no_longer_be_used(provider: Keystore, root_key: str) -> None:
     blob = provider.encrypt(root_key, b"payload", AAD)
 
     provider.destroy(root_key)
@@ -175,7 +172,7 @@ def test_destroyed_root_key_can_no_longer_be_used(provider: RootKeyProvider, roo
 
 
 @pytest.mark.parametrize("handle", ["00" * 16, "", "not-hex", "AB" * 16, "00" * 17, "../etc"])
-def test_unknown_or_malformed_handles_name_no_key(provider: RootKeyProvider, handle: str) -> None:
+def test_unknown_or_malformed_handles_name_no_key(provider: Keystore, handle: str) -> None:
     assert not provider.exists(handle)
     with pytest.raises(RootKeyNotFound):
         provider.encrypt(handle, b"payload", AAD)
@@ -183,10 +180,10 @@ def test_unknown_or_malformed_handles_name_no_key(provider: RootKeyProvider, han
         provider.destroy(handle)
 
 
-def test_supports_answers_for_known_and_unknown_capabilities(provider: RootKeyProvider) -> None:
-    assert provider.supports(CAP_GENERATE)
+def test_supports_answers_for_known_and_unknown_capabilities(provider: Keystore) -> None:
+    assert provider.supports(CAP_CREATE)
     assert provider.supports(CAP_DESTROY)
-    assert provider.supports(CAP_AES_GCM)
+    assert provider.supports(CAP_WRAP)
     # BYOK: both import SHA-1 OAEP material; SHA-256 OAEP only the software one (SoftHSM2 lacks
     # it); nobody imports PKCS#1 v1.5-wrapped material.
     assert provider.supports("import:RSAES_OAEP_SHA_1")
@@ -196,25 +193,11 @@ def test_supports_answers_for_known_and_unknown_capabilities(provider: RootKeyPr
     assert not provider.supports("teleport")
 
 
-def test_call_counter_counts_each_crypto_or_key_operation(provider: RootKeyProvider) -> None:
-    provider.reset_call_count()
-    assert provider.calls == 0
-
-    handle = provider.create_root_key(label="kcm-test-counter")
-    blob = provider.encrypt(handle, b"payload", AAD)
-    provider.decrypt(handle, blob, AAD)
-    assert provider.calls == 3
-
-    provider.destroy(handle)
-    provider.reset_call_count()
-    assert provider.calls == 0
-
-
-def test_health_reports_ok(provider: RootKeyProvider) -> None:
+def test_health_reports_ok(provider: Keystore) -> None:
     report = provider.health()
 
     assert report["ok"] is True
-    assert report["provider"] == provider.name
+    assert report["keystore"] == provider.name
 
 
 # PKCS#11 specifics.
@@ -246,7 +229,7 @@ def test_root_key_is_a_sensitive_non_extractable_aes256_token_object(
 
 
 def test_destroy_removes_the_object_from_the_token(
-    hsm: Pkcs11Provider, hsm_key: str, token_session: pkcs11.Session
+    hsm: Pkcs11Keystore, hsm_key: str, token_session: pkcs11.Session
 ) -> None:
     hsm.destroy(hsm_key)
 
@@ -255,7 +238,7 @@ def test_destroy_removes_the_object_from_the_token(
 
 
 def test_key_destroyed_by_another_session_is_not_found_despite_the_cache(
-    hsm: Pkcs11Provider, hsm_key: str, token_session: pkcs11.Session
+    hsm: Pkcs11Keystore, hsm_key: str, token_session: pkcs11.Session
 ) -> None:
     blob = hsm.encrypt(hsm_key, b"payload", AAD)  # caches the key object
     token_session.get_key(object_class=ObjectClass.SECRET_KEY, id=bytes.fromhex(hsm_key)).destroy()
@@ -265,18 +248,27 @@ def test_key_destroyed_by_another_session_is_not_found_despite_the_cache(
     assert not hsm.exists(hsm_key)
 
 
-def test_key_objects_are_looked_up_once_per_process(hsm_key: str) -> None:
-    cold = Pkcs11Provider.from_settings()
+def test_key_objects_are_looked_up_once_per_process(
+    hsm_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cold = Pkcs11Keystore.from_settings()
+    finds: list[bytes] = []
+    real_find = aes_module.find
+
+    def find(session: Any, key_id: bytes) -> Any:
+        finds.append(key_id)
+        return real_find(session, key_id)
+
+    monkeypatch.setattr(aes_module, "find", find)
 
     blob = cold.encrypt(hsm_key, b"payload", AAD)
-    assert cold.calls == 2  # find + encrypt
     cold.decrypt(hsm_key, blob, AAD)
     cold.encrypt(hsm_key, b"payload", AAD)
-    assert cold.calls == 4
+    assert len(finds) == 1
 
 
 def test_it_recovers_when_the_library_is_finalised_under_it(
-    hsm: Pkcs11Provider, hsm_key: str, caplog: pytest.LogCaptureFixture
+    hsm: Pkcs11Keystore, hsm_key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     blob = hsm.encrypt(hsm_key, b"payload", AAD)
 
@@ -288,25 +280,25 @@ def test_it_recovers_when_the_library_is_finalised_under_it(
 
 
 def test_lock_timeout_makes_the_hsm_unavailable(hsm_key: str) -> None:
-    impatient = Pkcs11Provider(
+    impatient = Pkcs11Keystore(
         library=settings.KCM_PKCS11_LIBRARY,
         token_label=settings.KCM_PKCS11_TOKEN_LABEL,
         pin=settings.KCM_PKCS11_PIN,
         timeout=0.1,
     )
-    lock = pkcs11_module._process.lock
+    lock = session_module._process.lock
     with lock:  # another operation is stuck inside the HSM
-        with pytest.raises(ProviderUnavailable) as caught:
+        with pytest.raises(KeystoreUnavailable) as caught:
             impatient.encrypt(hsm_key, b"payload", AAD)
         assert impatient.health()["ok"] is False
 
-    assert caught.value.code == "hsm_unavailable"
+    assert caught.value.code == "keystore_unavailable"
     assert "timed out" in str(caught.value)
 
 
 def test_missing_pin_names_the_settings_to_set() -> None:
-    with pytest.raises(ProviderUnavailable) as caught:
-        Pkcs11Provider(
+    with pytest.raises(KeystoreUnavailable) as caught:
+        Pkcs11Keystore(
             library=settings.KCM_PKCS11_LIBRARY,
             token_label=settings.KCM_PKCS11_TOKEN_LABEL,
             pin=None,
@@ -318,7 +310,7 @@ def test_missing_pin_names_the_settings_to_set() -> None:
 
 
 def test_unknown_token_is_unavailable_and_health_says_so() -> None:
-    provider = Pkcs11Provider(
+    provider = Pkcs11Keystore(
         library=settings.KCM_PKCS11_LIBRARY, token_label="kcm-no-such-token", pin="1", timeout=5
     )
 
@@ -329,14 +321,14 @@ def test_unknown_token_is_unavailable_and_health_says_so() -> None:
 
 
 def test_unloadable_library_is_unavailable() -> None:
-    provider = Pkcs11Provider(
+    provider = Pkcs11Keystore(
         library="/nonexistent/libpkcs11.so",
         token_label=settings.KCM_PKCS11_TOKEN_LABEL,
         pin="1",
         timeout=5,
     )
 
-    with pytest.raises(ProviderUnavailable) as caught:
+    with pytest.raises(KeystoreUnavailable) as caught:
         provider.exists("00" * 16)
 
     assert "/nonexistent/libpkcs11.so" in str(caught.value)
@@ -349,13 +341,14 @@ def test_wrong_pin_is_unavailable_and_never_shown() -> None:
     result = run_python(
         """
         import json
-        from apps.keychain.providers import ProviderUnavailable, get_provider
+        from apps.keystores.base import KeystoreUnavailable
+        from apps.keystores.registry import platform_keystore
 
-        provider = get_provider()
+        provider = platform_keystore()
         health = provider.health()
         try:
             provider.create_root_key(label="kcm-test-wrong-pin")
-        except ProviderUnavailable as exc:
+        except KeystoreUnavailable as exc:
             print(json.dumps({"code": exc.code, "message": str(exc), "health": health}))
         """,
         KCM_PKCS11_PIN=wrong_pin,
@@ -364,7 +357,7 @@ def test_wrong_pin_is_unavailable_and_never_shown() -> None:
 
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
-    assert outcome["code"] == "hsm_unavailable"
+    assert outcome["code"] == "keystore_unavailable"
     assert "PinIncorrect" in outcome["message"]
     assert outcome["health"]["ok"] is False
     assert wrong_pin not in result.stdout + result.stderr
@@ -375,9 +368,9 @@ def test_eight_threads_using_the_hsm_at_once_do_not_crash_it() -> None:
     result = run_python(
         """
         import json, os, threading
-        from apps.keychain.providers import get_provider
+        from apps.keystores.registry import platform_keystore
 
-        provider = get_provider()
+        provider = platform_keystore()
         shared = provider.create_root_key(label="kcm-test-threads")
         errors = []
 
@@ -409,7 +402,7 @@ def test_eight_threads_using_the_hsm_at_once_do_not_crash_it() -> None:
 
 
 def test_forked_child_reinitialises_and_the_parent_keeps_working(
-    hsm: Pkcs11Provider, hsm_key: str
+    hsm: Pkcs11Keystore, hsm_key: str
 ) -> None:
     before = hsm.encrypt(hsm_key, b"before fork", AAD)  # the parent's session is live
     read_end, write_end = os.pipe()
@@ -440,15 +433,15 @@ def test_forked_child_reinitialises_and_the_parent_keeps_working(
 
 def test_get_provider_is_one_object_per_process_until_reset(settings: Settings) -> None:
     settings.KCM_HSM_PROVIDER = "pkcs11"
-    reset_provider()
+    reset_platform_keystore()
     try:
-        provider = get_provider()
-        assert isinstance(provider, Pkcs11Provider)
-        assert get_provider() is provider
-        reset_provider()
-        assert get_provider() is not provider
+        provider = platform_keystore()
+        assert isinstance(provider, Pkcs11Keystore)
+        assert platform_keystore() is provider
+        reset_platform_keystore()
+        assert platform_keystore() is not provider
     finally:
-        reset_provider()
+        reset_platform_keystore()
 
 
 def test_get_provider_builds_the_configured_software_provider(
@@ -457,11 +450,11 @@ def test_get_provider_builds_the_configured_software_provider(
     settings.KCM_HSM_PROVIDER = "software"
     settings.KCM_ALLOW_SOFTWARE_PROVIDER = True
     settings.KCM_SOFTWARE_PROVIDER_FILE = tmp_path / "keys.json"
-    reset_provider()
+    reset_platform_keystore()
     try:
-        assert isinstance(get_provider(), SoftwareProvider)
+        assert isinstance(platform_keystore(), SoftwareKeystore)
     finally:
-        reset_provider()
+        reset_platform_keystore()
 
 
 # Software specifics.
@@ -469,11 +462,11 @@ def test_get_provider_builds_the_configured_software_provider(
 
 def test_software_keys_persist_and_other_instances_see_changes(tmp_path: Path) -> None:
     path = tmp_path / "state" / "keys.json"
-    writer = SoftwareProvider(path=path, allowed=True)
+    writer = SoftwareKeystore(path=path, allowed=True)
     handle = writer.create_root_key(label="kcm-test")
     blob = writer.encrypt(handle, b"payload", AAD)
 
-    reader = SoftwareProvider(path=path, allowed=True)
+    reader = SoftwareKeystore(path=path, allowed=True)
     assert reader.decrypt(handle, blob, AAD) == b"payload"
 
     reader.destroy(handle)
@@ -484,19 +477,19 @@ def test_software_keys_persist_and_other_instances_see_changes(tmp_path: Path) -
 
 def test_software_writers_keep_each_others_keys(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
-    first, second = (SoftwareProvider(path=path, allowed=True) for _ in range(2))
+    first, second = (SoftwareKeystore(path=path, allowed=True) for _ in range(2))
     assert first.health()["ok"] and second.health()["ok"]  # both have read the empty state
 
     one = first.create_root_key(label="one")
     two = second.create_root_key(label="two")
 
-    fresh = SoftwareProvider(path=path, allowed=True)
+    fresh = SoftwareKeystore(path=path, allowed=True)
     assert fresh.exists(one) and fresh.exists(two)
 
 
 def test_software_key_file_is_private_to_its_owner(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
-    SoftwareProvider(path=path, allowed=True).create_root_key(label="kcm-test")
+    SoftwareKeystore(path=path, allowed=True).create_root_key(label="kcm-test")
 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
@@ -506,14 +499,14 @@ def test_software_provider_warns_that_no_hsm_protects_the_keys(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        SoftwareProvider(path=tmp_path / "keys.json", allowed=True)
+        SoftwareKeystore(path=tmp_path / "keys.json", allowed=True)
 
     assert any("NOT protected by an HSM" in record.getMessage() for record in caplog.records)
 
 
 def test_software_provider_refuses_when_not_allowed(tmp_path: Path) -> None:
-    with pytest.raises(ProviderUnavailable) as caught:
-        SoftwareProvider(path=tmp_path / "keys.json", allowed=False)
+    with pytest.raises(KeystoreUnavailable) as caught:
+        SoftwareKeystore(path=tmp_path / "keys.json", allowed=False)
 
     assert "KCM_ALLOW_SOFTWARE_PROVIDER" in str(caught.value)
 
@@ -523,8 +516,8 @@ def test_corrupt_software_key_file_is_unavailable(tmp_path: Path) -> None:
     path.write_text(
         '{"version": 1, "keys": {"' + "00" * 16 + '": {"label": "x", "key": "c2hvcnQ="}}}'
     )
-    provider = SoftwareProvider(path=path, allowed=True)
+    provider = SoftwareKeystore(path=path, allowed=True)
 
-    with pytest.raises(ProviderUnavailable):
+    with pytest.raises(KeystoreUnavailable):
         provider.exists("00" * 16)
     assert provider.health()["ok"] is False

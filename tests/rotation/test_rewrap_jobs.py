@@ -20,7 +20,7 @@ from apps.keychain.models import (
     TenantKeyVersion,
     VersionState,
 )
-from apps.keychain.providers import get_provider
+from apps.keystores.registry import platform_keystore
 from apps.rotation import runner, services
 from apps.rotation.models import JobState, RewrapJob
 from tests.e2e import rotationkit
@@ -95,7 +95,7 @@ def test_rotating_an_l1_moves_every_tenant_key_version_and_removes_the_old_hsm_o
             1: VersionState.RETIRED,
             2: VersionState.ENABLED,
         }
-        assert not get_provider().exists(old_handle)
+        assert not platform_keystore().exists(old_handle)
         assert rotationkit.check_data_keys(before)["ok"] == 5
 
 
@@ -352,7 +352,7 @@ def test_a_root_replaced_outside_a_rotation_is_rewrapped_on_request(make_chain: 
         before = rotationkit.data_keys(chain.names)
         old = CustomerKeyVersion.objects.get()
         replacement = CustomerKeyVersion.objects.create(
-            key_id=chain.l1_id, version=2, handle=get_provider().create_root_key(label="new")
+            key_id=chain.l1_id, version=2, handle=platform_keystore().create_root_key(label="new")
         )
         old.key.primary_version = 2
         old.key.save(update_fields=["primary_version"])
@@ -363,7 +363,7 @@ def test_a_root_replaced_outside_a_rotation_is_rewrapped_on_request(make_chain: 
     with chain.inside():
         assert runner.rewrap_job_run(job_id=job["id"]) == JobState.SUCCEEDED
         assert TenantKeyVersion.objects.get().parent_id == replacement.pk
-        assert not get_provider().exists(old.handle)
+        assert not platform_keystore().exists(old.handle)
         assert rotationkit.check_data_keys(before)["ok"] == 3
     again = chain.admin.post(f"/api/v1/rotation/keys/{chain.l1_id}/rewrap/", {})
     assert again.status_code == 202 and again.json_body["total"] == 0

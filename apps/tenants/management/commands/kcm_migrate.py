@@ -1,4 +1,5 @@
-"""Migrate everything: the public schema, the tenant template, then every live tenant."""
+"""Migrate everything: the public schema, the tenant template, then every live tenant; then
+create the platform keys that are missing (`kcm_keys init`)."""
 
 from __future__ import annotations
 
@@ -49,4 +50,6 @@ class Command(BaseCommand):
                 call_command(
                     "migrate_schemas", schema_name=schema, interactive=False, verbosity=verbosity
                 )
+        # The platform's own keys, once, under a lock; requests only read them.
+        call_command("kcm_keys", "init", verbosity=verbosity)
         self.stdout.write(self.style.SUCCESS("KCM database is up to date."))

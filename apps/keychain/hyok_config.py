@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from apps.core.errors import ValidationFailed
-from apps.keychain.errors_external import KeyManagerNotAllowed
+from apps.keychain.errors import KeyManagerNotAllowed
 from apps.keychain.models import ExternalKeyManager
 
 _MAX_FIELD = 64 * 1024

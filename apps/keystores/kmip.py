@@ -27,17 +27,19 @@ from kmip.core.attributes import CryptographicParameters
 from kmip.core.messages import payloads
 from kmip.services.kmip_client import KMIPProxy
 
-from apps.keychain.connectors.base import (
+from apps.keystores.base import (
+    CAP_SYNC,
+    CAP_WRAP,
     NONCE_BYTES,
     TAG_BYTES,
-    ExternalConfigError,
-    ExternalError,
-    ExternalIntegrityError,
-    ExternalKeyGone,
-    ExternalKeyInfo,
-    ExternalRefused,
-    ExternalUnreachable,
-    KeyManagerConnector,
+    KeyInfo,
+    Keystore,
+    KeystoreConfigError,
+    KeystoreError,
+    KeystoreRefused,
+    KeystoreUnavailable,
+    RootKeyIntegrityError,
+    RootKeyNotFound,
 )
 
 log = logging.getLogger(__name__)
@@ -95,13 +97,13 @@ def tls_context(*, ca_pem: str, client_cert_pem: str, client_key_pem: str) -> ss
         private = serialization.load_pem_private_key(client_key_pem.encode(), password=None)
         x509.load_pem_x509_certificates(ca_pem.encode())
     except (ValueError, TypeError) as exc:
-        raise ExternalConfigError(f"a certificate or key is not valid PEM ({exc})") from None
+        raise KeystoreConfigError(f"a certificate or key is not valid PEM ({exc})") from None
     if certificate.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) != private.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ):
-        raise ExternalConfigError("the client key does not match the client certificate")
+        raise KeystoreConfigError("the client key does not match the client certificate")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_verify_locations(cadata=ca_pem)
@@ -124,10 +126,11 @@ def _memory_file(data: bytes) -> Any:
         os.close(descriptor)
 
 
-class KmipConnector(KeyManagerConnector):
+class KmipKeystore(Keystore):
     """A KMIP server; one TLS connection per process, re-opened when it breaks."""
 
-    kind = "kmip"
+    name = "kmip"
+    capabilities = frozenset({CAP_WRAP, CAP_SYNC})
 
     def __init__(
         self,
@@ -152,7 +155,7 @@ class KmipConnector(KeyManagerConnector):
 
     # The interface.
 
-    def describe(self, key_id: str) -> ExternalKeyInfo:
+    def describe(self, key_id: str) -> KeyInfo:
         request = payloads.GetAttributesRequestPayload(
             unique_identifier=key_id, attribute_names=[*_ATTRIBUTES, _USAGE]
         )
@@ -173,7 +176,7 @@ class KmipConnector(KeyManagerConnector):
             problems.append(f"state {getattr(state, 'name', state)}")
         if usage & wanted != wanted:
             problems.append("usage mask lacks Encrypt and Decrypt")
-        return ExternalKeyInfo(
+        return KeyInfo(
             algorithm=getattr(algorithm, "name", str(algorithm)),
             bits=int(length or 0),
             usable=not problems,
@@ -191,12 +194,12 @@ class KmipConnector(KeyManagerConnector):
         )
         reply = self._request(enums.Operation.ENCRYPT, request, decrypting=False)
         if not reply.data or not reply.auth_tag or len(reply.auth_tag) != TAG_BYTES:
-            raise ExternalRefused("the KMIP server returned no AES-GCM tag (is it KMIP 1.4?)")
+            raise KeystoreRefused("the KMIP server returned no AES-GCM tag (is it KMIP 1.4?)")
         return nonce + bytes(reply.data) + bytes(reply.auth_tag)
 
     def decrypt(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
         if len(blob) < NONCE_BYTES + TAG_BYTES:
-            raise ExternalIntegrityError("the wrapped key is too short")
+            raise RootKeyIntegrityError("the wrapped key is too short")
         request = payloads.DecryptRequestPayload(
             unique_identifier=key_id,
             data=blob[NONCE_BYTES:-TAG_BYTES],
@@ -207,6 +210,15 @@ class KmipConnector(KeyManagerConnector):
         )
         reply = self._request(enums.Operation.DECRYPT, request, decrypting=True)
         return bytes(reply.data)
+
+    def health(self) -> dict[str, object]:
+        report: dict[str, object] = {"keystore": self.name, "host": self._host}
+        try:
+            with self._lock:
+                self._connect()
+        except Exception as exc:  # health reports, it never raises
+            return {"ok": False, **report, "error": str(exc)}
+        return {"ok": True, **report}
 
     def close(self) -> None:
         with self._lock:
@@ -222,7 +234,7 @@ class KmipConnector(KeyManagerConnector):
 
     def _request(self, operation: enums.Operation, request: Any, *, decrypting: bool) -> Any:
         if not self._lock.acquire(timeout=self._timeout):
-            raise ExternalUnreachable("timed out waiting for the KMIP connection")
+            raise KeystoreUnavailable("timed out waiting for the KMIP connection")
         try:
             # A kept connection may have died since (server restarted): one fresh attempt.
             for attempt in (1, 2):
@@ -270,24 +282,24 @@ class KmipConnector(KeyManagerConnector):
             self._proxy = None
 
 
-def _refusal(exc: kmip_errors.OperationFailure, decrypting: bool) -> ExternalError:
+def _refusal(exc: kmip_errors.OperationFailure, decrypting: bool) -> KeystoreError:
     reason = exc.reason
     name = getattr(reason, "name", str(reason))
     if reason in _GONE:
-        return ExternalKeyGone(f"the KMIP server has no such key ({name})")
+        return RootKeyNotFound(f"the KMIP server has no such key ({name})")
     if decrypting and reason in _BAD_BLOB:
-        return ExternalIntegrityError(f"the KMIP server could not decrypt ({name})")
-    return ExternalRefused(f"the KMIP server refused ({name}: {str(exc)[:200]})")
+        return RootKeyIntegrityError(f"the KMIP server could not decrypt ({name})")
+    return KeystoreRefused(f"the KMIP server refused ({name}: {str(exc)[:200]})")
 
 
-def _unreachable(exc: BaseException) -> ExternalError:
+def _unreachable(exc: BaseException) -> KeystoreError:
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return ExternalUnreachable(f"the KMIP server's certificate is not trusted ({exc.reason})")
+        return KeystoreUnavailable(f"the KMIP server's certificate is not trusted ({exc.reason})")
     reason = getattr(exc, "reason", None) or ""
     if (
         isinstance(exc, ssl.SSLError)
         and "ALERT" in reason
         and any(alert in reason for alert in _REFUSING_ALERTS)
     ):
-        return ExternalRefused(f"the KMIP server refused our TLS client ({reason})")
-    return ExternalUnreachable(f"the KMIP server cannot be reached ({type(exc).__name__})")
+        return KeystoreRefused(f"the KMIP server refused our TLS client ({reason})")
+    return KeystoreUnavailable(f"the KMIP server cannot be reached ({type(exc).__name__})")

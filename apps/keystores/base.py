@@ -1,11 +1,16 @@
-"""The L1 root-key provider interface: where customer root keys live and are used.
+"""The keystore interface: everything that holds an L1 root key, behind one set of methods.
 
-A provider holds AES-256 root keys that never leave it and encrypts/decrypts small payloads
-(wrapped L2 keys) with them under AES-256-GCM. Callers name a key by an opaque handle string
-returned by `create_root_key`; the provider decides what it means (the CKA_ID for PKCS#11).
+A keystore holds AES-256 keys that never leave it and encrypts/decrypts small payloads (wrapped
+L2 keys) with them under AES-256-GCM with associated data. Implementations: the platform's HSM
+over PKCS#11 (`pkcs11.keystore`), a development-only software store (`software`), and a
+customer's own key manager (HYOK) over KMIP (`kmip`) or PKCS#11 (`pkcs11.external`). What a
+keystore can do beyond wrapping is asked with `supports()`; capabilities of a PKCS#11 token come
+from its mechanism list.
 
-Every ciphertext blob is ``nonce (12 bytes) || ciphertext || tag (16 bytes)``, the nonce a fresh
-random 96-bit value from `os.urandom` per encryption.
+Callers name a key by an opaque reference: the handle `create_root_key` returned (the hex CKA_ID
+in the HSM), or the customer's key id in their own key manager. Every ciphertext blob is
+``nonce (12 bytes) || ciphertext || tag (16 bytes)``, the nonce a fresh random 96-bit value.
+This layer knows nothing of tenants or of the key chain's models.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ import os
 import re
 from dataclasses import dataclass
 
-# Capabilities a provider may announce through `supports()`. Import algorithms follow the
+# Capabilities a keystore may announce through `supports()`. Import algorithms follow the
 # pattern "import:<ALGORITHM>" (e.g. "import:RSAES_OAEP_SHA_1"); unknown names are unsupported.
-CAP_GENERATE = "generate"
+CAP_WRAP = "wrap"  # AES-256-GCM encrypt/decrypt with associated data
+CAP_CREATE = "create"  # generate a new AES-256 key inside the keystore
 CAP_DESTROY = "destroy"
-CAP_AES_GCM = "aes_gcm"
-# ECDSA P-256 signing keys whose private half stays in the provider (audit checkpoints).
+# ECDSA P-256 signing keys whose private half stays in the keystore (audit checkpoints).
 CAP_SIGN = "sign"
+CAP_SYNC = "sync"  # report a key's state (`describe`): a customer's key manager
+CAPABILITIES = (CAP_WRAP, CAP_CREATE, CAP_DESTROY, CAP_SIGN, CAP_SYNC)
 
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -31,35 +38,55 @@ KEY_ID_BYTES = 16
 _HANDLE = re.compile(rf"[0-9a-f]{{{KEY_ID_BYTES * 2}}}")
 
 
-class ProviderError(Exception):
-    """A root-key provider failed; `code` is stable and safe to show to API clients.
+class KeystoreError(Exception):
+    """A keystore failed; `code` is stable and names the failure only.
 
     Messages never contain key material, plaintext or credentials.
     """
 
-    code = "provider_error"
+    code = "keystore_error"
 
 
-class RootKeyNotFound(ProviderError):
-    """No root key with this handle exists (never created, or destroyed)."""
+class RootKeyNotFound(KeystoreError):
+    """The keystore has no key with this reference (never created, destroyed, or gone from a
+    customer's key manager)."""
 
     code = "root_key_not_found"
 
 
-class RootKeyIntegrityError(ProviderError):
+class RootKeyIntegrityError(KeystoreError):
     """A ciphertext failed authentication: wrong key, wrong associated data, or tampered."""
 
     code = "ciphertext_invalid"
 
 
-class ProviderUnavailable(ProviderError):
-    """The provider cannot serve now: library, token or login failure, or a lock timeout."""
+class KeystoreUnavailable(KeystoreError):
+    """The keystore cannot serve now: library, token, login or network failure, a timeout."""
 
-    code = "hsm_unavailable"
+    code = "keystore_unavailable"
 
 
-class CapabilityNotSupported(ProviderError):
-    """The provider does not offer the requested operation (see `RootKeyProvider.supports`)."""
+class CircuitOpen(KeystoreUnavailable):
+    """Not called at all: the keystore failed repeatedly (see `breaker.CircuitBreaker`)."""
+
+    code = "circuit_open"
+
+
+class KeystoreRefused(KeystoreError):
+    """The keystore answered and refused: key revoked or deactivated, permission withdrawn,
+    usage not allowed, login refused."""
+
+    code = "keystore_refused"
+
+
+class KeystoreConfigError(KeystoreError):
+    """The keystore's settings or credentials cannot work (bad PEM, missing field)."""
+
+    code = "keystore_config"
+
+
+class CapabilityNotSupported(KeystoreError):
+    """The keystore does not offer the requested operation (see `Keystore.supports`)."""
 
     code = "capability_not_supported"
 
@@ -82,7 +109,7 @@ def import_capability(algorithm: str) -> str:
     return f"import:{algorithm}"
 
 
-class ImportRejected(ProviderError):
+class ImportRejected(KeystoreError):
     """Wrapped key material could not be imported; nothing was created."""
 
     code = "import_rejected"
@@ -129,7 +156,7 @@ class KeyCheck:
 def key_check_from_blocks(encrypted: bytes) -> KeyCheck:
     """The KeyCheck from AES-ECB(key, KEY_CHECK_BLOCKS)."""
     if len(encrypted) != len(KEY_CHECK_BLOCKS):
-        raise ProviderError("key check: unexpected output length")
+        raise KeystoreError("key check: unexpected output length")
     return KeyCheck(
         kcv=encrypted[:3].hex(),
         fingerprint=hashlib.sha256(b"kcm:material-fingerprint:v1" + encrypted[16:]).hexdigest(),
@@ -187,85 +214,122 @@ def split_blob(blob: bytes) -> tuple[bytes, bytes]:
     return blob[:NONCE_BYTES], blob[NONCE_BYTES:]
 
 
-class RootKeyProvider(abc.ABC):
-    """A store of non-extractable AES-256 root keys that encrypts and decrypts with them.
+@dataclass(frozen=True)
+class KeyInfo:
+    """What a keystore says about one of its keys (`Keystore.describe`)."""
 
-    Implementations are per-process objects (see `registry.get_provider`) and thread-safe.
-    `calls` counts low-level crypto/key operations made by this object (HSM or software), so
-    that benchmarks can prove which paths stay off the HSM; `reset_call_count` zeroes it.
+    algorithm: str  # "AES" or what the keystore calls it
+    bits: int
+    usable: bool  # active and allowed to encrypt and decrypt
+    detail: str = ""
+
+
+class Keystore(abc.ABC):
+    """A holder of non-extractable AES-256 root keys that encrypts and decrypts with them.
+
+    Implementations are thread-safe. Every method may raise `KeystoreUnavailable`; a method
+    whose capability the keystore lacks raises `CapabilityNotSupported`.
     """
 
     name: str
     capabilities: frozenset[str] = frozenset()
-    calls: int = 0
 
     def supports(self, capability: str) -> bool:
-        """Whether this provider offers `capability` (a ``CAP_*`` constant or ``import:<alg>``)."""
+        """Whether this keystore offers `capability` (a ``CAP_*`` constant or ``import:<alg>``)."""
         return capability in self.capabilities
 
-    def reset_call_count(self) -> None:
-        """Set `calls` back to zero."""
-        self.calls = 0
+    def require(self, *capabilities: str) -> None:
+        """Raise `CapabilityNotSupported` naming every one of `capabilities` it lacks."""
+        missing = [cap for cap in capabilities if not self.supports(cap)]
+        if missing:
+            raise CapabilityNotSupported(
+                f"the {self.name} keystore lacks {', '.join(missing)}{self.missing_detail()}"
+            )
+
+    def missing_detail(self) -> str:
+        """Why capabilities are missing, for `require`'s message (e.g. the mechanisms)."""
+        return ""
+
+    # Wrapping: every keystore.
 
     @abc.abstractmethod
-    def create_root_key(self, *, label: str) -> str:
-        """Generate a new AES-256 root key inside the provider and return its handle.
-
-        `label` is a human-readable name stored with the key (not secret, not unique).
-        """
-
-    @abc.abstractmethod
-    def encrypt(self, handle: str, plaintext: bytes, aad: bytes) -> bytes:
-        """AES-256-GCM encrypt under the root key; return ``nonce || ciphertext || tag``.
+    def encrypt(self, ref: str, plaintext: bytes, aad: bytes) -> bytes:
+        """AES-256-GCM encrypt under the key; return ``nonce || ciphertext || tag``.
 
         `aad` binds the ciphertext to where it belongs; `decrypt` must be given the same bytes.
-        Raises `RootKeyNotFound` or `ProviderUnavailable`.
+        Raises `RootKeyNotFound`, `KeystoreRefused` or `KeystoreUnavailable`.
         """
 
     @abc.abstractmethod
-    def decrypt(self, handle: str, blob: bytes, aad: bytes) -> bytes:
+    def decrypt(self, ref: str, blob: bytes, aad: bytes) -> bytes:
         """Authenticate and decrypt a blob made by `encrypt` with the same key and `aad`.
 
         Raises `RootKeyIntegrityError` if the blob is malformed, tampered, made under another
-        key or bound to other associated data; `RootKeyNotFound`; `ProviderUnavailable`.
+        key or bound to other associated data; `RootKeyNotFound`; `KeystoreRefused`;
+        `KeystoreUnavailable`.
         """
-
-    @abc.abstractmethod
-    def destroy(self, handle: str) -> None:
-        """Irrecoverably delete the root key. Raises `RootKeyNotFound` if it does not exist."""
-
-    @abc.abstractmethod
-    def exists(self, handle: str) -> bool:
-        """Whether a root key with this handle exists now."""
 
     @abc.abstractmethod
     def health(self) -> dict[str, object]:
-        """Probe the provider without raising.
+        """Probe the keystore without raising.
 
-        Returns ``{"ok": True, "provider": name, ...}`` or ``{"ok": False, "provider": name,
-        "error": message}``.
+        Returns ``{"ok": True, "keystore": name, ...}`` or ``{"ok": False, "keystore": name,
+        "error": message}``; not ok when a capability the platform requires is missing.
         """
 
+    def close(self) -> None:  # noqa: B027 (most keystores hold nothing to close)
+        """Release connections (the keystore may be used again: it reconnects)."""
+
+    def abandon(self) -> None:  # noqa: B027
+        """In a forked child: forget connections without closing them (the parent still uses
+        the same sockets)."""
+
+    # Key lifecycle: keystores KCM creates keys in (CAP_CREATE, CAP_DESTROY).
+
+    def create_root_key(self, *, label: str) -> str:
+        """Generate a new AES-256 key inside the keystore and return its reference.
+
+        `label` is a human-readable name stored with the key (not secret, not unique).
+        """
+        raise CapabilityNotSupported(f"{self.name} cannot create keys")
+
+    def destroy(self, ref: str) -> None:
+        """Irrecoverably delete the key. Raises `RootKeyNotFound` if it does not exist."""
+        raise CapabilityNotSupported(f"{self.name} cannot destroy keys")
+
+    def exists(self, ref: str) -> bool:
+        """Whether a key with this reference exists now."""
+        raise CapabilityNotSupported(f"{self.name} cannot list keys")
+
+    # State sync: customer key managers (CAP_SYNC).
+
+    def describe(self, ref: str) -> KeyInfo:
+        """The key's algorithm, size and usability. Raises `RootKeyNotFound` if it does not
+        exist, `KeystoreRefused` or `KeystoreUnavailable`."""
+        raise CapabilityNotSupported(f"{self.name} cannot describe keys")
+
+    # Signing (CAP_SIGN).
+
     def create_signing_key(self, *, label: str) -> str:
-        """Generate an ECDSA P-256 key pair; the private key never leaves the provider."""
+        """Generate an ECDSA P-256 key pair; the private key never leaves the keystore."""
         raise CapabilityNotSupported(f"{self.name} cannot sign")
 
-    def sign(self, handle: str, data: bytes) -> bytes:
+    def sign(self, ref: str, data: bytes) -> bytes:
         """ECDSA-P256-SHA256 signature of `data`, DER-encoded (verifiable offline)."""
         raise CapabilityNotSupported(f"{self.name} cannot sign")
 
-    def public_key_der(self, handle: str) -> bytes:
+    def public_key_der(self, ref: str) -> bytes:
         """The signing key's public half as DER SubjectPublicKeyInfo."""
         raise CapabilityNotSupported(f"{self.name} cannot sign")
 
-    # BYOK: import of customer key material, unwrapped inside the provider.
+    # BYOK: import of customer key material, unwrapped inside the keystore (import:<alg>).
 
     def create_wrapping_key(self, *, label: str, bits: int) -> tuple[str, bytes]:
         """Generate an RSA key pair (`bits` in WRAPPING_KEY_BITS) whose private half can only
-        unwrap; return its handle and the public key as DER SubjectPublicKeyInfo."""
+        unwrap; return its reference and the public key as DER SubjectPublicKeyInfo."""
         raise CapabilityNotSupported(f"{self.name} cannot import key material")
 
-    def destroy_wrapping_key(self, handle: str) -> None:
+    def destroy_wrapping_key(self, ref: str) -> None:
         """Delete a wrapping key pair. Raises `RootKeyNotFound` if it does not exist."""
         raise CapabilityNotSupported(f"{self.name} cannot import key material")
 
@@ -273,14 +337,14 @@ class RootKeyProvider(abc.ABC):
         self, *, wrapping_handle: str, algorithm: str, wrapped: bytes, label: str
     ) -> str:
         """Unwrap customer material (`algorithm` in WRAPPING_ALGORITHMS) with the wrapping key,
-        inside the provider, into a new non-extractable AES-256 root key; return its handle.
+        inside the keystore, into a new non-extractable AES-256 key; return its reference.
 
         Raises an `ImportRejected` subclass (nothing is left behind), `CapabilityNotSupported`
         when `supports(import_capability(algorithm))` is false, `RootKeyNotFound` for an
-        unknown wrapping key, or `ProviderUnavailable`.
+        unknown wrapping key, or `KeystoreUnavailable`.
         """
         raise CapabilityNotSupported(f"{self.name} cannot import key material")
 
-    def key_check(self, handle: str) -> KeyCheck:
-        """The root key's check value and fingerprint (see KEY_CHECK_BLOCKS)."""
+    def key_check(self, ref: str) -> KeyCheck:
+        """The key's check value and fingerprint (see KEY_CHECK_BLOCKS)."""
         raise CapabilityNotSupported(f"{self.name} cannot compute key check values")

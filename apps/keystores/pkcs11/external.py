@@ -2,7 +2,7 @@
 
 The customer's token may sit behind the same PKCS#11 library as the platform's HSM (several
 partitions of one appliance; in tests, a second SoftHSM2 token). Every call goes through
-`Pkcs11Provider.call`, so it runs under the one process-wide PKCS#11 lock, with the same lazy
+`TokenSession.run`, so it runs under the one process-wide PKCS#11 lock, with the same lazy
 initialisation after fork and re-login after a lost session as the platform's own keys.
 
 The external key is named by its CKA_LABEL, or ``id:<hex>`` for its CKA_ID. The connector
@@ -21,24 +21,20 @@ import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 
-from apps.keychain.connectors.base import (
+from apps.keystores.base import (
+    CAP_SYNC,
+    CAP_WRAP,
     NONCE_BYTES,
     TAG_BYTES,
-    ExternalConfigError,
-    ExternalIntegrityError,
-    ExternalKeyGone,
-    ExternalKeyInfo,
-    ExternalRefused,
-    ExternalUnreachable,
-    KeyManagerConnector,
+    KeyInfo,
+    Keystore,
+    KeystoreConfigError,
+    KeystoreRefused,
+    KeystoreUnavailable,
+    RootKeyIntegrityError,
+    RootKeyNotFound,
 )
-from apps.keychain.providers.base import ProviderError
-from apps.keychain.providers.pkcs11 import (
-    LoginRefused,
-    Pkcs11Provider,
-    TokenNotFound,
-    find_token,
-)
+from apps.keystores.pkcs11.session import LoginRefused, TokenNotFound, TokenSession, find_token
 
 T = TypeVar("T")
 
@@ -51,21 +47,22 @@ _restart_lock = threading.Lock()
 _last_restart = [-_RESTART_INTERVAL_SECONDS]
 
 
-class Pkcs11Connector(KeyManagerConnector):
-    kind = "pkcs11"
+class ExternalPkcs11Keystore(Keystore):
+    name = "external-pkcs11"
+    capabilities = frozenset({CAP_WRAP, CAP_SYNC})
 
     def __init__(self, *, library: str, token_label: str, pin: str, timeout: float) -> None:
         if not pin:
-            raise ExternalConfigError("the token's PIN is missing")
+            raise KeystoreConfigError("the token's PIN is missing")
         self._token_label = token_label
         self._library = library
         self._restart_next = False
-        self._token = Pkcs11Provider(
+        self._session = TokenSession(
             library=library, token_label=token_label, pin=pin, timeout=timeout
         )
 
-    def describe(self, key_id: str) -> ExternalKeyInfo:
-        def describe(session: pkcs11.Session) -> ExternalKeyInfo:
+    def describe(self, key_id: str) -> KeyInfo:
+        def describe(session: pkcs11.Session) -> KeyInfo:
             key = self._find(session, key_id)
             key_type = key[Attribute.KEY_TYPE]
             bits = int(key[Attribute.VALUE_LEN] or 0) * 8
@@ -77,7 +74,7 @@ class Pkcs11Connector(KeyManagerConnector):
                 )
                 if not key[attribute]
             ]
-            return ExternalKeyInfo(
+            return KeyInfo(
                 algorithm="AES" if key_type == KeyType.AES else getattr(key_type, "name", "?"),
                 bits=bits,
                 usable=not problems,
@@ -104,7 +101,7 @@ class Pkcs11Connector(KeyManagerConnector):
 
     def decrypt(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
         if len(blob) < NONCE_BYTES + TAG_BYTES:
-            raise ExternalIntegrityError("the wrapped key is too short")
+            raise RootKeyIntegrityError("the wrapped key is too short")
 
         def decrypt(session: pkcs11.Session) -> bytes:
             key = self._usable(session, key_id, Attribute.DECRYPT)
@@ -117,20 +114,28 @@ class Pkcs11Connector(KeyManagerConnector):
                     )
                 )
             except (p11.GeneralError, p11.EncryptedDataInvalid, p11.EncryptedDataLenRange):
-                raise ExternalIntegrityError("the token could not authenticate the blob") from None
+                raise RootKeyIntegrityError("the token could not authenticate the blob") from None
             return bytes(opened)
 
         return self._call(decrypt)
 
-    def close(self) -> None:
-        """Sessions belong to the process (see Pkcs11Provider); nothing to release here."""
+    def health(self) -> dict[str, object]:
+        report: dict[str, object] = {"keystore": self.name, "token": self._token_label}
+        try:
+            self._call(lambda session: None)
+        except Exception as exc:  # health reports, it never raises
+            return {"ok": False, **report, "error": str(exc)}
+        return {"ok": True, **report}
 
-    # Plumbing: runs inside Pkcs11Provider.call, under the process-wide lock.
+    def close(self) -> None:
+        """Sessions belong to the process (see Pkcs11Keystore); nothing to release here."""
+
+    # Plumbing: runs inside TokenSession.run, under the process-wide lock.
 
     def _usable(self, session: pkcs11.Session, key_id: str, use: Attribute) -> Any:
         key = self._find(session, key_id)
         if not key[use]:
-            raise ExternalRefused(f"the key may not {use.name.lower()} any more")
+            raise KeystoreRefused(f"the key may not {use.name.lower()} any more")
         return key
 
     def _find(self, session: pkcs11.Session, key_id: str) -> Any:
@@ -139,20 +144,20 @@ class Pkcs11Connector(KeyManagerConnector):
             try:
                 template[Attribute.ID] = bytes.fromhex(key_id[3:])
             except ValueError:
-                raise ExternalConfigError("an id: reference is hexadecimal") from None
+                raise KeystoreConfigError("an id: reference is hexadecimal") from None
         else:
             template[Attribute.LABEL] = key_id
         try:
             found = list(session.get_objects(template))
         except p11.PKCS11Error as exc:
-            raise ExternalUnreachable(
+            raise _TokenUnanswering(
                 f"the token cannot be searched ({type(exc).__name__})"
             ) from None
         if not found:
             self._ensure_token_answers(session)
-            raise ExternalKeyGone("the token has no such key")
+            raise RootKeyNotFound("the token has no such key")
         if len(found) > 1:
-            raise ExternalRefused("several keys in the token have this reference; use id:<hex>")
+            raise KeystoreRefused("several keys in the token have this reference; use id:<hex>")
         return found[0]
 
     def _ensure_token_answers(self, session: pkcs11.Session) -> None:
@@ -166,7 +171,9 @@ class Pkcs11Connector(KeyManagerConnector):
             find_token(pkcs11.lib(self._library), self._token_label)
         except p11.PKCS11Error as exc:
             self._restart_next = True
-            raise ExternalUnreachable(f"the token does not answer ({type(exc).__name__})") from None
+            raise _TokenUnanswering(
+                f"the token does not answer ({type(exc).__name__})"
+            ) from None
 
     def _call(self, operation: Callable[[pkcs11.Session], T]) -> T:
         restart = self._restart_next and _may_restart()
@@ -174,17 +181,25 @@ class Pkcs11Connector(KeyManagerConnector):
             self._restart_next = False
         for attempt in (1, 2):
             try:
-                return self._token.call(operation, restart=restart)
+                return self._session.run(operation, restart=restart)
             except LoginRefused:
-                raise ExternalRefused("the token refused the PIN") from None
-            except ProviderError as exc:
+                raise KeystoreRefused("the token refused the PIN") from None
+            except (
+                KeystoreRefused,
+                RootKeyNotFound,
+                RootKeyIntegrityError,
+                KeystoreConfigError,
+                _TokenUnanswering,
+            ):
+                raise  # the operation's own verdict: retrying would not change it
+            except KeystoreUnavailable as exc:
                 # A token created, or brought back, after the library was initialised is seen
                 # only after re-initialising it: once, and at most once a second.
                 if attempt == 1 and not restart and _may_restart():
                     restart = True
                     continue
                 missing = isinstance(exc, TokenNotFound)
-                raise ExternalUnreachable(
+                raise KeystoreUnavailable(
                     f"no token labelled {self._token_label!r}"
                     if missing
                     else f"the token cannot be used ({exc})"
@@ -192,12 +207,17 @@ class Pkcs11Connector(KeyManagerConnector):
         raise AssertionError("unreachable")
 
 
+class _TokenUnanswering(KeystoreUnavailable):
+    """Found by the operation itself: the token is there but does not answer (the next call
+    re-initialises the library)."""
+
+
 def _permitted(operation: Callable[[], Any]) -> Any:
     try:
         return operation()
     except p11.PKCS11Error as exc:
         if f"0x{_KEY_FUNCTION_NOT_PERMITTED:x}" in str(exc) and type(exc) is p11.PKCS11Error:
-            raise ExternalRefused("the token does not permit this use of the key") from None
+            raise KeystoreRefused("the token does not permit this use of the key") from None
         raise
 
 

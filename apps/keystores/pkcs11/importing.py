@@ -1,6 +1,6 @@
 """BYOK inside a PKCS#11 token: RSA wrapping key pairs and unwrapping of customer material.
 
-Every function takes a logged-in session and is called by `Pkcs11Provider` under the process-wide
+Every function takes a logged-in session and is called by `Pkcs11Keystore` under the process-wide
 PKCS#11 lock. The material is only ever unwrapped inside the token:
 
 - RSAES_OAEP_SHA_*: one C_UnwrapKey with CKM_RSA_PKCS_OAEP.
@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 
-from apps.keychain.providers.base import (
+from apps.keystores.base import (
     IMPORTED_KEY_BYTES,
     KEY_CHECK_BLOCKS,
     CapabilityNotSupported,

@@ -11,14 +11,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
 
-from apps.keychain.providers.base import (
+from apps.keystores.base import (
     IMPORTED_KEY_BYTES,
     KEY_CHECK_BLOCKS,
     WRAPPING_KEY_BITS,
     ImportedKeyLengthInvalid,
     ImportedMaterialTampered,
     KeyCheck,
-    ProviderError,
+    KeystoreError,
     WrappingKeyMismatch,
     key_check_from_blocks,
     oaep_hash_of,
@@ -29,7 +29,7 @@ from apps.keychain.providers.base import (
 def new_wrapping_key(bits: int) -> tuple[bytes, bytes]:
     """A fresh RSA key pair: (private key as PKCS#8 PEM, public key as DER SPKI)."""
     if bits not in WRAPPING_KEY_BITS:
-        raise ProviderError(f"wrapping keys are {WRAPPING_KEY_BITS} bits, not {bits}")
+        raise KeystoreError(f"wrapping keys are {WRAPPING_KEY_BITS} bits, not {bits}")
     private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

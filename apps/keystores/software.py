@@ -26,20 +26,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 
-from apps.keychain.providers import software_import
-from apps.keychain.providers.base import (
-    CAP_AES_GCM,
+from apps.keystores import software_import
+from apps.keystores.base import (
+    CAP_CREATE,
     CAP_DESTROY,
-    CAP_GENERATE,
     CAP_SIGN,
+    CAP_WRAP,
     NONCE_BYTES,
     WRAPPING_ALGORITHMS,
     CapabilityNotSupported,
     KeyCheck,
-    ProviderUnavailable,
+    Keystore,
+    KeystoreUnavailable,
     RootKeyIntegrityError,
     RootKeyNotFound,
-    RootKeyProvider,
     import_capability,
     key_id_from_handle,
     new_key_id,
@@ -55,18 +55,18 @@ _KEY_BYTES = 32
 Document = dict[str, dict[str, str]]
 
 
-class SoftwareProvider(RootKeyProvider):
+class SoftwareKeystore(Keystore):
     """AES-256-GCM root keys held in a file by this process: for development only."""
 
     name = "software"
     capabilities = frozenset(
-        {CAP_GENERATE, CAP_DESTROY, CAP_AES_GCM, CAP_SIGN}
+        {CAP_CREATE, CAP_DESTROY, CAP_WRAP, CAP_SIGN}
         | {import_capability(algorithm) for algorithm in WRAPPING_ALGORITHMS}
     )
 
     def __init__(self, *, path: Path, allowed: bool) -> None:
         if not allowed:
-            raise ProviderUnavailable(
+            raise KeystoreUnavailable(
                 "the software root-key provider is disabled (KCM_ALLOW_SOFTWARE_PROVIDER=false)"
             )
         log.warning(
@@ -82,7 +82,7 @@ class SoftwareProvider(RootKeyProvider):
         self._stamp: tuple[int, int, int] | None = None
 
     @classmethod
-    def from_settings(cls) -> SoftwareProvider:
+    def from_settings(cls) -> SoftwareKeystore:
         return cls(
             path=Path(settings.KCM_SOFTWARE_PROVIDER_FILE),
             allowed=settings.KCM_ALLOW_SOFTWARE_PROVIDER,
@@ -98,7 +98,6 @@ class SoftwareProvider(RootKeyProvider):
             document[handle] = {"label": label, "key": key}
 
         with self._lock:
-            self.calls += 1
             self._update(add)
         return handle
 
@@ -106,14 +105,12 @@ class SoftwareProvider(RootKeyProvider):
         nonce = os.urandom(NONCE_BYTES)
         with self._lock:
             cipher = self._cipher(handle)
-            self.calls += 1
         return nonce + cipher.encrypt(nonce, plaintext, aad)
 
     def decrypt(self, handle: str, blob: bytes, aad: bytes) -> bytes:
         nonce, sealed = split_blob(blob)
         with self._lock:
             cipher = self._cipher(handle)
-            self.calls += 1
         try:
             return cipher.decrypt(nonce, sealed, aad)
         except InvalidTag:
@@ -127,17 +124,15 @@ class SoftwareProvider(RootKeyProvider):
                 raise RootKeyNotFound("no root key with this handle")
 
         with self._lock:
-            self.calls += 1
             self._update(remove)
 
     def exists(self, handle: str) -> bool:
         with self._lock:
-            self.calls += 1
             self._refresh()
             return handle in self._document
 
     def health(self) -> dict[str, object]:
-        report: dict[str, object] = {"provider": self.name, "file": str(self._path)}
+        report: dict[str, object] = {"keystore": self.name, "file": str(self._path)}
         try:
             with self._lock:
                 self._refresh()
@@ -156,7 +151,6 @@ class SoftwareProvider(RootKeyProvider):
             serialization.NoEncryption(),
         )
         with self._lock:
-            self.calls += 1
             self._signing_path(handle).parent.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(
                 self._signing_path(handle), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
@@ -167,13 +161,11 @@ class SoftwareProvider(RootKeyProvider):
 
     def sign(self, handle: str, data: bytes) -> bytes:
         with self._lock:
-            self.calls += 1
             private = self._signing_key(handle)
         return private.sign(data, ec.ECDSA(hashes.SHA256()))
 
     def public_key_der(self, handle: str) -> bytes:
         with self._lock:
-            self.calls += 1
             private = self._signing_key(handle)
         return private.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -199,7 +191,6 @@ class SoftwareProvider(RootKeyProvider):
         handle = new_key_id().hex()
         pem, der = software_import.new_wrapping_key(bits)
         with self._lock:
-            self.calls += 1
             path = self._wrapping_path(handle)
             path.parent.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -209,7 +200,6 @@ class SoftwareProvider(RootKeyProvider):
 
     def destroy_wrapping_key(self, handle: str) -> None:
         with self._lock:
-            self.calls += 1
             try:
                 self._wrapping_path(handle).unlink()
             except FileNotFoundError:
@@ -221,7 +211,6 @@ class SoftwareProvider(RootKeyProvider):
         if not self.supports(import_capability(algorithm)):
             raise CapabilityNotSupported(f"{self.name} cannot import {algorithm}")
         with self._lock:
-            self.calls += 1
             try:
                 pem = self._wrapping_path(wrapping_handle).read_bytes()
             except FileNotFoundError:
@@ -240,7 +229,6 @@ class SoftwareProvider(RootKeyProvider):
     def key_check(self, handle: str) -> KeyCheck:
         with self._lock:
             self._cipher(handle)  # RootKeyNotFound unless it exists
-            self.calls += 1
             raw = base64.b64decode(self._document[handle]["key"])
         return software_import.key_check(raw)
 
@@ -292,7 +280,7 @@ class SoftwareProvider(RootKeyProvider):
             self._document, self._ciphers, self._stamp = {}, {}, None
             return
         except OSError as exc:
-            raise ProviderUnavailable(
+            raise KeystoreUnavailable(
                 f"cannot read the software provider file {str(self._path)!r} ({exc.strerror})"
             ) from None
         document, ciphers = _parse(raw, self._path)
@@ -328,7 +316,7 @@ class SoftwareProvider(RootKeyProvider):
 
 
 def _parse(raw: bytes, path: Path) -> tuple[Document, dict[str, AESGCM]]:
-    corrupt = ProviderUnavailable(f"the software provider file {str(path)!r} is corrupt")
+    corrupt = KeystoreUnavailable(f"the software provider file {str(path)!r} is corrupt")
     try:
         content = json.loads(raw)
         if content.get("version") != _FORMAT_VERSION:
