@@ -59,6 +59,13 @@ def new_key() -> bytes:
     return os.urandom(KEY_BYTES)
 
 
+def new_nonce() -> bytes:
+    """A fresh random GCM nonce. Every seal takes its nonce here and never from a caller (a nonce
+    repeated under one key breaks GCM); the envelope vectors' generator and tests replace this
+    function to reproduce a published envelope byte for byte."""
+    return os.urandom(NONCE_BYTES)
+
+
 def wrap_aad(
     level: str, *, tenant: uuid.UUID | str, key: uuid.UUID | str, version: int, parent: str
 ) -> bytes:
@@ -68,7 +75,7 @@ def wrap_aad(
 
 def seal(key: bytes | AESGCM, plaintext: bytes, aad: bytes) -> bytes:
     cipher = key if isinstance(key, AESGCM) else AESGCM(key)
-    nonce = os.urandom(NONCE_BYTES)
+    nonce = new_nonce()
     return nonce + cipher.encrypt(nonce, plaintext, aad)
 
 
@@ -83,16 +90,20 @@ def unseal(key: bytes | AESGCM, blob: bytes, aad: bytes) -> bytes:
 
 
 def canonical_context(context: Any) -> bytes:
-    """The encryption context as canonical JSON (sorted keys, no spaces, UTF-8)."""
+    """The encryption context as canonical JSON, exactly as docs/envelope.md specifies it:
+    members sorted by code point, no whitespace, only `"`, `\\` and U+0000-U+001F escaped,
+    UTF-8."""
     if context is None:
         context = {}
     if not isinstance(context, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in context.items()
     ):
         raise InvalidContext()
-    encoded = json.dumps(
-        context, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    text = json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        encoded = text.encode()
+    except UnicodeEncodeError:  # an unpaired surrogate: not Unicode text
+        raise InvalidContext("The encryption context must be valid Unicode text.") from None
     if len(encoded) > MAX_CONTEXT_BYTES:
         raise InvalidContext(f"The encryption context is limited to {MAX_CONTEXT_BYTES} bytes.")
     return encoded
@@ -133,35 +144,6 @@ def envelope_parse(blob: bytes) -> Envelope:
         header=blob[:HEADER_BYTES],
         body=blob[HEADER_BYTES:],
     )
-
-
-def envelope_seal(
-    *,
-    cipher: AESGCM,
-    ctx_key: bytes,
-    kind: int,
-    tenant: uuid.UUID,
-    key_id: uuid.UUID,
-    version: int,
-    context: bytes,
-    plaintext: bytes,
-) -> bytes:
-    header = _HEADER.pack(
-        MAGIC,
-        FORMAT_VERSION,
-        kind,
-        tenant.bytes,
-        key_id.bytes,
-        version,
-        context_check(ctx_key, context),
-    )
-    return header + seal(cipher, plaintext, header + context)
-
-
-def envelope_open(*, cipher: AESGCM, ctx_key: bytes, envelope: Envelope, context: bytes) -> bytes:
-    if not hmac.compare_digest(envelope.check, context_check(ctx_key, context)):
-        raise ContextMismatch()
-    return unseal(cipher, envelope.body, envelope.header + context)
 
 
 class ContextMemo:
@@ -223,7 +205,7 @@ def envelope_prefix(*, kind: int, tenant: uuid.UUID, key_id: uuid.UUID, version:
     return _HEADER.pack(MAGIC, FORMAT_VERSION, kind, tenant.bytes, key_id.bytes, version, b"")[:-16]
 
 
-def envelope_seal_fast(*, cipher: AESGCM, header: bytes, aad: bytes, plaintext: bytes) -> bytes:
-    """`envelope_seal` with the header and associated data prepared (see ContextMemo)."""
-    nonce = os.urandom(NONCE_BYTES)
+def envelope_seal(*, cipher: AESGCM, header: bytes, aad: bytes, plaintext: bytes) -> bytes:
+    """The envelope of `plaintext`, given its header and associated data (see ContextMemo)."""
+    nonce = new_nonce()
     return header + nonce + cipher.encrypt(nonce, plaintext, aad)

@@ -33,12 +33,20 @@ MAX_BATCH = 1000
 
 
 def b64decode(value: Any, field: str) -> bytes:
+    """Strict base64 (docs/envelope.md): the standard alphabet, padded, nothing else, and
+    canonical (unused bits zero), so that each byte string has exactly one text form."""
     if not isinstance(value, str):
         raise ValidationFailed(f"{field} must be a base64 string.", code="invalid_base64")
     try:
-        return base64.b64decode(value, validate=True)
+        data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise ValidationFailed(f"{field} is not valid base64.", code="invalid_base64") from None
+        data = None
+    if data is None or b64(data) != value:
+        raise ValidationFailed(
+            f"{field} is not valid base64 (standard alphabet, padded, canonical).",
+            code="invalid_base64",
+        )
+    return data
 
 
 def b64(data: bytes) -> str:
@@ -80,7 +88,14 @@ def _reserve_exact(version: LoadedVersion, wanted: int) -> int:
     return int(row[0]) if row else 0
 
 
+def new_data_key() -> bytes:
+    """A fresh random data key; replaceable like crypto.new_nonce, for the same reason."""
+    return os.urandom(DATA_KEY_BYTES)
+
+
 def _open(loaded: LoadedServiceKey, blob: bytes, context: Any, kind: int) -> tuple[bytes, int]:
+    """(plaintext, version) of an envelope of `kind`. The order of the checks, and the error each
+    raises, is part of the format: docs/envelope.md, "Opening"."""
     envelope = crypto.envelope_parse(blob)
     if envelope.tenant != loaded.tenant_uid:
         raise WrongTenantCiphertext()
@@ -107,9 +122,7 @@ def _open(loaded: LoadedServiceKey, blob: bytes, context: Any, kind: int) -> tup
 
 def _seal(version: LoadedVersion, kind: int, context: Any, plaintext: bytes) -> bytes:
     header, aad = version.memo.sealing(kind, context)
-    return crypto.envelope_seal_fast(
-        cipher=version.cipher, header=header, aad=aad, plaintext=plaintext
-    )
+    return crypto.envelope_seal(cipher=version.cipher, header=header, aad=aad, plaintext=plaintext)
 
 
 # --- single operations on a loaded key: each takes and returns JSON-ready dicts ---------
@@ -119,7 +132,7 @@ def _seal(version: LoadedVersion, kind: int, context: Any, plaintext: bytes) -> 
 def _generate(
     loaded: LoadedServiceKey, version: LoadedVersion, item: dict[str, Any]
 ) -> dict[str, Any]:
-    data_key = os.urandom(DATA_KEY_BYTES)
+    data_key = new_data_key()
     result = {
         "ciphertext": b64(_seal(version, crypto.KIND_DATA_KEY, item.get("context"), data_key)),
         "key_version": version.version,

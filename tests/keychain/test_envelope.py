@@ -1,5 +1,8 @@
-"""The L4 envelope matches docs/envelope.md: KCM's code and an independent implementation
-written from that page both reproduce the published test vectors."""
+"""docs/envelope.md is enough to implement the L4 envelope: an implementation written from that
+page alone, with no KCM code (canonical JSON by its rules, not by Python's json module),
+reproduces every published vector and refuses every invalid one with the same error, in the
+documented order. KCM's own path is checked against the same vectors in
+test_envelope_vectors.py."""
 
 from __future__ import annotations
 
@@ -7,87 +10,168 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import re
 import struct
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from apps.keychain import crypto
+from tools import envelope_vectors as tool
 
-VECTORS = json.loads((Path(__file__).parents[2] / "docs" / "envelope-vectors.json").read_text())[
-    "vectors"
-]
+DOCS = Path(__file__).parents[2] / "docs"
+DOC = json.loads((DOCS / "envelope-vectors.json").read_text("utf-8"))
+VECTORS, CONTEXTS, INVALID = DOC["vectors"], DOC["contexts"], DOC["invalid"]
 
 
-def independent_envelope(v: dict[str, Any]) -> bytes:
-    """From the documentation alone, with no KCM code."""
-    key = bytes.fromhex(v["key_hex"])
-    context = json.dumps(
-        v["context"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+# --- the independent implementation: docs/envelope.md, section by section ------------------
+
+
+class Refused(Exception):
+    def __init__(self, code: str):
+        super().__init__(code)
+        self.code = code
+
+
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                  "\f": "\\f", "\r": "\\r"}  # fmt: skip
+
+
+def _json_string(text: str) -> str:
+    out = []
+    for char in text:
+        if char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif ord(char) < 0x20:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def canonical(context: Any) -> bytes:
+    if not isinstance(context, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in context.items()
+    ):
+        raise Refused("invalid_context")
+    members = sorted(context.items(), key=lambda member: member[0].encode("utf-8"))
+    text = "{" + ",".join(_json_string(k) + ":" + _json_string(v) for k, v in members) + "}"
+    if len(text.encode("utf-8")) > 4096:
+        raise Refused("invalid_context")
+    return text.encode("utf-8")
+
+
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def strict_b64decode(text: str) -> bytes:
+    if not _BASE64.fullmatch(text):
+        raise Refused("invalid_base64")
+    data = base64.b64decode(text)
+    if base64.b64encode(data).decode("ascii") != text:  # unused bits set
+        raise Refused("invalid_base64")
+    return data
+
+
+def _check(key: bytes, context: bytes) -> bytes:
     ctx_key = hmac.new(key, b"kcm context check v1\x01", hashlib.sha256).digest()
+    return hmac.new(ctx_key, context, hashlib.sha256).digest()[:16]
+
+
+def seal(v: dict[str, Any]) -> str:
+    key, context = bytes.fromhex(v["key_hex"]), canonical(v["context"])
     header = (
         b"KC"
         + bytes([1, v["kind"]])
         + uuid.UUID(v["tenant"]).bytes
         + uuid.UUID(v["service_key"]).bytes
         + struct.pack(">I", v["version"])
-        + hmac.new(ctx_key, context, hashlib.sha256).digest()[:16]
+        + _check(key, context)
     )
     nonce = bytes.fromhex(v["nonce_hex"])
-    return (
-        header
-        + nonce
-        + AESGCM(key).encrypt(nonce, bytes.fromhex(v["plaintext_hex"]), header + context)
-    )
+    body = AESGCM(key).encrypt(nonce, bytes.fromhex(v["plaintext_hex"]), header + context)
+    return base64.b64encode(header + nonce + body).decode("ascii")
+
+
+def open_envelope(v: dict[str, Any], kind: int, context: Any, text: str) -> bytes:
+    """Opens `text` with the service key of `v` (one version), in the documented order."""
+    key = bytes.fromhex(v["key_hex"])
+    blob = strict_b64decode(text)
+    if len(blob) < 84 or blob[:3] != b"KC\x01" or blob[3] not in (1, 2):
+        raise Refused("ciphertext_malformed")
+    if blob[4:20] != uuid.UUID(v["tenant"]).bytes:
+        raise Refused("ciphertext_wrong_tenant")
+    if blob[20:36] != uuid.UUID(v["service_key"]).bytes:
+        raise Refused("ciphertext_wrong_key")
+    if blob[3] != kind:
+        raise Refused("ciphertext_malformed")
+    if struct.unpack(">I", blob[36:40])[0] != v["version"]:
+        raise Refused("key_version_unavailable")
+    encoded = canonical(context)
+    if not hmac.compare_digest(blob[40:56], _check(key, encoded)):
+        raise Refused("context_mismatch")
+    try:
+        return AESGCM(key).decrypt(blob[56:68], blob[68:], blob[:56] + encoded)
+    except InvalidTag:
+        raise Refused("ciphertext_invalid") from None
+
+
+# --- the vectors against it ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
 def test_an_independent_implementation_reproduces_the_vector(vector: dict[str, Any]) -> None:
-    assert base64.b64encode(independent_envelope(vector)).decode() == vector["envelope_b64"]
-
-
-@pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
-def test_kcm_opens_the_vector_and_refuses_a_changed_byte(vector: dict[str, Any]) -> None:
-    key = bytes.fromhex(vector["key_hex"])
-    blob = base64.b64decode(vector["envelope_b64"])
-    envelope = crypto.envelope_parse(blob)
-    assert (envelope.tenant, envelope.key_id, envelope.version, envelope.kind) == (
-        uuid.UUID(vector["tenant"]),
-        uuid.UUID(vector["service_key"]),
-        vector["version"],
-        vector["kind"],
-    )
-    context = crypto.canonical_context(vector["context"])
-    opened = crypto.envelope_open(
-        cipher=AESGCM(key), ctx_key=crypto.context_key(key), envelope=envelope, context=context
-    )
+    assert seal(vector) == vector["envelope_b64"]
+    opened = open_envelope(vector, vector["kind"], vector["context"], vector["envelope_b64"])
     assert opened == bytes.fromhex(vector["plaintext_hex"])
-    for position in (4, 36, len(blob) - 1):  # tenant, version, tag
-        changed = bytearray(blob)
-        changed[position] ^= 0x80
-        with pytest.raises((crypto.CiphertextInvalid, crypto.CiphertextMalformed)):
-            crypto.envelope_open(
-                cipher=AESGCM(key),
-                ctx_key=crypto.context_key(key),
-                envelope=crypto.envelope_parse(bytes(changed)),
-                context=context,
-            )
 
 
-def test_kcm_seals_what_the_independent_implementation_opens() -> None:
-    key = AESGCM.generate_key(256)
-    tenant, key_id = uuid.uuid4(), uuid.uuid4()
-    context = crypto.canonical_context({"b": "2", "a": "1"})
-    blob = crypto.envelope_seal(
-        cipher=AESGCM(key), ctx_key=crypto.context_key(key), kind=1, tenant=tenant,
-        key_id=key_id, version=3, context=context, plaintext=b"k" * 32,
-    )  # fmt: skip
-    header, nonce, body = blob[:56], blob[56:68], blob[68:]
-    assert AESGCM(key).decrypt(nonce, body, header + b'{"a":"1","b":"2"}') == b"k" * 32
+@pytest.mark.parametrize("entry", CONTEXTS, ids=[str(i) for i in range(len(CONTEXTS))])
+def test_canonical_json_by_the_written_rules_matches(entry: dict[str, Any]) -> None:
+    assert canonical(entry["context"]).hex() == entry["canonical_hex"]
+
+
+@pytest.mark.parametrize("vector", INVALID, ids=[v["name"] for v in INVALID])
+def test_an_independent_implementation_refuses_with_the_same_code(vector: dict[str, Any]) -> None:
+    with pytest.raises(Refused) as refused:
+        open_envelope(vector, vector["kind"], vector["context"], vector["envelope_b64"])
+    assert refused.value.code == vector["error"]
+
+
+def test_the_vectors_cover_what_implementations_get_wrong() -> None:
+    text = "".join(k + v for entry in CONTEXTS for k, v in entry["context"].items())
+    for char in ('"', "\\", "\x00", "\x1f", "\b", "\x7f", "/", "\u2028", "é", "東", "🔑"):
+        assert char in text
+    assert any(
+        sorted(c["context"], key=lambda k: k.encode("utf-16-be"))
+        != sorted(c["context"], key=lambda k: k.encode("utf-8"))
+        for c in CONTEXTS
+    )
+    # Every error of the table in "Opening" has a vector.
+    opening = (DOCS / "envelope.md").read_text().split("## Opening")[1].split("\n## ")[0]
+    documented = re.findall(r"\| `([a-z0-9_]+)` \|$", opening, re.M)
+    assert {v["error"] for v in INVALID} == set(documented)
+
+
+# --- KCM's pieces against the independent implementation ------------------------------------
+
+
+def test_kcm_seals_with_fresh_randomness_what_the_independent_one_opens() -> None:
+    v = {"key_hex": os.urandom(32).hex(), "tenant": str(uuid.uuid4()),
+         "service_key": str(uuid.uuid4()), "version": 3}  # fmt: skip
+    context = {"b": "2", "a": "ü\n"}
+    for operation, kind, item in (
+        ("generate-data-key", 1, {"context": context}),
+        ("encrypt", 2, {"context": context, "plaintext": "cGF5bG9hZA=="}),
+    ):
+        made = tool.request(tool.opener(v), operation, item)
+        opened = open_envelope(v, kind, context, made["ciphertext"])
+        assert base64.b64encode(opened).decode() == made.get("plaintext", item.get("plaintext"))
 
 
 @pytest.mark.parametrize("context", [{"n": 1}, {"l": ["x"]}, {"d": {}}, ["a"], "s", {1: "x"}])
@@ -100,21 +184,10 @@ def test_the_context_memo_refuses_what_canonical_context_refuses(context: Any) -
 def test_the_context_memo_agrees_with_the_reference_computation() -> None:
     memo = crypto.ContextMemo(b"k" * 32, {1: b"p" * 40})
     for context in ({"b": "2", "a": "1"}, {"a": "1", "b": "2"}, None, {}):
-        canonical = crypto.canonical_context(context)
-        assert memo.get(context) == (canonical, crypto.context_check(b"k" * 32, canonical))
+        encoded = crypto.canonical_context(context)
+        assert memo.get(context) == (encoded, crypto.context_check(b"k" * 32, encoded))
 
 
-def test_a_memoised_seal_opens_like_a_reference_one() -> None:
-    key = AESGCM.generate_key(256)
-    tenant, key_id = uuid.uuid4(), uuid.uuid4()
-    prefix = crypto.envelope_prefix(kind=1, tenant=tenant, key_id=key_id, version=5)
-    memo = crypto.ContextMemo(crypto.context_key(key), {1: prefix})
-    header, aad = memo.sealing(1, {"a": "1"})
-    blob = crypto.envelope_seal_fast(cipher=AESGCM(key), header=header, aad=aad, plaintext=b"p")
-    envelope = crypto.envelope_parse(blob)
-    assert (envelope.tenant, envelope.key_id, envelope.version) == (tenant, key_id, 5)
-    opened = crypto.envelope_open(
-        cipher=AESGCM(key), ctx_key=crypto.context_key(key), envelope=envelope,
-        context=crypto.canonical_context({"a": "1"}),
-    )  # fmt: skip
-    assert opened == b"p"
+def test_an_unpaired_surrogate_is_an_invalid_context_not_a_crash() -> None:
+    with pytest.raises(crypto.InvalidContext):
+        crypto.canonical_context({"a": "\ud800"})
