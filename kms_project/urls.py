@@ -2,6 +2,7 @@
 
 from django.urls import URLPattern, URLResolver, include, path
 
+from apps.rotation import urls_console as rotation_console
 from apps.tenants import api as tenants_api
 from apps.tenants import views as tenants_views
 from kms_project.urls_common import handler400, handler403, handler404, handler500
@@ -17,6 +18,7 @@ console: list[URLPattern | URLResolver] = [
     path("tokens/", tenants_views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", tenants_views.token_revoke, name="token-revoke"),
     path("audit/", include("apps.audit.urls_console")),
+    path("keys/", include(rotation_console.chain_urlpatterns)),
     path("keys/", include("apps.keychain.urls_console")),
     path("rotation/", include("apps.rotation.urls_console")),
 ]

@@ -15,7 +15,7 @@ from apps.core.errors import KcmError, ValidationFailed
 from apps.keychain import datakeys, selectors, services
 from apps.keychain.errors import KeyNotFound
 from apps.keychain.models import ServiceKey
-from apps.rotation.services import key_rotate_with_rewrap
+from apps.keychain.services import AnyKey
 from apps.tenants.models import Role
 
 KEY_ADMIN = frozenset({Role.KEY_ADMIN})
@@ -98,8 +98,20 @@ class ServiceKeyDetailView(KcmAPIView):
         return Response(selectors.service_key_detail(l3))
 
 
+def key_body(key: AnyKey) -> dict[str, Any]:
+    """A key as a lifecycle action answers it (the rotate action in apps/rotation too)."""
+    return {
+        "id": str(key.pk),
+        "level": key.level,
+        "state": key.state,
+        "primary_version": key.primary_version,
+        "deletion_date": key.deletion_date,
+    }
+
+
 class KeyActionView(KcmAPIView):
-    """POST /keys/<id>/<action>/: enable, disable, rotate, schedule-deletion, cancel-deletion."""
+    """POST /keys/<id>/<action>/: enable, disable, schedule-deletion, cancel-deletion (rotate
+    is apps/rotation's: it queues the rewrap)."""
 
     allowed_roles = KEY_ADMIN
     action: str = ""
@@ -118,19 +130,10 @@ class KeyActionView(KcmAPIView):
             action = {
                 "enable": services.key_enable,
                 "disable": services.key_disable,
-                "rotate": key_rotate_with_rewrap,
                 "cancel-deletion": services.key_cancel_deletion,
             }[self.action]
             key = action(key_id=key_id)
-        return Response(
-            {
-                "id": str(key.pk),
-                "level": key.level,
-                "state": key.state,
-                "primary_version": key.primary_version,
-                "deletion_date": key.deletion_date,
-            }
-        )
+        return Response(key_body(key))
 
 
 # --- cryptographic operations -----------------------------------------------------------

@@ -2,7 +2,8 @@ from django.urls import path
 
 from apps.keychain import api, api_external
 
-ACTIONS = ("enable", "disable", "rotate", "schedule-deletion", "cancel-deletion")
+# keys/<id>/rotate/ is apps/rotation's (urls_api): rotating queues the rewrap.
+ACTIONS = ("enable", "disable", "schedule-deletion", "cancel-deletion")
 
 urlpatterns = [
     path("keys/", api.ChainView.as_view(), name="keys"),

@@ -12,7 +12,6 @@ from django.views.decorators.http import require_POST
 from apps.core.console import console_view, run_action
 from apps.keychain import selectors, services
 from apps.keychain.forms import CustomerKeyForm, ScheduleDeletionForm, ServiceKeyForm
-from apps.rotation.services import key_rotate_with_rewrap
 from apps.tenants.models import Role
 
 READERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR]
@@ -78,7 +77,6 @@ def key_action(request: HttpRequest, key_id: UUID, action: str) -> HttpResponse:
     simple = {
         "enable": services.key_enable,
         "disable": services.key_disable,
-        "rotate": key_rotate_with_rewrap,
         "cancel-deletion": services.key_cancel_deletion,
     }
     audit = "key." + action.replace("-", "_")

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from apps.core.api import KcmAPIView, StrictSerializer, parse
 from apps.core.errors import ValidationFailed
-from apps.keychain.api import KEY_ADMIN, KEY_READERS
+from apps.keychain.api import KEY_ADMIN, KEY_READERS, key_body
 from apps.rotation import policies, selectors, services, sweep
 from apps.rotation.models import JobState, PolicyLevel
 from apps.rotation.platform.models import PlatformRotation
@@ -68,6 +68,19 @@ class KeyRotateView(KcmAPIView):
             rotation_body(rotation),
             status=status.HTTP_202_ACCEPTED if rotation.job else status.HTTP_200_OK,
         )
+
+
+class ChainKeyRotateView(KcmAPIView):
+    """POST /keys/<id>/rotate/, the key chain's rotate action: rotate now (an L1's or L2's
+    rewrap job is queued, as by KeyRotateView) and answer with the key alone."""
+
+    allowed_roles = KEY_ADMIN
+    audit_action = "key.rotate"
+
+    @extend_schema(request=EmptyIn, responses=OpenApiResponse(description="The key"))
+    def post(self, request: Request, key_id: UUID) -> Response:
+        parse(EmptyIn, request)
+        return Response(key_body(services.key_rotate_with_rewrap(key_id=key_id)))
 
 
 class KeyRewrapView(KcmAPIView):

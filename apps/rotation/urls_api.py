@@ -3,6 +3,8 @@ from django.urls import path
 from apps.rotation import api
 
 urlpatterns = [
+    # The key chain's rotate action, at the chain's URL; rotation owns it (it queues the rewrap).
+    path("keys/<uuid:key_id>/rotate/", api.ChainKeyRotateView.as_view(), name="key-rotate"),
     path(
         "rotation/keys/<uuid:key_id>/rotate/", api.KeyRotateView.as_view(), name="rotation-rotate"
     ),

@@ -11,3 +11,9 @@ urlpatterns = [
     path("keys/<uuid:key_id>/rewrap/", views.key_rewrap, name="rotation-key-rewrap"),
     path("keys/<uuid:key_id>/policy/", views.key_policy_set, name="rotation-key-policy"),
 ]
+
+# The key chain page's rotate button, at the chain's URL (kms_project/urls.py includes these
+# under keys/, before apps.keychain.urls_console): rotation owns it, as it queues the rewrap.
+chain_urlpatterns = [
+    path("<uuid:key_id>/rotate/", views.chain_key_rotate, name="key-rotate"),
+]

@@ -91,6 +91,19 @@ def key_rotate(request: HttpRequest, key_id: UUID) -> HttpResponse:
 
 @console_view(ADMIN)
 @require_POST
+def chain_key_rotate(request: HttpRequest, key_id: UUID) -> HttpResponse:
+    """The rotate button of the key chain page: rotate (queueing the rewrap), back to the chain."""
+    return run_action(
+        request,
+        lambda: services.key_rotate_with_rewrap(key_id=key_id),
+        "Done: rotate.",
+        reverse("console:keys"),
+        audit_action="key.rotate",
+    )
+
+
+@console_view(ADMIN)
+@require_POST
 def key_rewrap(request: HttpRequest, key_id: UUID) -> HttpResponse:
     started: list[RewrapJob] = []
     response = run_action(
