@@ -50,6 +50,7 @@ from apps.keychain.models import (
     TenantKeyVersion,
 )
 from apps.keychain.revocation import broadcast_revocation
+from apps.keychain.roots import root_destroy
 from apps.keystores.base import (
     WRAPPING_ALGORITHMS,
     WRAPPING_KEY_BITS,
@@ -256,10 +257,8 @@ def material_import(
                     keep_new_object = True
                 version.material_expires_at = material_expires_at
                 version.save(update_fields=["handle", "material_expires_at"])
-            if version.version == l1.primary_version:
-                l1.material_expires_at = material_expires_at
-                if l1.state == KeyState.PENDING_IMPORT:
-                    l1.state, l1.state_reason = KeyState.ENABLED, ""
+            if version.version == l1.primary_version and l1.state == KeyState.PENDING_IMPORT:
+                l1.state, l1.state_reason = KeyState.ENABLED, ""
             l1.save()
             token.used_at = now
             token.save(update_fields=["used_at"])
@@ -324,19 +323,16 @@ def _discard(provider: Keystore, handle: str) -> None:
 def material_delete(*, key_id: UUID | str) -> CustomerKey:
     """Delete the imported material of every version from the HSM. The key waits for the same
     material again (PENDING_IMPORT); until then nothing under it can be used."""
-    provider = platform_keystore()
     with transaction.atomic():
         l1 = _byok_key(key_id, lock=True)
         if l1.state not in _MANAGEABLE:
             raise InvalidKeyState(f"The key is {l1.state}; its material cannot be deleted.")
         for version in l1.versions.exclude(handle=""):
-            with contextlib.suppress(RootKeyNotFound):
-                provider.destroy(version.handle)
+            root_destroy(version)
             version.handle = ""
             version.save(update_fields=["handle"])
         l1.state = KeyState.PENDING_IMPORT
         l1.state_reason = "Imported material deleted; import the same material to restore the key."
-        l1.material_expires_at = None
         l1.save()
         broadcast_revocation()
         audit_record(action="key.import_delete", target=str(l1.pk))
@@ -356,8 +352,7 @@ def byok_sweep(*, now: datetime | None = None) -> dict[str, int]:
             .filter(key__origin=Origin.BYOK, material_expires_at__lte=now)
             .exclude(handle="")
         ):
-            with contextlib.suppress(RootKeyNotFound):
-                provider.destroy(version.handle)
+            root_destroy(version)
             version.handle = ""
             version.save(update_fields=["handle"])
             l1 = version.key

@@ -46,7 +46,6 @@ _EXTERNAL_ERRORS: dict[str, type[KcmError]] = {
     KeyState.UNAVAILABLE: ExternalKeyUnavailable,
     KeyState.FORBIDDEN: ExternalKeyForbidden,
 }
-_EXPIRABLE = {KeyState.ENABLED, KeyState.PENDING_IMPORT}
 
 
 def tenant() -> Tenant:
@@ -62,14 +61,16 @@ def observe_epoch() -> tuple[str, int]:
 def ensure_usable(key: KeyBase, what: str) -> None:
     """Raise the error that says why `key` cannot be used, if it cannot."""
     state = key.state
-    expires = getattr(key, "material_expires_at", None)  # BYOK L1s only
-    if expires is not None and expires <= timezone.now() and state in _EXPIRABLE:
-        raise KeyMaterialExpired(
-            f"The {what}'s imported material expired on {expires:%Y-%m-%d %H:%M:%S} UTC.",
-            level=key.level,  # type: ignore[attr-defined]
-        )
     if state == KeyState.ENABLED:
         return
+    if state == KeyState.PENDING_IMPORT and isinstance(key, CustomerKey):
+        # Waiting for material because it expired (the BYOK sweep removed it): say so.
+        expires = key.material_expires_at
+        if expires is not None and expires <= timezone.now():
+            raise KeyMaterialExpired(
+                f"The {what}'s imported material expired on {expires:%Y-%m-%d %H:%M:%S} UTC.",
+                level="L1",
+            )
     if state == KeyState.DISABLED:
         raise KeyDisabled(f"The {what} is disabled.", level=key.level)  # type: ignore[attr-defined]
     if state == KeyState.PENDING_DELETION:
@@ -133,17 +134,8 @@ def l1_encrypt(version: CustomerKeyVersion, plaintext: bytes, aad: bytes) -> byt
 def l2_unwrap(l2v: TenantKeyVersion) -> bytes:
     """The raw L2 version, unwrapped by its L1 version in its keystore: the only path that asks
     a keystore to decrypt. Uncached: `l2_material` caches; rewrap jobs re-encrypt it."""
-    parent = l2v.parent
-    # BYOK: this version's imported material may have expired (before the sweep deleted it).
-    expires = parent.material_expires_at
-    if expires is not None and expires <= timezone.now():
-        raise KeyMaterialExpired(
-            f"Version {parent.version} of the customer key's imported material expired on "
-            f"{expires:%Y-%m-%d %H:%M:%S} UTC.",
-            level="L1",
-        )
     return roots.root_decrypt(
-        parent, bytes(l2v.wrapped), l2_aad(l2v, l2v.key), observe=external_state_apply
+        l2v.parent, bytes(l2v.wrapped), l2_aad(l2v, l2v.key), observe=external_state_apply
     )
 
 

@@ -8,6 +8,7 @@ leaves the HSM: its versions hold only the provider's handle.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.db import models
 from django.utils import timezone
@@ -77,8 +78,6 @@ class CustomerKey(KeyBase):
     name = models.CharField(max_length=100)
     description = models.CharField(max_length=500, blank=True)
     origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.HSM)
-    # BYOK: when the primary version's imported material expires (then the key stops working).
-    material_expires_at = models.DateTimeField(null=True, blank=True)
 
     level = Level.L1
 
@@ -88,6 +87,16 @@ class CustomerKey(KeyBase):
 
     def __str__(self) -> str:
         return f"L1 {self.name}"
+
+    @property
+    def material_expires_at(self) -> datetime | None:
+        """BYOK: when the primary version's imported material expires (stored once, on the
+        version; one query)."""
+        return (
+            self.versions.filter(version=self.primary_version)
+            .values_list("material_expires_at", flat=True)
+            .first()
+        )
 
 
 class ExternalKeyManager(models.Model):

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from typing import TypeVar
 from uuid import UUID
 
+from django.utils import timezone
+
 from apps.core.errors import KcmError
 from apps.keychain import crypto
 from apps.keychain.errors import (
@@ -24,6 +26,7 @@ from apps.keychain.errors import (
     ExternalKeyUnavailable,
     HsmUnavailable,
     KeyDestroyed,
+    KeyMaterialExpired,
     KeyPendingImport,
 )
 from apps.keychain.models import CustomerKeyVersion, ExternalKeyManager, KeyState
@@ -132,6 +135,14 @@ def _call(
     observe: StateObserver,
 ) -> T:
     if version.external_manager_id is None:
+        # BYOK: the version's imported material may have expired (before the sweep removed it).
+        expires = version.material_expires_at
+        if expires is not None and expires <= timezone.now():
+            raise KeyMaterialExpired(
+                f"Version {version.version} of the customer key's imported material expired "
+                f"on {expires:%Y-%m-%d %H:%M:%S} UTC.",
+                level="L1",
+            )
         if not version.handle:
             raise KeyPendingImport(
                 f"Version {version.version} of the customer key has no imported material.",
