@@ -16,8 +16,9 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import connection
 
+from apps.core.roles import TENANT_ROLES, Role
 from apps.tenants import services
-from apps.tenants.models import TENANT_ROLES, Role, Tenant
+from apps.tenants.models import Tenant
 from tests.helpers import Api, host_of
 
 TENANTS = ("acme", "globex")

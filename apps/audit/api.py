@@ -15,7 +15,7 @@ from apps.audit import export, selectors, services
 from apps.audit.models import AuditEvent, AuditExport
 from apps.core.api import KcmAPIView, StrictSerializer, parse, principal_of
 from apps.core.pagination import CursorPagination
-from apps.tenants.models import Role
+from apps.core.roles import Role
 
 READERS = frozenset({Role.AUDITOR, Role.TENANT_ADMIN, Role.PLATFORM_OPERATOR})
 

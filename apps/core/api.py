@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from rest_framework.views import APIView
 
-from apps.tenants.access import Principal
+from apps.core.tenancy import Principal
 
 # JSON types each kind of field accepts; DRF itself would coerce 7 into "7" and "7" into 7.
 _JSON_TYPES: list[tuple[type[serializers.Field], tuple[type, ...]]] = [

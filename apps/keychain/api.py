@@ -12,11 +12,11 @@ from rest_framework.response import Response
 
 from apps.core.api import KcmAPIView, StrictSerializer, parse
 from apps.core.errors import KcmError, ValidationFailed
+from apps.core.roles import Role
 from apps.keychain import datakeys, selectors, services
 from apps.keychain.errors import KeyNotFound
 from apps.keychain.models import ServiceKey
 from apps.keychain.services import AnyKey
-from apps.tenants.models import Role
 
 KEY_ADMIN = frozenset({Role.KEY_ADMIN})
 KEY_READERS = frozenset({Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR})

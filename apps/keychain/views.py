@@ -10,9 +10,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from apps.core.console import console_view, run_action
+from apps.core.roles import Role
 from apps.keychain import selectors, services
 from apps.keychain.forms import CustomerKeyForm, ScheduleDeletionForm, ServiceKeyForm
-from apps.tenants.models import Role
 
 READERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR]
 

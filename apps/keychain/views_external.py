@@ -15,10 +15,10 @@ from django.views.decorators.http import require_POST
 
 from apps.core.console import console_view, run_action
 from apps.core.errors import ValidationFailed
+from apps.core.roles import Role
 from apps.keychain import byok, hyok, selectors_external
 from apps.keychain.models import CustomerKey, ImportToken, Origin
 from apps.keystores.base import WRAPPING_KEY_BITS
-from apps.tenants.models import Role
 
 READERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR]
 ADMIN = [Role.KEY_ADMIN]

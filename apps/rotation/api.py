@@ -13,11 +13,11 @@ from rest_framework.response import Response
 
 from apps.core.api import KcmAPIView, StrictSerializer, parse
 from apps.core.errors import ValidationFailed
+from apps.core.roles import Role
 from apps.keychain.api import KEY_ADMIN, KEY_READERS, key_body
 from apps.rotation import policies, selectors, services, sweep
 from apps.rotation.models import JobState, PolicyLevel
 from apps.rotation.platform.models import PlatformRotation
-from apps.tenants.models import Role
 
 PLATFORM = frozenset({Role.PLATFORM_OPERATOR})
 

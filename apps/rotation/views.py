@@ -12,11 +12,11 @@ from django.views.decorators.http import require_POST
 
 from apps.core.console import console_view, run_action
 from apps.core.errors import ValidationFailed
+from apps.core.roles import Role
 from apps.keychain.selectors import chain_tree
 from apps.rotation import policies, selectors, services
 from apps.rotation.forms import DefaultForm, PolicyForm, RotateForm
 from apps.rotation.models import RewrapJob, RotationPolicy
-from apps.tenants.models import Role
 
 READERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR]
 ADMIN = [Role.KEY_ADMIN]

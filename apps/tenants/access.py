@@ -4,33 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 from typing import cast
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.utils import timezone
 
-from apps.tenants.models import ApiToken, Membership, Role, Tenant
+from apps.core.roles import Role
+from apps.core.tenancy import Principal
+from apps.tenants.models import ApiToken, Membership, Tenant
 
 TOKEN_PREFIX = "kcm"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """An authenticated actor acting in one tenant with one role."""
-
-    kind: str  # "user" or "token"
-    id: int
-    label: str
-    role: str
-    tenant_id: int
-    user_id: int | None = None
-    token_id: int | None = None
-
-    @property
-    def actor(self) -> str:
-        return f"{self.kind}:{self.label}"
 
 
 def current_tenant() -> Tenant:

@@ -12,9 +12,10 @@ from rest_framework.response import Response
 from apps.core.api import KcmAPIView, StrictSerializer, parse, principal_of
 from apps.core.errors import NotFound
 from apps.core.pagination import CursorPagination
+from apps.core.roles import TENANT_ROLES, Role
 from apps.tenants import selectors, services
 from apps.tenants.access import current_tenant
-from apps.tenants.models import TENANT_ROLES, ApiToken, Membership, Role, Tenant
+from apps.tenants.models import ApiToken, Membership, Tenant
 
 ALL_TENANT_ROLES = frozenset(TENANT_ROLES)
 ADMIN = frozenset({Role.TENANT_ADMIN})

@@ -8,7 +8,8 @@ from rest_framework import authentication
 from rest_framework.request import Request
 
 from apps.core.errors import KcmError
-from apps.tenants.access import Principal, current_tenant, principal_for_token, principal_for_user
+from apps.core.tenancy import Principal
+from apps.tenants.access import current_tenant, principal_for_token, principal_for_user
 
 
 class InvalidToken(KcmError):

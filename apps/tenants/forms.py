@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from apps.tenants.models import TENANT_ROLES, Role
+from apps.core.roles import TENANT_ROLES, Role
 
 
 class MemberForm(forms.Form):

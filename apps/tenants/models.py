@@ -9,16 +9,7 @@ from django.db import models
 from django.utils import timezone
 from django_tenants.models import DomainMixin, TenantMixin
 
-
-class Role(models.TextChoices):
-    PLATFORM_OPERATOR = "platform_operator", "Platform operator"
-    TENANT_ADMIN = "tenant_admin", "Tenant admin"
-    KEY_ADMIN = "key_admin", "Key admin"
-    KEY_USER = "key_user", "Key user"
-    AUDITOR = "auditor", "Auditor"
-
-
-TENANT_ROLES = (Role.TENANT_ADMIN, Role.KEY_ADMIN, Role.KEY_USER, Role.AUDITOR)
+from apps.core.roles import Role
 
 
 class TenantStatus(models.TextChoices):

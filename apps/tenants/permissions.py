@@ -9,7 +9,8 @@ from rest_framework.request import Request
 
 from apps.audit import context as audit_context
 from apps.core.errors import Forbidden
-from apps.tenants.access import Principal, current_tenant
+from apps.core.tenancy import Principal
+from apps.tenants.access import current_tenant
 
 
 class WrongTenant(Forbidden):

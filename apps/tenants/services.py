@@ -15,16 +15,10 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, NotFound, ValidationFailed
-from apps.tenants.access import TOKEN_PREFIX, Principal, digest_secret
-from apps.tenants.models import (
-    TENANT_ROLES,
-    ApiToken,
-    Domain,
-    Membership,
-    Role,
-    Tenant,
-    TenantStatus,
-)
+from apps.core.roles import TENANT_ROLES, Role
+from apps.core.tenancy import Principal
+from apps.tenants.access import TOKEN_PREFIX, digest_secret
+from apps.tenants.models import ApiToken, Domain, Membership, Tenant, TenantStatus
 
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
 RESERVED_SLUGS = {"www", "api", "admin", "public", "platform", "static", "kcm", "template"}

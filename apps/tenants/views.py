@@ -15,6 +15,7 @@ from apps.audit.models import Outcome
 from apps.audit.services import audit_record
 from apps.core.console import console_view, run_action
 from apps.core.errors import KcmError
+from apps.core.roles import TENANT_ROLES, Role
 from apps.tenants import selectors, services
 from apps.tenants.access import current_tenant, principal_for_user
 from apps.tenants.forms import (
@@ -25,7 +26,6 @@ from apps.tenants.forms import (
     TenantForm,
     TokenForm,
 )
-from apps.tenants.models import TENANT_ROLES, Role
 
 ANY_ROLE = [*TENANT_ROLES, Role.PLATFORM_OPERATOR]
 

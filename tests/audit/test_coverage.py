@@ -15,7 +15,7 @@ from django_tenants.utils import schema_context
 
 from apps.audit.models import AuditEvent
 from apps.audit.sealer import seal_here
-from apps.tenants.models import TENANT_ROLES, Role
+from apps.core.roles import TENANT_ROLES, Role
 from tests.conftest import PASSWORD
 from tests.urlmap import PUBLIC, Route, platform_routes, tenant_routes
 

@@ -14,7 +14,8 @@ from django_tenants.utils import tenant_context
 
 from apps.audit import export, services
 from apps.audit.models import AuditEvent
-from apps.tenants.models import Role, Tenant
+from apps.core.roles import Role
+from apps.tenants.models import Tenant
 from tests.helpers import assert_problem
 
 REPO = Path(__file__).resolve().parents[2]

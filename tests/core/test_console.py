@@ -7,7 +7,8 @@ from typing import Any
 
 from django.test import Client
 
-from apps.tenants.models import ApiToken, Role, Tenant
+from apps.core.roles import Role
+from apps.tenants.models import ApiToken, Tenant
 from tests.conftest import PASSWORD
 from tests.helpers import Api
 
@@ -158,7 +159,7 @@ def test_the_openapi_schema_describes_the_api(db: None) -> None:
 
 
 def test_the_serving_process_is_named_only_outside_production(api: Any, settings: Any) -> None:
-    from apps.tenants.models import Role
+    from apps.core.roles import Role
 
     assert api("acme", Role.AUDITOR).get("/api/v1/me/").has_header("X-KCM-Worker")
     settings.PRODUCTION = True

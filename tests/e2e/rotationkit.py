@@ -163,7 +163,8 @@ def verify(schemas: list[str], folder: str) -> dict[str, Any]:
 
 def platform_token() -> str:
     """A platform operator's API token (the base domain's API)."""
-    from apps.tenants.models import Role, Tenant
+    from apps.core.roles import Role
+    from apps.tenants.models import Tenant
     from apps.tenants.services import api_token_create
 
     platform = Tenant.objects.get(schema_name="public")

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from apps.tenants.models import Role
+from apps.core.roles import Role
 from tests.helpers import Api
 
 

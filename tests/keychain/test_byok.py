@@ -24,12 +24,13 @@ from django.test import Client
 from django.utils import timezone
 from django_tenants.utils import schema_context, tenant_context
 
+from apps.core.roles import Role
 from apps.keychain import byok
 from apps.keychain.cache import key_cache
-from apps.keychain.models import CustomerKey, CustomerKeyVersion, ImportToken
+from apps.keychain.models import CustomerKeyVersion, ImportToken
 from apps.keystores.pkcs11.keystore import Pkcs11Keystore
 from apps.keystores.registry import platform_keystore, reset_platform_keystore
-from apps.tenants.models import Role, Tenant
+from apps.tenants.models import Tenant
 from tests.helpers import Api, assert_problem
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from django_tenants.utils import schema_context, tenant_context
 
+from apps.core.roles import Role
 from apps.keychain import tasks_external
 from apps.keychain.cache import key_cache
 from apps.keychain.chain import l2_aad
@@ -21,7 +22,7 @@ from apps.keychain.models import ExternalKeyManager, TenantKeyVersion
 from apps.keychain.roots import connection_for, credentials_open
 from apps.keystores.base import KeystoreConfigError
 from apps.keystores.registry import forget_connections
-from apps.tenants.models import Role, Tenant
+from apps.tenants.models import Tenant
 from tests.helpers import Api, assert_problem
 from tests.keychain.kmip_server import KmipAdmin, KmipServer
 

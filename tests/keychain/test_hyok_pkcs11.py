@@ -20,12 +20,13 @@ import pytest
 from django.conf import settings as django_settings
 from django_tenants.utils import tenant_context
 
+from apps.core.roles import Role
 from apps.keychain import tasks_external
 from apps.keychain.cache import key_cache
 from apps.keystores.pkcs11 import session as pkcs11_session
 from apps.keystores.pkcs11.keystore import Pkcs11Keystore
 from apps.keystores.registry import forget_connections
-from apps.tenants.models import Role, Tenant
+from apps.tenants.models import Tenant
 from tests.helpers import Api, assert_problem
 
 CTX = {"order": "9"}

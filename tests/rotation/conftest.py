@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from django_tenants.utils import tenant_context
 
+from apps.core.roles import Role
 from apps.keychain.models import CustomerKey, TenantKey
-from apps.tenants.models import Role, Tenant
+from apps.tenants.models import Tenant
 from tests.e2e import rotationkit
 from tests.helpers import Api
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from apps.tenants.models import Role
+from apps.core.roles import Role
 from tests.helpers import assert_problem
 
 

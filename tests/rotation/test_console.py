@@ -6,8 +6,8 @@ from typing import Any
 
 from django.test import Client
 
+from apps.core.roles import Role
 from apps.rotation.models import RewrapJob
-from apps.tenants.models import Role
 
 HOST = "acme.localhost"
 

@@ -8,10 +8,10 @@ from typing import Any
 from django.db import connection
 from django_tenants.utils import tenant_context
 
+from apps.core.roles import Role
 from apps.rotation import runner, sweep
 from apps.rotation.models import JobReason, RewrapJob
 from apps.rotation.platform.models import PlatformRotation, RunState
-from apps.tenants.models import Role
 from tests.e2e import rotationkit
 from tests.helpers import assert_problem
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from apps.tenants.models import Role
+from apps.core.roles import Role
 from tests.urlmap import PUBLIC, Route, platform_routes, tenant_routes
 
 TENANT_ROUTES = [r for r in tenant_routes() if r.name not in PUBLIC]

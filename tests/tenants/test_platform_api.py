@@ -8,7 +8,8 @@ from django.core.management import call_command
 from django.db import connection
 from django_tenants.utils import schema_exists
 
-from apps.tenants.models import Role, Tenant
+from apps.core.roles import Role
+from apps.tenants.models import Tenant
 from tests.helpers import assert_problem
 
 OPS = ("platform", Role.PLATFORM_OPERATOR)

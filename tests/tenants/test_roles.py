@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from apps.tenants.models import TENANT_ROLES, Role
+from apps.core.roles import TENANT_ROLES, Role
 from tests.helpers import assert_problem
 from tests.urlmap import PUBLIC, Route, platform_routes, tenant_routes
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from django.utils import timezone
 
+from apps.core.roles import Role
 from apps.tenants.access import digest_secret
-from apps.tenants.models import ApiToken, Role
+from apps.tenants.models import ApiToken
 from tests.helpers import Api, assert_problem
 
 ADMIN = ("acme", Role.TENANT_ADMIN)

@@ -9,8 +9,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from apps.core.roles import Role
 from apps.tenants import services
-from apps.tenants.models import Role, Tenant
+from apps.tenants.models import Tenant
 
 
 class Command(BaseCommand):
