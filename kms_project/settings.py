@@ -89,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.tenants.middleware.TenantStatusMiddleware",
+    "apps.tenants.middleware.ConsolePrincipalMiddleware",
 ]
 
 TEMPLATES = [

@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from apps.core.views import healthz
+from kms_project.health import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),

@@ -1,4 +1,5 @@
-"""Building blocks every API view uses: strict input parsing and the principal."""
+"""Building blocks every API view uses: strict input parsing, the principal, and recording
+each request's outcome (through `request_outcome`, which apps.audit receives)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from rest_framework.views import APIView
 
+from apps.core.signals import Outcome, request_outcome_send
 from apps.core.tenancy import Principal
 
 # JSON types each kind of field accepts; DRF itself would coerce 7 into "7" and "7" into 7.
@@ -217,17 +219,14 @@ class KcmAPIView(APIView):
         action = self.audit_actions.get(request.method or "", self.audit_action)
         if status < 400 and not (self.audit_success_here and action):
             return response
-        from apps.audit.models import Outcome
-        from apps.audit.services import audit_record
-
-        if status < 400:
-            outcome, code = Outcome.SUCCESS, ""
-        else:
+        outcome: Outcome = "success"
+        code = ""
+        if status >= 400:
             data = response.data if isinstance(response.data, dict) else {}
             code = str(data.get("code", status))
-            outcome = Outcome.DENIED if status in (401, 403) else Outcome.ERROR
+            outcome = "denied" if status in (401, 403) else "error"
         target, version = self.audit_target(request, response)
-        audit_record(
+        request_outcome_send(
             action=action or "api.request",
             outcome=outcome,
             target=target,

@@ -1,4 +1,7 @@
-"""Console plumbing: role-checked views and rendering of domain errors as messages."""
+"""Console plumbing: role-checked views and rendering of domain errors as messages.
+
+Refusals and failures are sent as `request_outcome` (apps.audit records them); the principal
+is the one apps.tenants.middleware.ConsolePrincipalMiddleware put on the request."""
 
 from __future__ import annotations
 
@@ -11,17 +14,15 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from apps.audit import context as audit_context
-from apps.audit.models import Outcome
-from apps.audit.services import audit_record
 from apps.core.errors import KcmError
-from apps.tenants.access import current_tenant, principal_for_user
+from apps.core.signals import request_outcome_send
 
 View = Callable[..., HttpResponse]
 
 
 def console_view(roles: Iterable[str]) -> Callable[[View], View]:
-    """Require a logged-in member of this tenant whose role is in `roles` (deny otherwise)."""
+    """Require a logged-in member of this tenant whose role is in `roles` (deny otherwise).
+    The view gets the principal as `request.kcm_principal`."""
     allowed = frozenset(roles)
 
     def decorator(view: View) -> View:
@@ -40,11 +41,7 @@ def console_view(roles: Iterable[str]) -> Callable[[View], View]:
                 )
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            principal = principal_for_user(request.user, current_tenant())
-            if principal is not None:
-                audit_context.update(actor=principal.actor, role=principal.role)
-            else:
-                audit_context.update(actor=f"user:{request.user.get_username()}")
+            principal = getattr(request, "kcm_principal", None)
             if principal is None or principal.role not in allowed:
                 _denied(request, "not_a_member" if principal is None else "role_not_allowed")
                 return render(
@@ -56,7 +53,6 @@ def console_view(roles: Iterable[str]) -> Callable[[View], View]:
                     },
                     status=403,
                 )
-            request.kcm_principal = principal  # type: ignore[attr-defined]
             return view(request, *args, **kwargs)
 
         wrapper.kcm_roles = allowed  # type: ignore[attr-defined]
@@ -65,10 +61,15 @@ def console_view(roles: Iterable[str]) -> Callable[[View], View]:
     return decorator
 
 
+def is_console_view(view: Callable[..., Any]) -> bool:
+    """Whether `view` was made by `console_view` (and so needs the principal)."""
+    return hasattr(view, "kcm_roles")
+
+
 def _denied(request: HttpRequest, code: str) -> None:
-    audit_record(
+    request_outcome_send(
         action="console.request",
-        outcome=Outcome.DENIED,
+        outcome="denied",
         error_code=code,
         details={"method": request.method, "path": request.path},
         chained=False,
@@ -88,9 +89,9 @@ def run_action(
     try:
         result = action()
     except KcmError as exc:
-        audit_record(
+        request_outcome_send(
             action=audit_action,
-            outcome=Outcome.DENIED if exc.status in (401, 403) else Outcome.ERROR,
+            outcome="denied" if exc.status in (401, 403) else "error",
             error_code=exc.code,
             details={"path": request.path},
         )

@@ -1,17 +1,9 @@
-from __future__ import annotations
+"""Error pages of every host: a problem for the API, the refusal page for the console."""
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
 
 from apps.core.errors import problem_response
-from apps.core.health import health_report
-
-
-@require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
-    report = health_report()
-    return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
 
 
 def _error(request: HttpRequest, status: int, code: str, title: str, detail: str) -> HttpResponse:

@@ -1,4 +1,5 @@
-"""Liveness of what KCM depends on: the database, the Celery broker and the HSM."""
+"""GET /healthz: liveness of what KCM depends on, the database, the Celery broker and the
+platform's keystore (here, above every app, since it looks at all of them)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+from apps.keystores.registry import platform_keystore_health
+from kms_project.celery import app
 
 
 def _timed(check: Any) -> dict[str, Any]:
@@ -29,8 +35,6 @@ def _database() -> dict[str, Any]:
 
 
 def _broker() -> dict[str, Any]:
-    from kms_project.celery import app
-
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
         transport = conn.transport_cls
@@ -38,8 +42,6 @@ def _broker() -> dict[str, Any]:
 
 
 def _hsm() -> dict[str, Any]:
-    from apps.keystores.registry import platform_keystore_health
-
     return dict(platform_keystore_health())
 
 
@@ -47,3 +49,9 @@ def health_report() -> dict[str, Any]:
     checks = {"database": _timed(_database), "broker": _timed(_broker), "hsm": _timed(_hsm)}
     ok = all(check.get("ok") for check in checks.values())
     return {"status": "ok" if ok else "degraded", "checks": checks}
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    report = health_report()
+    return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
