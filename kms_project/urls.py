@@ -2,6 +2,7 @@
 
 from django.urls import URLPattern, URLResolver, include, path
 
+from apps.keychain import views as keychain_views
 from apps.rotation import urls_console as rotation_console
 from apps.tenants import api as tenants_api
 from apps.tenants import views as tenants_views
@@ -9,7 +10,7 @@ from kms_project.urls_common import handler400, handler403, handler404, handler5
 from kms_project.urls_common import urlpatterns as common
 
 console: list[URLPattern | URLResolver] = [
-    path("", tenants_views.dashboard, name="dashboard"),
+    path("", keychain_views.dashboard, name="dashboard"),
     path("login/", tenants_views.login_view, name="login"),
     path("logout/", tenants_views.logout_view, name="logout"),
     path("members/", tenants_views.members, name="members"),

@@ -17,6 +17,12 @@ from apps.keychain.forms import CustomerKeyForm, ScheduleDeletionForm, ServiceKe
 READERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR]
 
 
+@console_view(list(Role))
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """A tenant console's home: the key chain in numbers (the platform's is apps.tenants')."""
+    return render(request, "console/dashboard.html", {"summary": selectors.chain_summary()})
+
+
 @console_view(READERS)
 def chain(request: HttpRequest) -> HttpResponse:
     return render(

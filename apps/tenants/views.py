@@ -76,15 +76,8 @@ def logout_view(request: HttpRequest) -> HttpResponse:
 
 @console_view(ANY_ROLE)
 def dashboard(request: HttpRequest) -> HttpResponse:
-    tenant = current_tenant()
-    context: dict[str, object] = {}
-    if tenant.is_platform:
-        context["tenants"] = selectors.tenant_list()
-    else:
-        from apps.keychain.selectors import chain_summary
-
-        context["summary"] = chain_summary()
-    return render(request, "console/dashboard.html", context)
+    """The platform console's home (a tenant's is the key chain's: apps.keychain.views)."""
+    return render(request, "console/dashboard.html", {"tenants": selectors.tenant_list()})
 
 
 @console_view([Role.TENANT_ADMIN])
