@@ -6,6 +6,7 @@ KCM_PKCS11_PIN_FILE). No database is used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -76,7 +77,9 @@ def token_session(hsm: Pkcs11Keystore) -> Iterator[pkcs11.Session]:
     lib = pkcs11.lib(settings.KCM_PKCS11_LIBRARY)
     session = lib.get_token(token_label=settings.KCM_PKCS11_TOKEN_LABEL).open(rw=True)
     yield session
-    session.close()
+    # A key the keystore did not find makes it re-initialise the library, which ends this session.
+    with contextlib.suppress(pkcs11.exceptions.SessionHandleInvalid):
+        session.close()
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:

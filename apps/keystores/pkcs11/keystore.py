@@ -164,7 +164,7 @@ class Pkcs11Keystore(Keystore):
                 raise RootKeyNotFound("no root key with this handle")
             key.destroy()
 
-        self.session.run(destroy)
+        self._look_up(destroy)
         log.info("PKCS#11 root key destroyed (handle %s, token %s)", ref, self._token_label)
 
     def exists(self, ref: str) -> bool:
@@ -172,7 +172,16 @@ class Pkcs11Keystore(Keystore):
             key_id = key_id_from_handle(ref)
         except RootKeyNotFound:
             return False
-        return self.session.run(lambda session: aes.find(session, key_id) is not None)
+
+        def find(session: pkcs11.Session) -> None:
+            if aes.find(session, key_id) is None:
+                raise RootKeyNotFound("no root key with this handle")
+
+        try:
+            self._look_up(find)
+        except RootKeyNotFound:
+            return False
+        return True
 
     # Signing.
 
@@ -183,11 +192,11 @@ class Pkcs11Keystore(Keystore):
 
     def sign(self, ref: str, data: bytes) -> bytes:
         key_id = key_id_from_handle(ref)
-        return self.session.run(lambda session: signing.sign(session, key_id, data))
+        return self._look_up(lambda session: signing.sign(session, key_id, data))
 
     def public_key_der(self, ref: str) -> bytes:
         key_id = key_id_from_handle(ref)
-        return self.session.run(lambda session: signing.public_key_der(session, key_id))
+        return self._look_up(lambda session: signing.public_key_der(session, key_id))
 
     # BYOK: see importing.py.
 
@@ -202,7 +211,7 @@ class Pkcs11Keystore(Keystore):
 
     def destroy_wrapping_key(self, ref: str) -> None:
         key_id = key_id_from_handle(ref)
-        self.session.run(lambda session: pkcs11_import.destroy_wrapping_pair(session, key_id))
+        self._look_up(lambda session: pkcs11_import.destroy_wrapping_pair(session, key_id))
 
     def import_root_key(
         self, *, wrapping_handle: str, algorithm: str, wrapped: bytes, label: str
@@ -225,7 +234,7 @@ class Pkcs11Keystore(Keystore):
             )
             self._keys[handle] = key
 
-        self.session.run(unwrap)
+        self._look_up(unwrap)
         log.info("PKCS#11 root key imported (handle %s, token %s)", handle, self._token_label)
         return handle
 
@@ -251,4 +260,21 @@ class Pkcs11Keystore(Keystore):
             self._keys[ref] = key
             return use(key)
 
-        return self.session.run(operation)
+        return self._look_up(operation)
+
+    def _look_up(self, operation: Callable[[pkcs11.Session], T]) -> T:
+        """Run `operation`, which finds a key by CKA_ID; when it finds none, re-initialise the
+        library (finalize, initialize, log in again, under the process lock) and run it once
+        more before reporting `RootKeyNotFound`.
+
+        SoftHSM2's file store indexes a token's objects per process and re-reads the folder
+        only when the token's generation on disk changed since this process last looked; but
+        creating or destroying an object here records the bumped generation without re-reading.
+        So a key another process created just before stays invisible to this one (C_FindObjects
+        skips it), and new sessions or logins do not help: only C_Finalize/C_Initialize does.
+        """
+        try:
+            return self.session.run(operation)
+        except RootKeyNotFound:
+            log.info("PKCS#11 key not found; re-initialising the library to look again")
+            return self.session.run(operation, restart=True)
