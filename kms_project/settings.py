@@ -325,7 +325,7 @@ KCM_REWRAP_RETIRE_GRACE_SECONDS = env_int("KCM_REWRAP_RETIRE_GRACE_SECONDS", 2, 
 # The sweep (beat) removes expired wrapping keys and imported material past its expiry.
 KCM_BYOK_IMPORT_TOKEN_HOURS = env_int("KCM_BYOK_IMPORT_TOKEN_HOURS", 24, minimum=1)
 CELERY_BEAT_SCHEDULE["keychain-byok-sweep"] = {
-    "task": "apps.keychain.tasks_external.byok_sweep",
+    "task": "apps.keychain.tasks.byok_sweep",
     "schedule": env_int("KCM_BYOK_SWEEP_SECONDS", 60, minimum=1),
 }
 # Whether the HSM unwraps RSA-OAEP with SHA-256 (SoftHSM2 2.6 does not; it cannot be probed).
@@ -339,10 +339,9 @@ KCM_HYOK_TIMEOUT_SECONDS = env_int("KCM_HYOK_TIMEOUT_SECONDS", 3, minimum=1)
 KCM_HYOK_BREAKER_FAILURES = env_int("KCM_HYOK_BREAKER_FAILURES", 3, minimum=1)
 KCM_HYOK_BREAKER_RESET_SECONDS = env_int("KCM_HYOK_BREAKER_RESET_SECONDS", 10, minimum=1)
 CELERY_BEAT_SCHEDULE["keychain-hyok-sync"] = {
-    "task": "apps.keychain.tasks_external.hyok_sync",
+    "task": "apps.keychain.tasks.hyok_sync",
     "schedule": env_int("KCM_HYOK_SYNC_SECONDS", 60, minimum=1),
 }
-CELERY_IMPORTS = ["apps.keychain.tasks_external"]
 # Where customers' key managers may be: KMIP hosts ("*", "kms.example.com", "*.example.com")
 # and PKCS#11 libraries (paths) the platform agrees to load. Production allows none by default.
 KCM_HYOK_KMIP_ALLOWED_HOSTS = env_list("KCM_HYOK_KMIP_ALLOWED_HOSTS", [] if PRODUCTION else ["*"])

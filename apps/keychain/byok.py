@@ -26,11 +26,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.core.errors import Conflict, ValidationFailed
-from apps.keychain import crypto
-from apps.keychain.chain import l1_encrypt, l2_aad, tenant
+from apps.core.errors import ValidationFailed
+from apps.keychain.chain import tenant
 from apps.keychain.errors import (
-    HsmUnavailable,
     ImportAlgorithmUnsupported,
     ImportMaterialMismatch,
     ImportMaterialNotNew,
@@ -47,10 +45,10 @@ from apps.keychain.models import (
     KeyState,
     Origin,
     TenantKey,
-    TenantKeyVersion,
 )
 from apps.keychain.revocation import broadcast_revocation
-from apps.keychain.roots import root_destroy
+from apps.keychain.roots import platform_error, root_destroy
+from apps.keychain.services import customer_key_name, l2_version_wrap, next_version
 from apps.keystores.base import (
     WRAPPING_ALGORITHMS,
     WRAPPING_KEY_BITS,
@@ -78,11 +76,7 @@ def supported_algorithms() -> list[str]:
 
 def customer_key_create_byok(*, name: str, description: str = "") -> CustomerKey:
     """An L1 waiting for the customer's material, with its L2 to be wrapped at the import."""
-    name = name.strip()
-    if not name or len(name) > 100:
-        raise ValidationFailed("A key name is 1-100 characters.", code="invalid_name")
-    if CustomerKey.objects.filter(name=name).exists():
-        raise Conflict(f"A customer key named {name!r} exists already.", code="key_exists")
+    name = customer_key_name(name)
     with transaction.atomic():
         l1 = CustomerKey.objects.create(
             name=name,
@@ -138,7 +132,7 @@ def import_parameters_create(
             label=f"kcm/{tenant().slug}/{l1.name}/wrapping", bits=wrapping_key_bits
         )
     except KeystoreError as exc:
-        raise HsmUnavailable(f"The HSM could not create a wrapping key ({exc.code}).") from None
+        raise platform_error(exc) from None
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -235,7 +229,7 @@ def material_import(
                     raise InvalidKeyState("Only an ENABLED key gets a new version.")
                 version = CustomerKeyVersion.objects.create(
                     key=l1,
-                    version=(versions[-1].version + 1) if versions else 1,
+                    version=next_version(l1),
                     handle=handle,
                     key_check_value=check.kcv,
                     material_fingerprint=check.fingerprint,
@@ -301,14 +295,12 @@ def _unwrap(provider: Keystore, l1: CustomerKey, token: ImportToken, wrapped: by
             "The token's wrapping key is gone; request new parameters."
         ) from None
     except KeystoreError as exc:
-        raise HsmUnavailable(f"The HSM could not import the material ({exc.code}).") from None
+        raise platform_error(exc) from None
 
 
 def _wrap_first_l2(l1: CustomerKey, version: CustomerKeyVersion) -> None:
     l2 = TenantKey.objects.select_for_update().get(customer_key=l1)
-    l2v = TenantKeyVersion(key=l2, version=1, parent=version)
-    l2v.wrapped = l1_encrypt(version, crypto.new_key(), l2_aad(l2v, l2))
-    l2v.save()
+    l2_version_wrap(l2, 1, version)
     l2.state, l2.state_reason, l2.primary_version = KeyState.ENABLED, "", 1
     l2.save(update_fields=["state", "state_reason", "primary_version", "updated_at"])
 

@@ -20,8 +20,7 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, ValidationFailed
-from apps.keychain import crypto
-from apps.keychain.chain import ensure_usable, l1_encrypt, l2_aad, tenant
+from apps.keychain.chain import ensure_usable, tenant
 from apps.keychain.errors import (
     ExternalKeyInvalid,
     ExternalKeyUnavailable,
@@ -38,10 +37,10 @@ from apps.keychain.models import (
     KeyState,
     Origin,
     TenantKey,
-    TenantKeyVersion,
 )
 from apps.keychain.revocation import SYNCED_STATES, broadcast_revocation, external_state_apply
 from apps.keychain.roots import connection_for, credentials_seal, manager_connection
+from apps.keychain.services import customer_key_name, l2_version_wrap, next_version
 from apps.keystores.base import (
     KeyInfo,
     KeystoreConfigError,
@@ -115,11 +114,7 @@ def customer_key_create_hyok(
 ) -> CustomerKey:
     """An L1 that is a key in the customer's key manager, checked first (see `_check_link`),
     and its L2, wrapped by that key."""
-    name = name.strip()
-    if not name or len(name) > 100:
-        raise ValidationFailed("A key name is 1-100 characters.", code="invalid_name")
-    if CustomerKey.objects.filter(name=name).exists():
-        raise Conflict(f"A customer key named {name!r} exists already.", code="key_exists")
+    name = customer_key_name(name)
     manager = _manager(manager_id)
     external_key_id = _check_link(manager, external_key_id)
     with transaction.atomic():
@@ -132,9 +127,7 @@ def customer_key_create_hyok(
             external_key_id=external_key_id,
         )
         l2 = TenantKey.objects.create(customer_key=l1)
-        l2v = TenantKeyVersion(key=l2, version=1, parent=l1v)
-        l2v.wrapped = l1_encrypt(l1v, crypto.new_key(), l2_aad(l2v, l2))
-        l2v.save()
+        l2_version_wrap(l2, 1, l1v)
         audit_record(
             action="key.create",
             target=str(l1.pk),
@@ -166,7 +159,7 @@ def customer_key_link_version(
         primary = l1.versions.get(version=l1.primary_version)
         manager = _manager(manager_id or primary.external_manager_id)  # type: ignore[arg-type]
         external_key_id = _check_link(manager, external_key_id)
-        version = l1.versions.order_by("-version").values_list("version", flat=True)[0] + 1
+        version = next_version(l1)
         CustomerKeyVersion.objects.create(
             key=l1,
             version=version,

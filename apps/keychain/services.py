@@ -61,11 +61,31 @@ def _discard_root(handle: str) -> None:
         logger.exception("could not remove an orphaned root key after a failed create")
 
 
-def _wrap_l2(
-    l2: TenantKey, version: int, parent: CustomerKeyVersion, material: bytes
+def customer_key_name(name: str) -> str:
+    """`name` as a new customer key's name (any origin): stripped, 1-100 characters, unused."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ValidationFailed("A key name is 1-100 characters.", code="invalid_name")
+    if CustomerKey.objects.filter(name=name).exists():
+        raise Conflict(f"A customer key named {name!r} exists already.", code="key_exists")
+    return name
+
+
+def next_version(key: AnyKey) -> int:
+    """The number of the key's next version (its caller holds the key's row lock)."""
+    last = key.versions.order_by("-version").values_list("version", flat=True).first()
+    return (last or 0) + 1
+
+
+def l2_version_wrap(
+    l2: TenantKey, version: int, parent: CustomerKeyVersion, material: bytes | None = None
 ) -> TenantKeyVersion:
+    """Store version `version` of the L2, new material (or `material`) wrapped under the L1
+    version `parent`, in whichever keystore holds it: every origin wraps an L2 here."""
     l2v = TenantKeyVersion(key=l2, version=version, parent=parent)
-    l2v.wrapped = l1_encrypt(parent, material, l2_aad(l2v, l2))
+    l2v.wrapped = l1_encrypt(
+        parent, crypto.new_key() if material is None else material, l2_aad(l2v, l2)
+    )
     l2v.save()
     return l2v
 
@@ -85,18 +105,14 @@ def _primary(key: AnyKey) -> CustomerKeyVersion | TenantKeyVersion | ServiceKeyV
 
 def customer_key_create(*, name: str, description: str = "") -> CustomerKey:
     """Create an L1 inside the HSM and its L2, wrapped by it."""
-    name = name.strip()
-    if not name or len(name) > 100:
-        raise ValidationFailed("A key name is 1-100 characters.", code="invalid_name")
-    if CustomerKey.objects.filter(name=name).exists():
-        raise Conflict(f"A customer key named {name!r} exists already.", code="key_exists")
+    name = customer_key_name(name)
     handle = _new_root(f"kcm/{tenant().slug}/{name}/v1")
     try:
         with transaction.atomic():
             l1 = CustomerKey.objects.create(name=name, description=description)
             l1v = CustomerKeyVersion.objects.create(key=l1, version=1, handle=handle)
             l2 = TenantKey.objects.create(customer_key=l1)
-            _wrap_l2(l2, 1, l1v, crypto.new_key())
+            l2_version_wrap(l2, 1, l1v)
             audit_record(
                 action="key.create",
                 target=str(l1.pk),
@@ -165,7 +181,7 @@ def key_rotate(*, key_id: UUID | str) -> AnyKey:
                 "A BYOK key rotates by importing new material as a new version; a HYOK key by "
                 "linking another external key."
             )
-        version = key.versions.order_by("-version").values_list("version", flat=True).first() + 1  # type: ignore[operator]
+        version = next_version(key)
         if isinstance(key, CustomerKey):
             handle = _new_root(f"kcm/{tenant().slug}/{key.name}/v{version}")
             try:
@@ -176,7 +192,7 @@ def key_rotate(*, key_id: UUID | str) -> AnyKey:
         elif isinstance(key, TenantKey):
             l1 = key.customer_key
             ensure_usable(l1, "customer key")
-            _wrap_l2(key, version, _primary(l1), crypto.new_key())  # type: ignore[arg-type]
+            l2_version_wrap(key, version, _primary(l1))  # type: ignore[arg-type]
         else:
             l2 = key.tenant_key
             ensure_usable(l2.customer_key, "customer key")

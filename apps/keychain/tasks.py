@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import shared_task
 from django_tenants.utils import tenant_context
 
 from apps.audit.context import AuditContext, reset_context, set_context
-from apps.core.errors import KcmError
-from apps.keychain import datakeys, services
-from apps.tenants.models import Tenant, TenantStatus
+from apps.keychain import byok, hyok, services
+from apps.tenants.selectors import tenants_for_upkeep
 
 
 @shared_task(name="apps.keychain.tasks.deletion_sweep")
@@ -19,8 +16,7 @@ def deletion_sweep() -> dict[str, list[str]]:
     destroyed: dict[str, list[str]] = {}
     token = set_context(AuditContext(actor="system:deletion-sweep"))
     try:
-        tenants = Tenant.objects.filter(is_template=False, status=TenantStatus.ACTIVE)
-        for tenant in tenants.exclude(schema_name="public"):
+        for tenant in tenants_for_upkeep():
             with tenant_context(tenant):
                 done = services.deletion_sweep()
             if done:
@@ -30,16 +26,25 @@ def deletion_sweep() -> dict[str, list[str]]:
     return destroyed
 
 
-@shared_task(name="apps.keychain.tasks.service_key_probe")
-def service_key_probe(service_key: str, ciphertext: str, context: dict[str, str]) -> dict[str, Any]:
-    """Decrypt a data key in this worker (run inside the tenant's schema): reports whether the
-    chain is usable from a worker process — used by operators and the kill-switch tests."""
-    try:
-        datakeys.run(
-            service_key=service_key,
-            operation="decrypt-data-key",
-            item={"ciphertext": ciphertext, "context": context},
-        )
-    except KcmError as exc:
-        return {"ok": False, "code": exc.code}
-    return {"ok": True}
+@shared_task(name="apps.keychain.tasks.hyok_sync")
+def hyok_sync() -> dict[str, dict[str, str]]:
+    """Ask every HYOK key's manager about it and apply the answer (beat)."""
+    states: dict[str, dict[str, str]] = {}
+    for tenant in tenants_for_upkeep():
+        with tenant_context(tenant):
+            synced = hyok.hyok_sync_all()
+        if synced:
+            states[tenant.slug] = synced
+    return states
+
+
+@shared_task(name="apps.keychain.tasks.byok_sweep")
+def byok_sweep() -> dict[str, dict[str, int]]:
+    """Delete expired imported material and spent wrapping keys (beat)."""
+    done: dict[str, dict[str, int]] = {}
+    for tenant in tenants_for_upkeep():
+        with tenant_context(tenant):
+            result = byok.byok_sweep()
+        if any(result.values()):
+            done[tenant.slug] = result
+    return done

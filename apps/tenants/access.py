@@ -10,7 +10,6 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.utils import timezone
 
-from apps.core.roles import Role
 from apps.core.tenancy import Principal
 from apps.tenants.models import ApiToken, Membership, Tenant
 
@@ -74,7 +73,3 @@ def principal_for_user(user: AbstractBaseUser | AnonymousUser, tenant: Tenant) -
         tenant_id=tenant.pk,
         user_id=user.pk,
     )
-
-
-def role_label(role: str) -> str:
-    return str(Role(role).label)

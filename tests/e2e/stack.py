@@ -111,7 +111,8 @@ class LiveStack:
             self._spawn(
                 "worker",
                 [python, "-m", "celery", "-A", "kms_project", "worker", "-l", "info",
-                 "--pool", self.celery_pool, "--concurrency", str(self.celery_concurrency)],
+                 "--pool", self.celery_pool, "--concurrency", str(self.celery_concurrency),
+                 "-I", "tests.e2e.probe_tasks"],
             )  # fmt: skip
         self._wait_healthy()
         if self.celery_pool:

@@ -32,7 +32,7 @@ from .stack import LiveStack
 
 KEY_ADMIN = "key_admin"
 KEY_USER = "key_user"
-PROBE_TASK = "apps.keychain.tasks.service_key_probe"
+PROBE_TASK = "tests.e2e.probe_tasks.service_key_probe"
 CONTEXT = {"purpose": "e2e"}
 
 

@@ -15,7 +15,7 @@ import pytest
 from django_tenants.utils import schema_context, tenant_context
 
 from apps.core.roles import Role
-from apps.keychain import tasks_external
+from apps.keychain import tasks as keychain_tasks
 from apps.keychain.cache import key_cache
 from apps.keychain.chain import l2_aad
 from apps.keychain.models import ExternalKeyManager, TenantKeyVersion
@@ -234,7 +234,7 @@ def test_a_key_destroyed_at_the_source_is_destroyed_here(
 
     customer.destroy(external)
     with tenant_context(Tenant.objects.get(slug="acme")):
-        states = tasks_external.hyok_sync()  # what beat runs
+        states = keychain_tasks.hyok_sync()  # what beat runs
 
     assert states == {"acme": {l1["id"]: "DESTROYED"}}
     state = hyok_api.state(l1["id"])

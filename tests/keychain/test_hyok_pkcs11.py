@@ -21,7 +21,7 @@ from django.conf import settings as django_settings
 from django_tenants.utils import tenant_context
 
 from apps.core.roles import Role
-from apps.keychain import tasks_external
+from apps.keychain import tasks as keychain_tasks
 from apps.keychain.cache import key_cache
 from apps.keystores.pkcs11 import session as pkcs11_session
 from apps.keystores.pkcs11.keystore import Pkcs11Keystore
@@ -251,7 +251,7 @@ def test_the_sync_sees_revocation_and_destruction(hyok_api: Hyok, customer: Cust
     customer.revoke(revoked)
     customer.destroy(destroyed)
     with tenant_context(Tenant.objects.get(slug="acme")):
-        states = tasks_external.hyok_sync()
+        states = keychain_tasks.hyok_sync()
 
     assert states == {"acme": {first["id"]: "FORBIDDEN", second["id"]: "DESTROYED"}}
     assert "no such key" in hyok_api.state(second["id"])["state_reason"]
