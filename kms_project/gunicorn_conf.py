@@ -2,13 +2,13 @@
 end-to-end tests and benchmarks): ``gunicorn -c python:kms_project.gunicorn_conf``.
 
 gthread workers, which keep HTTP connections alive between requests (sync workers close
-each one). One request thread per process by default: with more, bench.hyok fails now and
-then (a key-manager's credentials root, just created by the other process, is reported not
-found in the HSM), although the HSM calls of a process are serialised; SoftHSM2 runs without
-its own locking under python-pkcs11, and the cause is not found yet. Scale with processes.
+each one), with four request threads each: a thread waiting on the database or a customer's
+key manager does not hold up the others. The HSM calls of a process are serialised under one
+lock (HSM-NOTES); a key another process created is found again after one re-initialisation
+(SoftHSM2's per-process object index, see apps/keystores/pkcs11/keystore.py).
 
     KCM_WEB_WORKERS   processes (default 2)
-    KCM_WEB_THREADS   request threads per process (default 1)
+    KCM_WEB_THREADS   request threads per process (default 4)
 """
 
 from kms_project.env import env_int
@@ -16,7 +16,7 @@ from kms_project.env import env_int
 wsgi_app = "kms_project.wsgi:application"
 workers = env_int("KCM_WEB_WORKERS", 2, minimum=1)
 worker_class = "gthread"
-threads = env_int("KCM_WEB_THREADS", 1, minimum=1)
+threads = env_int("KCM_WEB_THREADS", 4, minimum=1)
 # Never preload: PKCS#11 must be initialised in each worker, after the fork (HSM-NOTES).
 preload_app = False
 accesslog = "-"
