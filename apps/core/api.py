@@ -58,6 +58,10 @@ class StrictSerializer(serializers.Serializer):
 S = TypeVar("S", bound=serializers.Serializer)
 
 
+class EmptyIn(StrictSerializer):
+    """The body of an action that takes no parameters: ``{}`` (anything else is refused)."""
+
+
 def parse(serializer_class: type[S], request: Request, **kwargs: Any) -> dict[str, Any]:
     """Validate the request body with `serializer_class`; raise a 400 problem otherwise."""
     data = request.data

@@ -14,7 +14,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from apps.core.errors import KcmError
+from apps.core.errors import KcmError, ValidationFailed
 from apps.core.signals import request_outcome_send
 
 View = Callable[..., HttpResponse]
@@ -100,3 +100,12 @@ def run_action(
         # `success` may be made from the result (e.g. to show a key check value).
         messages.success(request, success(result) if callable(success) else success)
     return redirect(next_url)
+
+
+def invalid_form(form: Any) -> Callable[[], None]:
+    """An action for `run_action` that refuses a form that did not validate, with its errors."""
+
+    def fail() -> None:
+        raise ValidationFailed(f"Please correct the form: {form.errors.as_text()}")
+
+    return fail

@@ -10,7 +10,7 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.core.api import KcmAPIView, StrictSerializer, parse
+from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse
 from apps.core.errors import KcmError, ValidationFailed
 from apps.core.roles import Role
 from apps.keychain import datakeys, selectors, services
@@ -36,10 +36,6 @@ class ServiceKeyIn(StrictSerializer):
 
 class ScheduleDeletionIn(StrictSerializer):
     pending_days = serializers.IntegerField()
-
-
-class EmptyIn(StrictSerializer):
-    pass
 
 
 class ChainView(KcmAPIView):
@@ -127,12 +123,7 @@ class KeyActionView(KcmAPIView):
             key = services.key_schedule_deletion(key_id=key_id, pending_days=data["pending_days"])
         else:
             parse(EmptyIn, request)
-            action = {
-                "enable": services.key_enable,
-                "disable": services.key_disable,
-                "cancel-deletion": services.key_cancel_deletion,
-            }[self.action]
-            key = action(key_id=key_id)
+            key = services.LIFECYCLE_ACTIONS[self.action](key_id=key_id)
         return Response(key_body(key))
 
 
@@ -254,3 +245,13 @@ def _flatten(errors: Any) -> str:
     if isinstance(errors, list):
         return " ".join(_flatten(value) for value in errors)
     return str(errors)
+
+
+class KeyMaterialView(KcmAPIView):
+    """GET /keys/<id>/material/: where each version's material is (KCVs, expiry, references)."""
+
+    allowed_roles = KEY_READERS
+
+    @extend_schema(responses=OpenApiResponse(description="The L1 and its versions' material"))
+    def get(self, request: Request, key_id: UUID) -> Response:
+        return Response(selectors.customer_key_material_of(key_id))

@@ -324,3 +324,13 @@ def deletion_sweep(*, now: datetime | None = None) -> list[str]:
         else:
             destroyed.append(str(key.pk))
     return destroyed
+
+
+# The lifecycle actions that take nothing but the key, by the name the API's URLs and the
+# console's buttons give them (schedule-deletion takes its waiting period; rotate is
+# apps/rotation's).
+LIFECYCLE_ACTIONS = {
+    "enable": key_enable,
+    "disable": key_disable,
+    "cancel-deletion": key_cancel_deletion,
+}

@@ -1,9 +1,9 @@
 from django.urls import path
 
-from apps.keychain import api, api_external
+from apps.keychain import api, api_byok, api_hyok, services
 
 # keys/<id>/rotate/ is apps/rotation's (urls_api): rotating queues the rewrap.
-ACTIONS = ("enable", "disable", "schedule-deletion", "cancel-deletion")
+ACTIONS = (*services.LIFECYCLE_ACTIONS, "schedule-deletion")
 
 urlpatterns = [
     path("keys/", api.ChainView.as_view(), name="keys"),
@@ -34,28 +34,24 @@ urlpatterns = [
         )
         for operation in api._INPUTS
     ],
-    # Customer-controlled L1s: BYOK and HYOK (api_external).
-    path(
-        "customer-keys/byok/", api_external.ByokKeyCreateView.as_view(), name="customer-keys-byok"
-    ),
-    path(
-        "customer-keys/hyok/", api_external.HyokKeyCreateView.as_view(), name="customer-keys-hyok"
-    ),
+    # Customer-controlled L1s: BYOK and HYOK.
+    path("customer-keys/byok/", api_byok.ByokKeyCreateView.as_view(), name="customer-keys-byok"),
+    path("customer-keys/hyok/", api_hyok.HyokKeyCreateView.as_view(), name="customer-keys-hyok"),
     *[
         path(f"keys/<uuid:key_id>/{action}/", view.as_view(), name=f"key-{action}")
         for action, view in (
-            ("material", api_external.KeyMaterialView),
-            ("import-parameters", api_external.ImportParametersView),
-            ("import", api_external.ImportView),
-            ("delete-imported-material", api_external.DeleteImportedMaterialView),
-            ("link", api_external.LinkView),
-            ("sync", api_external.SyncView),
+            ("material", api.KeyMaterialView),
+            ("import-parameters", api_byok.ImportParametersView),
+            ("import", api_byok.ImportView),
+            ("delete-imported-material", api_byok.DeleteImportedMaterialView),
+            ("link", api_hyok.LinkView),
+            ("sync", api_hyok.SyncView),
         )
     ],
-    path("key-managers/", api_external.KeyManagerListView.as_view(), name="key-managers"),
+    path("key-managers/", api_hyok.KeyManagerListView.as_view(), name="key-managers"),
     path(
         "key-managers/<uuid:manager_id>/",
-        api_external.KeyManagerDetailView.as_view(),
+        api_hyok.KeyManagerDetailView.as_view(),
         name="key-manager",
     ),
 ]

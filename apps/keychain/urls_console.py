@@ -1,31 +1,31 @@
 from django.urls import path
 
-from apps.keychain import views, views_external
+from apps.keychain import views, views_byok
 
 urlpatterns = [
     path("", views.chain, name="keys"),
     path("customer-keys/new/", views.customer_key_create, name="customer-key-create"),
     path("service-keys/new/", views.service_key_create, name="service-key-create"),
-    # BYOK wizard and HYOK sync (views_external); before key-action, which takes any action.
-    path("byok/new/", views_external.byok_create, name="byok-create"),
-    path("<uuid:key_id>/byok/", views_external.byok_wizard, name="byok-wizard"),
-    path("<uuid:key_id>/byok/parameters/", views_external.byok_parameters, name="byok-parameters"),
-    path("<uuid:key_id>/byok/import/", views_external.byok_import, name="byok-import"),
+    # BYOK wizard and HYOK sync: before key-action, which takes any action.
+    path("byok/new/", views_byok.byok_create, name="byok-create"),
+    path("<uuid:key_id>/byok/", views_byok.byok_wizard, name="byok-wizard"),
+    path("<uuid:key_id>/byok/parameters/", views_byok.byok_parameters, name="byok-parameters"),
+    path("<uuid:key_id>/byok/import/", views_byok.byok_import, name="byok-import"),
     path(
         "<uuid:key_id>/byok/delete-material/",
-        views_external.byok_delete_material,
+        views_byok.byok_delete_material,
         name="byok-delete-material",
     ),
     path(
         "<uuid:key_id>/byok/tokens/<uuid:import_token_id>/public-key.pem",
-        views_external.byok_public_key,
+        views_byok.byok_public_key,
         name="byok-public-key",
     ),
     path(
         "<uuid:key_id>/byok/tokens/<uuid:import_token_id>/import-token.txt",
-        views_external.byok_token_file,
+        views_byok.byok_token_file,
         name="byok-token",
     ),
-    path("<uuid:key_id>/hyok/sync/", views_external.hyok_sync, name="hyok-sync"),
+    path("<uuid:key_id>/hyok/sync/", views.hyok_sync, name="hyok-sync"),
     path("<uuid:key_id>/<str:action>/", views.key_action, name="key-action"),
 ]

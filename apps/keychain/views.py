@@ -9,9 +9,9 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from apps.core.console import console_view, run_action
+from apps.core.console import console_view, invalid_form, run_action
 from apps.core.roles import Role
-from apps.keychain import selectors, services
+from apps.keychain import hyok, selectors, services
 from apps.keychain.forms import CustomerKeyForm, ScheduleDeletionForm, ServiceKeyForm
 
 READERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR]
@@ -44,7 +44,9 @@ def customer_key_create(request: HttpRequest) -> HttpResponse:
     audit = "key.create"
     form = CustomerKeyForm(request.POST)
     if not form.is_valid():
-        return run_action(request, _invalid(form), "", reverse("console:keys"), audit_action=audit)
+        return run_action(
+            request, invalid_form(form), "", reverse("console:keys"), audit_action=audit
+        )
     data = form.cleaned_data
     return run_action(
         request,
@@ -61,7 +63,9 @@ def service_key_create(request: HttpRequest) -> HttpResponse:
     audit = "key.create"
     form = ServiceKeyForm(request.POST)
     if not form.is_valid():
-        return run_action(request, _invalid(form), "", reverse("console:keys"), audit_action=audit)
+        return run_action(
+            request, invalid_form(form), "", reverse("console:keys"), audit_action=audit
+        )
     data = form.cleaned_data
     l1 = data.get("customer_key")
     return run_action(
@@ -80,17 +84,13 @@ def service_key_create(request: HttpRequest) -> HttpResponse:
 @console_view([Role.KEY_ADMIN])
 @require_POST
 def key_action(request: HttpRequest, key_id: UUID, action: str) -> HttpResponse:
-    simple = {
-        "enable": services.key_enable,
-        "disable": services.key_disable,
-        "cancel-deletion": services.key_cancel_deletion,
-    }
+    simple = services.LIFECYCLE_ACTIONS
     audit = "key." + action.replace("-", "_")
     if action == "schedule-deletion":
         form = ScheduleDeletionForm(request.POST)
         if not form.is_valid():
             return run_action(
-                request, _invalid(form), "", reverse("console:keys"), audit_action=audit
+                request, invalid_form(form), "", reverse("console:keys"), audit_action=audit
             )
         days = form.cleaned_data["pending_days"]
         return run_action(
@@ -111,11 +111,13 @@ def key_action(request: HttpRequest, key_id: UUID, action: str) -> HttpResponse:
     )
 
 
-def _invalid(form: object):
-    from apps.core.errors import ValidationFailed
-
-    def fail() -> None:
-        errors = form.errors.as_text()  # type: ignore[attr-defined]
-        raise ValidationFailed(f"Please correct the form: {errors}")
-
-    return fail
+@console_view([Role.KEY_ADMIN])
+@require_POST
+def hyok_sync(request: HttpRequest, key_id: UUID) -> HttpResponse:
+    return run_action(
+        request,
+        lambda: hyok.hyok_key_sync(key_id=key_id),
+        lambda l1: f"Key manager asked: the key is {l1.state}. {l1.state_reason}".strip(),
+        reverse("console:keys"),
+        audit_action="key.sync",
+    )

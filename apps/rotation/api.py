@@ -11,7 +11,7 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.core.api import KcmAPIView, StrictSerializer, parse
+from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse
 from apps.core.errors import ValidationFailed
 from apps.core.roles import Role
 from apps.keychain.api import KEY_ADMIN, KEY_READERS, key_body
@@ -33,10 +33,6 @@ class PolicyIn(StrictSerializer):
 
 class DefaultIn(PolicyIn):
     level = serializers.ChoiceField(choices=PolicyLevel.values)
-
-
-class EmptyIn(StrictSerializer):
-    pass
 
 
 class PlatformRotateIn(StrictSerializer):

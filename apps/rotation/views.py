@@ -10,8 +10,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from apps.core.console import console_view, run_action
-from apps.core.errors import ValidationFailed
+from apps.core.console import console_view, invalid_form, run_action
 from apps.core.roles import Role
 from apps.keychain.selectors import chain_tree
 from apps.rotation import policies, selectors, services
@@ -133,20 +132,13 @@ def job_action(request: HttpRequest, job_id: UUID, action: str) -> HttpResponse:
     )
 
 
-def _invalid(form: Any) -> Any:
-    def fail() -> None:
-        raise ValidationFailed(f"Please correct the form: {form.errors.as_text()}")
-
-    return fail
-
-
 @console_view(ADMIN)
 @require_POST
 def default_set(request: HttpRequest) -> HttpResponse:
     form = DefaultForm(request.POST)
     back = reverse("console:rotation")
     if not form.is_valid():
-        return run_action(request, _invalid(form), "", back, audit_action="rotation.policy.set")
+        return run_action(request, invalid_form(form), "", back, audit_action="rotation.policy.set")
     data = form.cleaned_data
     period, max_usage = data["period_days"], data["max_usage"]
     if period is None and max_usage is None:
@@ -174,7 +166,7 @@ def key_policy_set(request: HttpRequest, key_id: UUID) -> HttpResponse:
     form = PolicyForm(request.POST)
     back = reverse("console:rotation")
     if not form.is_valid():
-        return run_action(request, _invalid(form), "", back, audit_action="rotation.policy.set")
+        return run_action(request, invalid_form(form), "", back, audit_action="rotation.policy.set")
     data = form.cleaned_data
     if data["period_days"] is None and data["max_usage"] is None:
         return run_action(
