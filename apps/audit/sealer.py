@@ -10,12 +10,14 @@ the beat task `apps.audit.tasks.seal_all`.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
+
+from apps.core.connections import dedicated_connection
+from apps.core.forks import after_fork_in_child
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +32,8 @@ def seal_here() -> int:
 
 class _Sealer:
     def __init__(self) -> None:
-        self.pid = -1
         self.schemas: set[str] = set()
         self.lock = threading.Lock()
-        self.wake = threading.Event()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -41,8 +41,7 @@ class _Sealer:
         if settings.KCM_AUDIT_SEAL_SECONDS <= 0:
             return
         with self.lock:
-            if self.pid != os.getpid() or self.thread is None:
-                self.pid, self.schemas = os.getpid(), set()
+            if self.thread is None:
                 self.stop = threading.Event()
                 self.thread = threading.Thread(
                     target=self.run, name="kcm-audit-sealer", daemon=True
@@ -51,10 +50,6 @@ class _Sealer:
             self.schemas.add(schema)
 
     def run(self) -> None:
-        import psycopg
-
-        from apps.keychain.cache import _conninfo
-
         conn: Any = None
         while not self.stop.wait(settings.KCM_AUDIT_SEAL_SECONDS):
             with self.lock:
@@ -63,7 +58,7 @@ class _Sealer:
                 continue
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(autocommit=True, connect_timeout=5, **_conninfo())
+                    conn = dedicated_connection(application_name="kcm-audit-sealer")
                 for schema in schemas:
                     conn.execute(
                         "SELECT set_config('search_path', %s, false)", [f'"{schema}", public']
@@ -87,6 +82,14 @@ class _Sealer:
 
 
 _sealer = _Sealer()
+
+
+@after_fork_in_child
+def _forget_after_fork() -> None:
+    # The parent's thread does not run here, and its lock may have been held at the fork:
+    # the child starts its own sealer when it first notes a pending event.
+    global _sealer
+    _sealer = _Sealer()
 
 
 def note_pending(schema: str) -> None:

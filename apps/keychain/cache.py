@@ -10,18 +10,20 @@ loaded anyway with the cache's, so a missed notification costs at most one reque
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from functools import partial
+from typing import Any
 from uuid import UUID
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 
+from apps.core.connections import dedicated_connection
+from apps.core.forks import after_fork_in_child
 from apps.keychain.crypto import ContextMemo
 
 logger = logging.getLogger(__name__)
@@ -117,7 +119,6 @@ class KeyCache:
 
 class _ProcessState:
     cache: KeyCache | None = None
-    pid: int = -1
     listener: threading.Thread | None = None
     stop: threading.Event = threading.Event()
 
@@ -126,36 +127,29 @@ _state = _ProcessState()
 _state_lock = threading.Lock()
 
 
+@after_fork_in_child
+def _forget_after_fork() -> None:
+    # The parent's keys and listener thread are not this process's, nor its lock (another
+    # thread may have held it at the fork): start afresh on first use.
+    global _state_lock
+    _state_lock = threading.Lock()
+    _state.cache, _state.listener, _state.stop = None, None, threading.Event()
+
+
 def key_cache() -> KeyCache:
     """This process's cache; created (and its listener started) lazily, again after a fork."""
-    pid = os.getpid()
-    if _state.pid != pid or _state.cache is None:
+    if _state.cache is None:
         with _state_lock:
-            if _state.pid != pid or _state.cache is None:
+            if _state.cache is None:
                 _state.cache = KeyCache(
                     ttl=settings.KCM_KEY_CACHE_TTL_SECONDS,
                     max_entries=settings.KCM_KEY_CACHE_MAX_ENTRIES,
                 )
-                _state.pid = pid
                 _state.listener = None
                 if settings.KCM_KEY_CACHE_LISTEN:
                     _start_listener(_state.cache)
     assert _state.cache is not None
     return _state.cache
-
-
-def _conninfo() -> dict[str, Any]:
-    db = settings.DATABASES["default"]
-    info: dict[str, Any] = {
-        "dbname": db["NAME"],
-        "user": db.get("USER") or None,
-        "password": db.get("PASSWORD") or None,
-        "host": db.get("HOST") or None,
-        "port": db.get("PORT") or None,
-        "application_name": "kcm-keychain-listener",
-    }
-    info.update(cast(dict[str, Any], db.get("OPTIONS") or {}))
-    return {k: v for k, v in info.items() if v is not None}
 
 
 def stop_listener(timeout: float = 5.0) -> None:
@@ -165,7 +159,6 @@ def stop_listener(timeout: float = 5.0) -> None:
         _state.listener.join(timeout)
     _state.listener = None
     _state.cache = None
-    _state.pid = -1
 
 
 def _start_listener(cache: KeyCache) -> None:
@@ -181,15 +174,13 @@ def _start_listener(cache: KeyCache) -> None:
 
 
 def _listen_forever(
-    cache: KeyCache, stop: threading.Event, connect: Callable[..., Any] | None = None
+    cache: KeyCache, stop: threading.Event, connect: Callable[[], Any] | None = None
 ) -> None:
-    import psycopg
-
-    connect = connect or psycopg.connect
+    connect = connect or partial(dedicated_connection, application_name="kcm-keychain-listener")
     backoff = 0.5
     while not stop.is_set():
         try:
-            with connect(autocommit=True, connect_timeout=5, **_conninfo()) as conn:
+            with connect() as conn:
                 conn.execute(f"LISTEN {CHANNEL}")
                 # Anything may have changed while we were not listening.
                 cache.clear()

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 
+from apps.core.forks import after_fork_in_child
 from apps.keystores.base import (
     CAP_CREATE,
     CAP_SIGN,
@@ -190,4 +191,4 @@ def _after_fork_in_child() -> None:
     _connections.clear()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork_in_child(_after_fork_in_child)

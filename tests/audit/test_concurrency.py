@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from apps.audit import chain
-from apps.keychain.cache import _conninfo
+from apps.core.connections import dedicated_connection
 
 WRITERS = 8
 EVENTS_EACH = 10_000
@@ -20,7 +20,7 @@ SCHEMA = "t_audit_stress"
 
 
 def _connect() -> psycopg.Connection[Any]:
-    conn = psycopg.connect(autocommit=True, **_conninfo())
+    conn = dedicated_connection(application_name="kcm-test")
     conn.execute(f"SET search_path = {SCHEMA}, public")
     return conn
 
@@ -28,11 +28,11 @@ def _connect() -> psycopg.Connection[Any]:
 @pytest.fixture
 def stress_schema(db: None) -> Any:
     """A scratch tenant schema, committed (the writers use their own connections)."""
-    with psycopg.connect(autocommit=True, **_conninfo()) as conn:
+    with dedicated_connection(application_name="kcm-test") as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
         conn.execute("SELECT public.kcm_clone_schema('kcm_template', %s)", [SCHEMA])
     yield
-    with psycopg.connect(autocommit=True, **_conninfo()) as conn:
+    with dedicated_connection(application_name="kcm-test") as conn:
         conn.execute(f"DROP SCHEMA {SCHEMA} CASCADE")
 
 

@@ -20,6 +20,7 @@ import pkcs11
 from pkcs11 import Mechanism
 from pkcs11 import exceptions as p11
 
+from apps.core.forks import after_fork_in_child
 from apps.keystores.base import KeystoreUnavailable
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def _after_fork_in_child() -> None:
     _process.pid = None
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork_in_child(_after_fork_in_child)
 
 
 def is_lost_session(exc: p11.PKCS11Error) -> bool:
