@@ -7,7 +7,6 @@ still verifies.
 
 from __future__ import annotations
 
-import base64
 from datetime import timedelta
 from typing import Any
 
@@ -16,10 +15,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit import chain, export
-from apps.audit.models import AuditCheckpoint, AuditEvent, ExportState
-from apps.audit.services import audit_record, checkpoint_message, signing_key
-from apps.core.tenancy import current_schema
-from apps.keystores.registry import platform_keystore
+from apps.audit.models import AuditEvent, ExportState
+from apps.audit.services import audit_record, checkpoint_create
 
 
 def audit_prune(*, now: Any = None) -> dict[str, Any]:
@@ -46,21 +43,8 @@ def audit_prune(*, now: Any = None) -> dict[str, Any]:
     job = export.export_run(export_id=str(job.pk))
     if job.state != ExportState.SUCCEEDED or job.manifest.get("last_seq", 0) < last["seq"]:
         raise RuntimeError("the archive did not cover the events to prune; nothing was pruned")
-    key = signing_key()
     with transaction.atomic():
-        AuditCheckpoint.objects.create(
-            seq=last["seq"],
-            hash=last["hash"],
-            signed_at=timezone.now(),
-            signature=base64.b64encode(
-                platform_keystore().sign(
-                    key.handle,
-                    checkpoint_message(current_schema(), last["seq"], last["hash"]),
-                )
-            ).decode(),
-            key_fingerprint=key.fingerprint,
-            is_anchor=True,
-        )
+        checkpoint_create(at=last, anchor=True)
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL kcm.audit_prune = 'on'")
             cursor.execute("DELETE FROM audit_auditevent WHERE seq <= %s", [last["seq"]])

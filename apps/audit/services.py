@@ -12,7 +12,7 @@ import base64
 import ipaddress
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -139,9 +139,13 @@ def checkpoint_message(schema: str, seq: int, event_hash: str) -> bytes:
     return f"kcm-audit-checkpoint:v1|{schema}|{seq}|{event_hash}".encode()
 
 
-def checkpoint_create(*, anchor: bool = False) -> AuditCheckpoint | None:
-    """Sign the current head of this schema's chain (None if the log is empty)."""
-    head = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+def checkpoint_create(
+    *, at: Mapping[str, Any] | None = None, anchor: bool = False
+) -> AuditCheckpoint | None:
+    """Sign this schema's chain at event `at` (its "seq" and "hash"), by default its current
+    head (None if the log is empty). `anchor`: the chain verifies onwards from here once the
+    events before it are pruned."""
+    head = at or AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
     if head is None:
         return None
     key = signing_key()
@@ -219,35 +223,11 @@ def _report(count: int, problem: dict[str, Any] | None, **extra: Any) -> dict[st
     return {"ok": problem is None, "checked": count, "first_bad": problem, **extra}
 
 
-def audit_checkpoint_all() -> int:
-    """Beat: sign the head of every schema's chain that moved since its last checkpoint."""
-    from django_tenants.utils import schema_context
-
-    from apps.tenants.models import Tenant, TenantStatus
-
-    signed = 0
-    schemas = ["public", *Tenant.objects.filter(status=TenantStatus.ACTIVE, is_template=False)
-               .exclude(schema_name="public").values_list("schema_name", flat=True)]  # fmt: skip
-    for schema in schemas:
-        with schema_context(schema), transaction.atomic():
-            seal_here()
-            head = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
-            last = AuditCheckpoint.objects.order_by("-seq").values_list("seq", flat=True).first()
-            if head is not None and head != last and checkpoint_create() is not None:
-                signed += 1
-    return signed
-
-
-def audit_seal_all() -> int:
-    """Beat: chain what processes that died (or are idle) left pending, in every schema."""
-    from django_tenants.utils import schema_context
-
-    from apps.tenants.models import Tenant, TenantStatus
-
-    sealed = 0
-    live = Tenant.objects.filter(status__in=[TenantStatus.ACTIVE, TenantStatus.SUSPENDED])
-    schemas = ["public", *live.exclude(schema_name="public").values_list("schema_name", flat=True)]
-    for schema in schemas:
-        with schema_context(schema):
-            sealed += seal_here()
-    return sealed
+def audit_checkpoint_here() -> bool:
+    """Sign the head of this schema's chain if it moved since its last checkpoint (beat runs
+    it in every live schema: apps.tenants.tasks)."""
+    with transaction.atomic():
+        seal_here()
+        head = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
+        last = AuditCheckpoint.objects.order_by("-seq").values_list("seq", flat=True).first()
+        return head is not None and head != last and checkpoint_create() is not None
