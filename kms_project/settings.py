@@ -295,9 +295,9 @@ KCM_AUDIT_ENABLED = env_bool("KCM_AUDIT_ENABLED", True)
 KCM_AUDIT_RETENTION_DAYS = env_int("KCM_AUDIT_RETENTION_DAYS", 3650, minimum=1)
 # Hot-path events are committed at once and chained by each process every this many seconds.
 KCM_AUDIT_SEAL_SECONDS = float(env_int("KCM_AUDIT_SEAL_MILLISECONDS", 500, minimum=0)) / 1000
-CELERY_BEAT_SCHEDULE["audit-seal"] = {"task": "apps.audit.tasks.seal_all", "schedule": 30}
+CELERY_BEAT_SCHEDULE["audit-seal"] = {"task": "apps.tenants.tasks.audit_seal_all", "schedule": 30}
 CELERY_BEAT_SCHEDULE["audit-checkpoints"] = {
-    "task": "apps.audit.tasks.checkpoint_all",
+    "task": "apps.tenants.tasks.audit_checkpoint_all",
     "schedule": env_int("KCM_AUDIT_CHECKPOINT_SECONDS", 300, minimum=1),
 }
 KCM_AUDIT_EXPORT_DIR = Path(env_str("KCM_AUDIT_EXPORT_DIR", str(KCM_STATE_DIR / "audit-exports")))

@@ -4,7 +4,7 @@ Hot paths (cryptographic operations, refused requests) commit their event to
 audit_auditpending without taking the chain's lock. Each process that does so runs this small
 thread, which chains its schemas' pending events every KCM_AUDIT_SEAL_SECONDS; anything left by
 a process that died is chained by the next lifecycle event, search, verification, export or
-the beat task `apps.audit.tasks.seal_all`.
+the beat task `apps.tenants.tasks.audit_seal_all`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Audit log operations: verify, checkpoint, prune for a tenant or the platform."""
+"""Audit log operations: verify, checkpoint, prune for a tenant or the platform. (Here, not in
+apps.audit: naming a tenant by its slug is apps.tenants'.)"""
 
 from __future__ import annotations
 
