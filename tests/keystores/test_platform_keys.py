@@ -117,4 +117,5 @@ def _environ() -> dict[str, str]:
 def _test_database_url() -> str:
     """The deployment's database URL, naming the test database instead."""
     url = urlsplit(os.environ["KCM_DATABASE_URL"])
-    return urlunsplit(url._replace(path="/" + settings.DATABASES["default"]["NAME"]))
+    name = str(settings.DATABASES["default"]["NAME"])
+    return urlunsplit((url.scheme, url.netloc, "/" + name, url.query, url.fragment))
