@@ -2,7 +2,7 @@
 #   make run          web + worker + beat on http://localhost:8000 (state in .state/)
 #   make test         pytest against a project-local PostgreSQL, then lint and types
 #   make bench        every bench/*.py, each as `python -m bench.<name>`
-#   make lint         ruff check, ruff format --check, mypy
+#   make lint         ruff check, ruff format --check, mypy, lint-imports (layers)
 #   make clean-state  stop the local PostgreSQL and delete .state/ (database, HSM token, keys)
 
 PYTHON ?= python3
@@ -47,6 +47,7 @@ lint: venv
 	$(VENV)/bin/ruff check . || status=1; \
 	$(VENV)/bin/ruff format --check . || status=1; \
 	$(LINT_ENV) $(VENV)/bin/mypy . || status=1; \
+	$(VENV)/bin/lint-imports --no-cache --no-logo || status=1; \
 	exit $$status
 
 # One bootstrap for all benchmarks; each runs as its own module even if another fails.
