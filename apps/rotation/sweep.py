@@ -26,21 +26,10 @@ from apps.rotation.models import JobReason
 from apps.rotation.platform.models import PlatformRotation, RunState, TenantRotationCheck
 from apps.rotation.runner import job_lock
 from apps.rotation.services import rewrap_job_requeue, rotation_start
-from apps.tenants.models import Tenant, TenantStatus
+from apps.tenants.models import Tenant
+from apps.tenants.selectors import tenants_for_upkeep
 
 logger = logging.getLogger(__name__)
-
-
-def _active() -> Any:
-    return (
-        Tenant.objects.filter(status=TenantStatus.ACTIVE, is_template=False)
-        .exclude(schema_name="public")
-        .order_by("pk")
-    )
-
-
-def active_tenants() -> list[Tenant]:
-    return list(_active())
 
 
 @dataclass
@@ -63,12 +52,12 @@ def rotation_sweep(*, now: datetime | None = None, check_all: bool = False) -> S
     jobs and platform runs that have shown no sign of life for KCM_REWRAP_STALL_SECONDS.
     With nothing due and no job running, three small queries on the public schema."""
     now = now or timezone.now()
-    report = SweepReport(tenants=_active().count())
+    report = SweepReport(tenants=tenants_for_upkeep().count())
     if check_all:
-        tenants_now = active_tenants()
+        tenants_now = list(tenants_for_upkeep())
     else:
         later = TenantRotationCheck.objects.filter(next_check_at__gt=now).values("tenant_id")
-        tenants_now = list(_active().exclude(pk__in=later))
+        tenants_now = list(tenants_for_upkeep().exclude(pk__in=later))
     report.checked = len(tenants_now)
     by_schema = {tenant.schema_name: tenant for tenant in tenants_now}
     scan = selectors.due_scan(schemas=list(by_schema), now=now)
@@ -92,7 +81,8 @@ def rotation_sweep(*, now: datetime | None = None, check_all: bool = False) -> S
     stale = timedelta(seconds=settings.KCM_REWRAP_STALL_SECONDS)
     watched = TenantRotationCheck.objects.filter(jobs_active_since__isnull=False)
     report.requeued_jobs = rotation_resume(
-        stale_after=stale, tenants=list(_active().filter(pk__in=watched.values("tenant_id")))
+        stale_after=stale,
+        tenants=list(tenants_for_upkeep().filter(pk__in=watched.values("tenant_id"))),
     )
     report.requeued_runs = platform_runs_resume(stale_after=stale)
     return report
@@ -128,7 +118,7 @@ def rotation_resume(
     been silent that long, in `tenants` (default: every active tenant). With None, every such
     job: a worker calls this when it starts, since a job whose worker was killed has no runner
     until someone queues it. Tenants found without an active job are no longer watched."""
-    tenants = tenants if tenants is not None else active_tenants()
+    tenants = tenants if tenants is not None else list(tenants_for_upkeep())
     by_schema = {tenant.schema_name: tenant for tenant in tenants}
     began = now = timezone.now()
     requeued = 0
@@ -201,7 +191,7 @@ def platform_rotation_run(*, run_id: UUID | str) -> str:
                     raise PlatformRunNotFound()
                 if run.state != RunState.FANNING_OUT:
                     return run.state
-                tenant = _active().filter(pk__gt=run.cursor).first()
+                tenant = tenants_for_upkeep().filter(pk__gt=run.cursor).first()
                 if tenant is None:
                     run.state = RunState.FANNED_OUT
                     run.fanned_out_at = run.heartbeat_at = timezone.now()
@@ -264,7 +254,7 @@ def platform_run_get(*, run_id: UUID | str) -> PlatformRotation:
 def platform_run_detail(run: PlatformRotation) -> dict[str, Any]:
     """A run with its jobs' progress summed over every tenant."""
     totals = selectors.platform_run_totals(
-        schemas=[t.schema_name for t in active_tenants()], run_id=run.pk
+        schemas=[t.schema_name for t in list(tenants_for_upkeep())], run_id=run.pk
     )
     handled = totals["done"] + totals["failed"]
     if run.state == RunState.FANNING_OUT:

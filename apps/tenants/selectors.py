@@ -19,13 +19,13 @@ def tenant_list(*, status: str | None = None) -> QuerySet[Tenant]:
     return queryset
 
 
-def tenants_for_upkeep() -> list[Tenant]:
+def tenants_for_upkeep() -> QuerySet[Tenant]:
     """The tenants whose keys and logs background work looks after (sweeps, syncs, rotation
-    policies, audit sealing): every live tenant, suspended ones too, since suspending stops
-    use, not upkeep (expired material must still go, due deletions still happen). Not the
-    template, not the public schema; in creation order."""
+    policies and jobs, audit sealing): every live tenant, suspended ones too, since suspending
+    stops use, not upkeep (expired material must still go, due deletions and rotations still
+    happen). Not the template, not the public schema; in creation order."""
     live = (TenantStatus.ACTIVE, TenantStatus.SUSPENDED)
-    return list(
+    return (
         Tenant.objects.filter(is_template=False, status__in=live)
         .exclude(schema_name="public")
         .order_by("pk")
