@@ -36,11 +36,10 @@ from apps.keychain.models import (
     ExternalKeyManager,
     KeyState,
     Origin,
-    TenantKey,
 )
 from apps.keychain.revocation import SYNCED_STATES, broadcast_revocation, external_state_apply
 from apps.keychain.roots import connection_for, credentials_seal, manager_connection
-from apps.keychain.services import customer_key_name, l2_version_wrap, next_version
+from apps.keychain.services import customer_key_insert, customer_key_name, next_version
 from apps.keystores.base import (
     KeyInfo,
     KeystoreConfigError,
@@ -117,31 +116,17 @@ def customer_key_create_hyok(
     name = customer_key_name(name)
     manager = _manager(manager_id)
     external_key_id = _check_link(manager, external_key_id)
-    with transaction.atomic():
-        l1 = CustomerKey.objects.create(name=name, description=description, origin=Origin.HYOK)
-        l1v = CustomerKeyVersion.objects.create(
-            key=l1,
-            version=1,
-            handle=hyok_handle(manager.pk, external_key_id),
-            external_manager=manager,
-            external_key_id=external_key_id,
-        )
-        l2 = TenantKey.objects.create(customer_key=l1)
-        l2_version_wrap(l2, 1, l1v)
-        audit_record(
-            action="key.create",
-            target=str(l1.pk),
-            target_version=1,
-            details={
-                "level": "L1",
-                "name": name,
-                "origin": Origin.HYOK,
-                "key_manager": str(manager.pk),
-                "external_key_id": external_key_id,
-                "tenant_key": str(l2.pk),
-            },
-        )
-    return l1
+    return customer_key_insert(
+        name=name,
+        description=description,
+        origin=Origin.HYOK,
+        version={
+            "handle": hyok_handle(manager.pk, external_key_id),
+            "external_manager": manager,
+            "external_key_id": external_key_id,
+        },
+        details={"key_manager": str(manager.pk), "external_key_id": external_key_id},
+    )
 
 
 def customer_key_link_version(

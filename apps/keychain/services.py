@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
@@ -108,25 +109,42 @@ def customer_key_create(*, name: str, description: str = "") -> CustomerKey:
     name = customer_key_name(name)
     handle = _new_root(f"kcm/{tenant().slug}/{name}/v1")
     try:
-        with transaction.atomic():
-            l1 = CustomerKey.objects.create(name=name, description=description)
-            l1v = CustomerKeyVersion.objects.create(key=l1, version=1, handle=handle)
-            l2 = TenantKey.objects.create(customer_key=l1)
-            l2_version_wrap(l2, 1, l1v)
-            audit_record(
-                action="key.create",
-                target=str(l1.pk),
-                target_version=1,
-                details={
-                    "level": "L1",
-                    "name": name,
-                    "origin": l1.origin,
-                    "tenant_key": str(l2.pk),
-                },
-            )
+        l1 = customer_key_insert(
+            name=name, description=description, origin=Origin.HSM, version={"handle": handle}
+        )
     except BaseException:
         _discard_root(handle)
         raise
+    return l1
+
+
+def customer_key_insert(
+    *,
+    name: str,
+    description: str,
+    origin: str,
+    version: dict[str, Any],
+    details: dict[str, Any] | None = None,
+) -> CustomerKey:
+    """Store a new L1 whose first version's key exists (`version`: where it is), its L2 with
+    a first version wrapped by it, and the audit event: one transaction, any origin."""
+    with transaction.atomic():
+        l1 = CustomerKey.objects.create(name=name, description=description, origin=origin)
+        l1v = CustomerKeyVersion.objects.create(key=l1, version=1, **version)
+        l2 = TenantKey.objects.create(customer_key=l1)
+        l2_version_wrap(l2, 1, l1v)
+        audit_record(
+            action="key.create",
+            target=str(l1.pk),
+            target_version=1,
+            details={
+                "level": "L1",
+                "name": name,
+                "origin": origin,
+                **(details or {}),
+                "tenant_key": str(l2.pk),
+            },
+        )
     return l1
 
 
