@@ -22,11 +22,12 @@ def _compose() -> dict[str, Any]:
 
 
 def _names_read_by_code() -> set[str]:
-    """KCM_* names that settings.py, gunicorn_conf.py or tools/devstack.py read (as string
-    literals)."""
+    """KCM_* names that settings.py, gunicorn_conf.py or the local stack (tools/devstack.py
+    and tools/kcmstack/) read (as string literals)."""
     names: set[str] = set()
     sources = ("kms_project/settings.py", "kms_project/gunicorn_conf.py", "tools/devstack.py")
-    for source in (REPO / name for name in sources):
+    stack = sorted((REPO / "tools" / "kcmstack").glob("*.py"))
+    for source in (*(REPO / name for name in sources), *stack):
         text = source.read_text()
         names |= set(re.findall(r"[\"'](KCM_[A-Z0-9_]+)[\"']", text))
         # env_secret("NAME") also reads NAME_FILE.
@@ -83,7 +84,7 @@ def test_every_launcher_uses_the_gunicorn_settings_which_never_preload() -> None
     assert gunicorn_conf.wsgi_app == "kms_project.wsgi:application"
     launchers = (
         DOCKER / "entrypoint.sh",
-        REPO / "tools" / "devstack.py",
+        REPO / "tools" / "kcmstack" / "processes.py",  # devstack's `run`
         REPO / "tests" / "e2e" / "stack.py",
     )
     for file in (*launchers, DOCKER / "compose.yaml", DOCKER / "Dockerfile"):
