@@ -171,9 +171,7 @@ class ExternalPkcs11Keystore(Keystore):
             find_token(pkcs11.lib(self._library), self._token_label)
         except p11.PKCS11Error as exc:
             self._restart_next = True
-            raise _TokenUnanswering(
-                f"the token does not answer ({type(exc).__name__})"
-            ) from None
+            raise _TokenUnanswering(f"the token does not answer ({type(exc).__name__})") from None
 
     def _call(self, operation: Callable[[pkcs11.Session], T]) -> T:
         restart = self._restart_next and _may_restart()
