@@ -23,15 +23,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-# Run as a script, tools/ is first on the path already; imported from elsewhere, it may not be.
-TOOLS = str(Path(__file__).resolve().parent)
-if TOOLS not in sys.path:
-    sys.path.insert(0, TOOLS)
+# Run as a script, only tools/ is on the path: the stack's parts are imported as the package
+# tools.kcmstack, from the repository's root, as they are everywhere else.
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
-from kcmstack.bootstrap import bootstrap  # noqa: E402
-from kcmstack.common import REPO, fail, request_stop, run_quiet  # noqa: E402
-from kcmstack.postgres import Postgres  # noqa: E402
-from kcmstack.processes import port_is_free, serve  # noqa: E402
+from tools.kcmstack.bootstrap import bootstrap  # noqa: E402
+from tools.kcmstack.common import REPO, fail, request_stop, run_quiet  # noqa: E402
+from tools.kcmstack.postgres import Postgres  # noqa: E402
+from tools.kcmstack.processes import port_is_free, serve  # noqa: E402
 
 
 def run_command(cmd: list[str], env: dict[str, str]) -> int:
