@@ -37,7 +37,6 @@ from django.apps import apps  # noqa: E402
 if not apps.ready:
     django.setup()
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
 from apps.core.errors import KcmError  # noqa: E402
 from apps.keychain import crypto, datakeys  # noqa: E402
@@ -50,18 +49,10 @@ OPERATIONS = {crypto.KIND_DATA_KEY: "decrypt-data-key", crypto.KIND_PAYLOAD: "de
 def loaded_service_key(
     *, key: bytes, tenant: UUID, service_key: UUID, version: int
 ) -> LoadedServiceKey:
-    """A service key with one version, `key`, built as chain.load_service_key builds one."""
-    ctx_key = crypto.context_key(key)
-    prefixes = {
-        kind: crypto.envelope_prefix(kind=kind, tenant=tenant, key_id=service_key, version=version)
-        for kind in (crypto.KIND_DATA_KEY, crypto.KIND_PAYLOAD)
-    }
-    loaded_version = LoadedVersion(
-        version=version,
-        row_id=0,
-        cipher=AESGCM(key),
-        ctx_key=ctx_key,
-        memo=crypto.ContextMemo(ctx_key, prefixes),
+    """A service key with one version, `key`, whose version is built by `LoadedVersion.of`,
+    as chain.load_service_key builds every one."""
+    loaded_version = LoadedVersion.of(
+        key, tenant=tenant, key_id=service_key, version=version, row_id=0
     )
     return LoadedServiceKey(
         schema="vectors",

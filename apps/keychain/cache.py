@@ -24,6 +24,7 @@ from django.conf import settings
 
 from apps.core.connections import dedicated_connection
 from apps.core.forks import after_fork_in_child
+from apps.keychain import crypto
 from apps.keychain.crypto import ContextMemo
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,25 @@ class LoadedVersion:
     cipher: AESGCM
     ctx_key: bytes
     memo: ContextMemo  # canonical form, check and envelope headers of recent contexts
+
+    @classmethod
+    def of(
+        cls, raw: bytes, *, tenant: UUID, key_id: UUID, version: int, row_id: int
+    ) -> LoadedVersion:
+        """An L3 version, from its raw key, ready to seal and open envelopes: the one way
+        the chain (and the published envelope vectors) build one."""
+        ctx_key = crypto.context_key(raw)
+        prefixes = {
+            kind: crypto.envelope_prefix(kind=kind, tenant=tenant, key_id=key_id, version=version)
+            for kind in (crypto.KIND_DATA_KEY, crypto.KIND_PAYLOAD)
+        }
+        return cls(
+            version=version,
+            row_id=row_id,
+            cipher=AESGCM(raw),
+            ctx_key=ctx_key,
+            memo=crypto.ContextMemo(ctx_key, prefixes),
+        )
 
 
 @dataclass

@@ -177,21 +177,8 @@ def load_service_key(name: str) -> LoadedServiceKey:
         raw = crypto.unseal(
             l2_material(l3v.parent), bytes(l3v.wrapped), l3_aad(l3v, l3, l3v.parent)
         )
-        ctx_key = crypto.context_key(raw)
-        versions[l3v.version] = LoadedVersion(
-            version=l3v.version,
-            row_id=l3v.pk,
-            cipher=AESGCM(raw),
-            ctx_key=ctx_key,
-            memo=crypto.ContextMemo(
-                ctx_key,
-                {
-                    kind: crypto.envelope_prefix(
-                        kind=kind, tenant=tenant().uid, key_id=l3.pk, version=l3v.version
-                    )
-                    for kind in (crypto.KIND_DATA_KEY, crypto.KIND_PAYLOAD)
-                },
-            ),
+        versions[l3v.version] = LoadedVersion.of(
+            raw, tenant=tenant().uid, key_id=l3.pk, version=l3v.version, row_id=l3v.pk
         )
     loaded = LoadedServiceKey(
         schema=schema,
