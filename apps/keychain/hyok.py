@@ -37,9 +37,14 @@ from apps.keychain.models import (
     KeyState,
     Origin,
 )
-from apps.keychain.revocation import SYNCED_STATES, broadcast_revocation, external_state_apply
+from apps.keychain.revocation import SYNCED_STATES, external_state_apply
 from apps.keychain.roots import connection_for, credentials_seal, manager_connection
-from apps.keychain.services import customer_key_insert, customer_key_name, next_version
+from apps.keychain.services import (
+    customer_key_insert,
+    customer_key_name,
+    next_version,
+    primary_version_promote,
+)
 from apps.keystores.base import (
     KeyInfo,
     KeystoreConfigError,
@@ -152,18 +157,10 @@ def customer_key_link_version(
             external_manager=manager,
             external_key_id=external_key_id,
         )
-        l1.primary_version = version
-        l1.save(update_fields=["primary_version", "updated_at"])
-        broadcast_revocation()
-        audit_record(
-            action="key.rotate",
-            target=str(l1.pk),
-            target_version=version,
-            details={
-                "level": "L1",
-                "key_manager": str(manager.pk),
-                "external_key_id": external_key_id,
-            },
+        primary_version_promote(
+            l1,
+            version,
+            details={"key_manager": str(manager.pk), "external_key_id": external_key_id},
         )
     return l1
 

@@ -216,16 +216,24 @@ def key_rotate(*, key_id: UUID | str) -> AnyKey:
             ensure_usable(l2.customer_key, "customer key")
             ensure_usable(l2, "tenant key")
             _wrap_l3(key, version, _primary(l2), crypto.new_key())  # type: ignore[arg-type]
-        key.primary_version = version
-        key.save(update_fields=["primary_version", "updated_at"])
-        broadcast_revocation()
-        audit_record(
-            action="key.rotate",
-            target=str(key.pk),
-            target_version=version,
-            details={"level": key.level},
-        )
+        primary_version_promote(key, version)
     return key
+
+
+def primary_version_promote(
+    key: AnyKey, version: int, *, details: dict[str, Any] | None = None
+) -> None:
+    """Make `version` the key's primary (it wraps from now on), tell every process and record
+    the rotation. The caller holds the key's row lock, in its transaction."""
+    key.primary_version = version
+    key.save(update_fields=["primary_version", "updated_at"])
+    broadcast_revocation()
+    audit_record(
+        action="key.rotate",
+        target=str(key.pk),
+        target_version=version,
+        details={"level": key.level, **(details or {})},
+    )
 
 
 def _transition(
