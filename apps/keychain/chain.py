@@ -36,7 +36,6 @@ from apps.keychain.models import (
     TenantKeyVersion,
     VersionState,
 )
-from apps.keychain.revocation import external_state_apply
 from apps.tenants.access import current_tenant
 from apps.tenants.models import Tenant
 
@@ -128,15 +127,13 @@ def l3_aad_of(
 
 def l1_encrypt(version: CustomerKeyVersion, plaintext: bytes, aad: bytes) -> bytes:
     """Wrap under the L1 version, in the keystore that holds it."""
-    return roots.root_encrypt(version, plaintext, aad, observe=external_state_apply)
+    return roots.root_encrypt(version, plaintext, aad)
 
 
 def l2_unwrap(l2v: TenantKeyVersion) -> bytes:
     """The raw L2 version, unwrapped by its L1 version in its keystore: the only path that asks
     a keystore to decrypt. Uncached: `l2_material` caches; rewrap jobs re-encrypt it."""
-    return roots.root_decrypt(
-        l2v.parent, bytes(l2v.wrapped), l2_aad(l2v, l2v.key), observe=external_state_apply
-    )
+    return roots.root_decrypt(l2v.parent, bytes(l2v.wrapped), l2_aad(l2v, l2v.key))
 
 
 def l2_material(l2v: TenantKeyVersion) -> AESGCM:

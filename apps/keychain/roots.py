@@ -30,6 +30,7 @@ from apps.keychain.errors import (
     KeyPendingImport,
 )
 from apps.keychain.models import CustomerKeyVersion, ExternalKeyManager, KeyState
+from apps.keychain.revocation import external_state_apply
 from apps.keystores.base import (
     Keystore,
     KeystoreConfigError,
@@ -47,11 +48,6 @@ from apps.tenants.access import current_tenant
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Called with (L1 id, new state, reason) when a customer's key manager answers that the key is
-# gone or refused, or cannot be reached with the breaker open (see `hyok._apply`).
-StateObserver = Callable[[UUID, str, str], None]
-
 
 # --- credentials of customer key managers ------------------------------------------------
 
@@ -115,25 +111,17 @@ def manager_connection(manager: ExternalKeyManager) -> Connection:
 # --- wrapping and unwrapping with an L1 version ------------------------------------------
 
 
-def root_encrypt(
-    version: CustomerKeyVersion, plaintext: bytes, aad: bytes, *, observe: StateObserver
-) -> bytes:
+def root_encrypt(version: CustomerKeyVersion, plaintext: bytes, aad: bytes) -> bytes:
     """Wrap under the L1 version, in whichever keystore holds it."""
-    return _call(version, lambda ks, ref: ks.encrypt(ref, plaintext, aad), observe)
+    return _call(version, lambda ks, ref: ks.encrypt(ref, plaintext, aad))
 
 
-def root_decrypt(
-    version: CustomerKeyVersion, blob: bytes, aad: bytes, *, observe: StateObserver
-) -> bytes:
+def root_decrypt(version: CustomerKeyVersion, blob: bytes, aad: bytes) -> bytes:
     """Unwrap with the L1 version, in whichever keystore holds it."""
-    return _call(version, lambda ks, ref: ks.decrypt(ref, blob, aad), observe)
+    return _call(version, lambda ks, ref: ks.decrypt(ref, blob, aad))
 
 
-def _call(
-    version: CustomerKeyVersion,
-    use: Callable[[Keystore, str], T],
-    observe: StateObserver,
-) -> T:
+def _call(version: CustomerKeyVersion, use: Callable[[Keystore, str], T]) -> T:
     if version.external_manager_id is None:
         # BYOK: the version's imported material may have expired (before the sweep removed it).
         expires = version.material_expires_at
@@ -158,7 +146,7 @@ def _call(
     try:
         return connection.breaker.call(lambda: use(connection.keystore, version.external_key_id))
     except KeystoreError as exc:
-        raise _external_error(exc, version, connection, observe) from None
+        raise _external_error(exc, version, connection) from None
 
 
 def platform_error(exc: KeystoreError) -> KcmError:
@@ -175,10 +163,7 @@ def platform_error(exc: KeystoreError) -> KcmError:
 
 
 def _external_error(
-    exc: KeystoreError,
-    version: CustomerKeyVersion,
-    connection: Connection,
-    observe: StateObserver,
+    exc: KeystoreError, version: CustomerKeyVersion, connection: Connection
 ) -> KcmError:
     """A refusal or a missing key changes the L1's state at once; so does unreachability once
     the breaker has opened."""
@@ -188,16 +173,16 @@ def _external_error(
             "or was altered."
         )
     if isinstance(exc, KeystoreRefused):
-        observe(version.key_id, KeyState.FORBIDDEN, f"The key manager refused: {exc}")
+        external_state_apply(version.key_id, KeyState.FORBIDDEN, f"The key manager refused: {exc}")
         return ExternalKeyForbidden(f"The customer's key manager refused: {exc}.")
     if isinstance(exc, RootKeyNotFound):
-        observe(version.key_id, KeyState.DESTROYED, f"The key manager says: {exc}")
+        external_state_apply(version.key_id, KeyState.DESTROYED, f"The key manager says: {exc}")
         return KeyDestroyed(
             f"The customer's key is gone from their key manager: {exc}.", level="L1"
         )
     if isinstance(exc, KeystoreUnavailable):
         if connection.breaker.is_open:
-            observe(
+            external_state_apply(
                 version.key_id, KeyState.UNAVAILABLE, f"The key manager cannot be reached: {exc}"
             )
         return ExternalKeyUnavailable(f"The customer's key manager cannot be reached: {exc}.")
