@@ -5,7 +5,7 @@ import parameters (a wrapping key pair generated in the HSM, its public key, a t
 KCM_BYOK_IMPORT_TOKEN_HOURS) → the customer wraps their AES-256 key with the public key →
 import: the HSM unwraps it into a non-extractable key; KCM returns the key check value.
 
-The material is identified by a fingerprint the HSM computes (see providers.base.KeyCheck):
+The material is identified by a fingerprint the HSM computes (see keystores.base.KeyCheck):
 re-importing the same material after it was deleted or expired restores the version it
 belonged to, so every ciphertext made under it decrypts again; other material is refused,
 except as a new version (BYOK rotation).
@@ -70,8 +70,8 @@ _MANAGEABLE = {KeyState.ENABLED, KeyState.DISABLED, KeyState.PENDING_IMPORT}
 
 
 def supported_algorithms() -> list[str]:
-    provider = platform_keystore()
-    return [a for a in WRAPPING_ALGORITHMS if provider.supports(import_capability(a))]
+    keystore = platform_keystore()
+    return [a for a in WRAPPING_ALGORITHMS if keystore.supports(import_capability(a))]
 
 
 def customer_key_create_byok(*, name: str, description: str = "") -> CustomerKey:
@@ -126,9 +126,9 @@ def import_parameters_create(
             f"wrapping_key_bits must be one of {', '.join(map(str, WRAPPING_KEY_BITS))}.",
             code="invalid_wrapping_key_bits",
         )
-    provider = platform_keystore()
+    keystore = platform_keystore()
     try:
-        handle, public_der = provider.create_wrapping_key(
+        handle, public_der = keystore.create_wrapping_key(
             label=f"kcm/{tenant().slug}/{l1.name}/wrapping", bits=wrapping_key_bits
         )
     except KeystoreError as exc:
@@ -152,7 +152,7 @@ def import_parameters_create(
             )
     except BaseException:
         with contextlib.suppress(KeystoreError):
-            provider.destroy_wrapping_key(handle)
+            keystore.destroy_wrapping_key(handle)
         raise
     return token
 
@@ -208,16 +208,16 @@ def material_import(
             "material_expires_at must be at least a minute in the future.",
             code="invalid_material_expiry",
         )
-    provider = platform_keystore()
+    keystore = platform_keystore()
     with transaction.atomic():
         l1 = _byok_key(key_id, lock=True)
         if l1.state not in _MANAGEABLE:
             raise InvalidKeyState(f"The key is {l1.state}; it takes no key material.")
         token = _token_for(l1, import_token, now)
-        handle = _unwrap(provider, l1, token, wrapped)
+        handle = _unwrap(keystore, l1, token, wrapped)
         keep_new_object = False  # False when the material was present already: a duplicate
         try:
-            check = provider.key_check(handle)
+            check = keystore.key_check(handle)
             versions = list(l1.versions.order_by("version"))
             same = next((v for v in versions if v.material_fingerprint == check.fingerprint), None)
             if new_version or not versions:
@@ -269,16 +269,16 @@ def material_import(
                 },
             )
         except BaseException:
-            _discard(provider, handle)
+            _discard(keystore, handle)
             raise
         if not keep_new_object:
-            _discard(provider, handle)
+            _discard(keystore, handle)
     return version
 
 
-def _unwrap(provider: Keystore, l1: CustomerKey, token: ImportToken, wrapped: bytes) -> str:
+def _unwrap(keystore: Keystore, l1: CustomerKey, token: ImportToken, wrapped: bytes) -> str:
     try:
-        return provider.import_root_key(
+        return keystore.import_root_key(
             wrapping_handle=token.wrapping_handle,
             algorithm=token.algorithm,
             wrapped=wrapped,
@@ -305,9 +305,9 @@ def _wrap_first_l2(l1: CustomerKey, version: CustomerKeyVersion) -> None:
     l2.save(update_fields=["state", "state_reason", "primary_version", "updated_at"])
 
 
-def _discard(provider: Keystore, handle: str) -> None:
+def _discard(keystore: Keystore, handle: str) -> None:
     try:
-        provider.destroy(handle)
+        keystore.destroy(handle)
     except KeystoreError:
         logger.exception("could not remove an imported key object that is not kept")
 
@@ -335,7 +335,7 @@ def byok_sweep(*, now: datetime | None = None) -> dict[str, int]:
     """Delete imported material past its expiry (the key then waits for an import) and the
     wrapping keys of used or expired import tokens. Returns what it removed."""
     now = now or timezone.now()
-    provider = platform_keystore()
+    keystore = platform_keystore()
     expired = 0
     with transaction.atomic():
         for version in (
@@ -365,7 +365,7 @@ def byok_sweep(*, now: datetime | None = None) -> dict[str, int]:
     used_or_expired = Q(used_at__isnull=False) | Q(expires_at__lte=now)
     for token in ImportToken.objects.exclude(wrapping_handle="").filter(used_or_expired):
         with contextlib.suppress(RootKeyNotFound):
-            provider.destroy_wrapping_key(token.wrapping_handle)
+            keystore.destroy_wrapping_key(token.wrapping_handle)
         ImportToken.objects.filter(pk=token.pk).update(wrapping_handle="")
         removed += 1
     return {"expired_material": expired, "wrapping_keys_removed": removed}

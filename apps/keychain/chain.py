@@ -1,4 +1,4 @@
-"""Unwrapping down the chain: L1 (provider) → L2 → L3, through the per-process cache.
+"""Unwrapping down the chain: L1 (its keystore) → L2 → L3, through the per-process cache.
 
 The only place that turns stored ciphertexts into usable keys, and so the only place that
 decides whether a chain is usable (every level above must be ENABLED).

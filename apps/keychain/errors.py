@@ -88,7 +88,7 @@ class ImportTokenExpired(ValidationFailed):
 
 
 class ImportRejected(ValidationFailed):
-    """The provider's reason (its code) for refusing wrapped material."""
+    """The keystore's reason (its code) for refusing wrapped material."""
 
     code = "import_rejected"
     title = "The wrapped key material was refused"

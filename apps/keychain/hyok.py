@@ -178,23 +178,23 @@ def _check_link(manager: ExternalKeyManager, external_key_id: str) -> str:
             "This external key is linked to a customer key already.", code="external_key_linked"
         )
     connection = manager_connection(manager)
-    connector = connection.keystore
+    keystore = connection.keystore
 
     def invalid(reason: str) -> ExternalKeyInvalid:
         return ExternalKeyInvalid(f"External key {external_key_id!r}: {reason}.")
 
     try:
-        info: KeyInfo = connection.breaker.call(lambda: connector.describe(external_key_id))
+        info: KeyInfo = connection.breaker.call(lambda: keystore.describe(external_key_id))
         if info.algorithm != "AES" or info.bits != 256:
             raise invalid(f"it is {info.algorithm}-{info.bits}, not AES-256")
         if not info.usable:
             raise invalid(f"it is not usable ({info.detail})")
         probe, aad = os.urandom(32), f"kcm:hyok-link-probe:v1|tenant={tenant().uid}".encode()
-        blob = connector.encrypt(external_key_id, probe, aad)
-        if connector.decrypt(external_key_id, blob, aad) != probe:
+        blob = keystore.encrypt(external_key_id, probe, aad)
+        if keystore.decrypt(external_key_id, blob, aad) != probe:
             raise invalid("a probe did not decrypt to what was encrypted")
         try:
-            connector.decrypt(external_key_id, blob, aad + b"|other")
+            keystore.decrypt(external_key_id, blob, aad + b"|other")
         except RootKeyIntegrityError:
             pass
         else:

@@ -2,7 +2,7 @@
 
 Every level has versions; one is primary (wraps/encrypts), older enabled ones still unwrap.
 Each stored ciphertext names the exact parent version that wrapped it. L1 material never
-leaves the HSM: its versions hold only the provider's handle.
+leaves the HSM: its versions hold only the keystore's reference.
 """
 
 from __future__ import annotations
@@ -135,10 +135,10 @@ class CustomerKeyVersion(VersionBase):
     key = models.ForeignKey(
         CustomerKey, on_delete=models.PROTECT, related_name="versions", db_index=False
     )
-    # Where this version's material is, as the chain passes it around: for HSM and BYOK the
-    # provider's opaque handle (for PKCS#11: the object's CKA_ID in hex; empty while imported
-    # material is deleted or expired); for HYOK "hyok:<manager id>/<external key id>", the
-    # same reference as the two fields below. Not secret.
+    # Where this version's material is: for HSM and BYOK the platform keystore's opaque handle
+    # (for PKCS#11: the object's CKA_ID in hex; empty while imported material is deleted or
+    # expired); for HYOK "hyok:<manager id>/<external key id>", the same reference as the two
+    # fields below, kept so that a key is linked once. Not secret.
     handle = models.CharField(max_length=200)
     # BYOK: the key check value the customer can compare (AES-ECB of a zero block, 3 bytes),
     # the fingerprint that recognises the same material again, and its expiry.

@@ -105,7 +105,7 @@ IMPORTED_KEY_BYTES = 32
 
 
 def import_capability(algorithm: str) -> str:
-    """The capability a provider announces when it can import material wrapped by `algorithm`."""
+    """The capability a keystore announces when it can import material wrapped by `algorithm`."""
     return f"import:{algorithm}"
 
 

@@ -1,7 +1,7 @@
 """HYOK over KMIP 1.4 with PyKMIP's client (tested against a real `pykmip-server`).
 
 PyKMIP's high-level client drops the fields AES-GCM needs (associated data, tag), which exist
-only from KMIP 1.4 on; so this connector builds the Encrypt/Decrypt/GetAttributes payloads
+only from KMIP 1.4 on; so this keystore builds the Encrypt/Decrypt/GetAttributes payloads
 itself and sends them through PyKMIP's `KMIPProxy`. TLS is set up here rather than by PyKMIP:
 a TLS 1.2+ client context that verifies the server's certificate *and* host name against the
 customer's CA, with the client certificate and key loaded from memory (an anonymous memfd,

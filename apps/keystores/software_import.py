@@ -1,4 +1,4 @@
-"""BYOK for the software provider: RSA wrapping keys and unwrapping with `cryptography`.
+"""BYOK for the software keystore: RSA wrapping keys and unwrapping with `cryptography`.
 
 The same steps as the HSM performs (see pkcs11_import.py), in process memory: for development
 and as the reference the HSM path is tested against.

@@ -5,7 +5,7 @@ partitions of one appliance; in tests, a second SoftHSM2 token). Every call goes
 `TokenSession.run`, so it runs under the one process-wide PKCS#11 lock, with the same lazy
 initialisation after fork and re-login after a lost session as the platform's own keys.
 
-The external key is named by its CKA_LABEL, or ``id:<hex>`` for its CKA_ID. The connector
+The external key is named by its CKA_LABEL, or ``id:<hex>`` for its CKA_ID. The keystore
 never reads key material: it finds the key and runs C_Encrypt/C_Decrypt with CKM_AES_GCM.
 """
 
