@@ -169,7 +169,7 @@ class Client(AdminMixin):
     ) -> bytes:  # fmt: skip
         """`data` as one KCM message under a data key of `service_key`, bound to `context`."""
         header, sealer = self._start(service_key, context, len(data), frame_size)
-        return header + _seal_all(sealer, data)
+        return header + message.seal_all(sealer, data)
 
     def encrypt_many(
         self, items: Sequence[bytes], *, service_key: str, context: Context = None
@@ -185,7 +185,7 @@ class Client(AdminMixin):
                 raise key
             pair = (base64.b64decode(key["plaintext"]), base64.b64decode(key["ciphertext"]))
             header, sealer = self._start(service_key, context, None, None, keys_for=pair)
-            out.append(header + _seal_all(sealer, data))
+            out.append(header + message.seal_all(sealer, data))
         return out
 
     def header(self, data: bytes | IO[bytes]) -> message.Header:
@@ -315,14 +315,3 @@ def _context(context_json: bytes) -> dict[str, str]:
 
     loaded: dict[str, str] = json.loads(context_json)
     return loaded
-
-
-def _seal_all(sealer: message.FrameSealer, data: bytes) -> bytes:
-    """Every frame of `data`: regular frames, then a final one of 1..frame_size bytes (0 only
-    for empty data), as `encrypt_stream` cuts them."""
-    size = sealer.frame_size
-    regular = max(0, (len(data) - 1) // size)
-    view = memoryview(data)
-    parts = [sealer.regular(bytes(view[i * size : (i + 1) * size])) for i in range(regular)]
-    parts.append(sealer.final(bytes(view[regular * size :])))
-    return b"".join(parts)

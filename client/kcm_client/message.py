@@ -267,3 +267,25 @@ def frames_open(read: object, header: Header, keys: Keys) -> Iterator[tuple[byte
             return
         yield plaintext, False
         index += 1
+
+
+def seal_all(sealer: FrameSealer, data: bytes) -> bytes:
+    """Every frame of `data`: regular frames, then a final one of 1..frame_size bytes (0 only
+    for empty data), as `Client.encrypt_stream` cuts them."""
+    size = sealer.frame_size
+    regular = max(0, (len(data) - 1) // size)
+    view = memoryview(data)
+    parts = [sealer.regular(bytes(view[i * size : (i + 1) * size])) for i in range(regular)]
+    parts.append(sealer.final(bytes(view[regular * size :])))
+    return b"".join(parts)
+
+
+def open_with_key(data: bytes, data_key: bytes) -> bytes:
+    """A whole message's plaintext given its data key (test vectors; no server involved)."""
+    import io
+
+    stream = io.BytesIO(data)
+    header = header_read(stream.read)
+    keys = derive_keys(data_key, header.message_id)
+    header_verify(header, keys)
+    return b"".join(part for part, _ in frames_open(stream.read, header, keys))
