@@ -77,6 +77,8 @@ KCM_TEMPLATE_SCHEMA = "kcm_template"
 
 MIDDLEWARE = [
     "apps.core.middleware.RequestIdMiddleware",
+    # /healthz and /readyz: before host validation and tenant routing, on every host.
+    "kms_project.health.ProbeMiddleware",
     "apps.core.middleware.BodySizeLimitMiddleware",
     "apps.audit.middleware.AuditContextMiddleware",
     "django_tenants.middleware.main.TenantMainMiddleware",
@@ -184,7 +186,6 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
     if env_bool("KCM_BEHIND_TLS_PROXY", False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 CSRF_TRUSTED_ORIGINS = env_list("KCM_CSRF_TRUSTED_ORIGINS", [])
 
 REST_FRAMEWORK = {

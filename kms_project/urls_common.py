@@ -1,12 +1,10 @@
-"""URL patterns served on every host: health, the API schema and its interactive docs."""
+"""URL patterns served on every host: the API schema and its interactive docs (/healthz and
+/readyz are answered before routing, by kms_project.health.ProbeMiddleware)."""
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from kms_project.health import healthz
-
 urlpatterns = [
-    path("healthz", healthz, name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -4,6 +4,7 @@ from django.urls import URLPattern, URLResolver, include, path
 
 from apps.tenants import api as tenants_api
 from apps.tenants import views as tenants_views
+from kms_project.health import PlatformHealthView
 from kms_project.urls_common import handler400, handler403, handler404, handler500
 from kms_project.urls_common import urlpatterns as common
 
@@ -27,6 +28,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("tokens/", tenants_api.TokenListView.as_view(), name="tokens"),
     path("tokens/<int:token_id>/", tenants_api.TokenDetailView.as_view(), name="token"),
     path("", include("apps.audit.urls_api")),
+    path("platform/health/", PlatformHealthView.as_view(), name="platform-health"),
     path("platform/tenants/", tenants_api.TenantListView.as_view(), name="tenants"),
     path("", include("apps.rotation.urls_platform")),
     path("platform/tenants/<slug:slug>/", tenants_api.TenantDetailView.as_view(), name="tenant"),

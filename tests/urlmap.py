@@ -23,7 +23,7 @@ SAMPLE_ARGS = {
 }
 
 # Open on every host by design: liveness, the API description, and the sign-in form.
-PUBLIC = {"healthz", "api-schema", "api-docs", "console:login", "console:logout"}
+PUBLIC = {"api-schema", "api-docs", "console:login", "console:logout"}
 
 
 @dataclass(frozen=True)

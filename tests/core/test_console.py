@@ -137,11 +137,11 @@ def test_the_software_provider_shows_a_warning_on_every_page(world: Any, setting
     assert b"SOFTWARE provider" in page.content
 
 
-def test_health_reports_database_broker_and_hsm(db: None) -> None:
-    response = Client().get("/healthz", HTTP_HOST="localhost")
+def test_readiness_reports_database_broker_and_hsm(db: None) -> None:
+    response = Client().get("/readyz", HTTP_HOST="localhost")
     body = response.json()
     assert response.status_code == 200, body
-    assert {name for name, check in body["checks"].items() if check["ok"]} == {
+    assert {name for name, ok in body["checks"].items() if ok is True} == {
         "database",
         "broker",
         "hsm",

@@ -234,14 +234,14 @@ class LiveStack:
 
         def healthy() -> bool:
             try:
-                status, _, body = self.request("GET", "/healthz", host=domain, timeout=5)
+                status, _, body = self.request("GET", "/readyz", host=domain, timeout=5)
             except OSError as exc:
                 last[0] = repr(exc)
                 return False
             last[0] = f"{status} {body[:500]!r}"
             return status == 200
 
-        self._wait(healthy, None, "GET /healthz to answer 200", lambda: last[0])
+        self._wait(healthy, None, "GET /readyz to answer 200", lambda: last[0])
 
     def _wait(
         self,

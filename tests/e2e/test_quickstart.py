@@ -59,7 +59,7 @@ def processes_under(folder: Path) -> dict[int, str]:
 def health(port: int) -> dict[str, Any] | None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        connection.request("GET", "/healthz", headers={"Host": f"localhost:{port}"})
+        connection.request("GET", "/readyz", headers={"Host": f"localhost:{port}"})
         return dict(json.loads(connection.getresponse().read()))
     except (OSError, ValueError):
         return None
@@ -69,7 +69,7 @@ def health(port: int) -> dict[str, Any] | None:
 
 def all_ok(report: dict[str, Any] | None) -> bool:
     checks = (report or {}).get("checks", {})
-    return all(checks.get(name, {}).get("ok") is True for name in ("database", "broker", "hsm"))
+    return all(checks.get(name) is True for name in ("database", "broker", "hsm"))
 
 
 def first_make_command(readme: str) -> str:

@@ -60,7 +60,7 @@ def stop_processes(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 def web_answers(port: str, host: str) -> int | None:
     connection = http.client.HTTPConnection("127.0.0.1", int(port), timeout=2)
     try:
-        connection.request("GET", "/healthz", headers={"Host": f"{host}:{port}"})
+        connection.request("GET", "/readyz", headers={"Host": f"{host}:{port}"})
         return connection.getresponse().status
     except OSError:
         return None
@@ -109,7 +109,7 @@ def serve(env: dict[str, str]) -> int:
                 announced = True
                 with out_lock:
                     print(
-                        f"\n  KCM is running (GET /healthz: {status}).\n"
+                        f"\n  KCM is running (GET /readyz: {status}).\n"
                         f"    demo tenant:      http://demo.{domain}:{port}/\n"
                         f"    platform console: http://{domain}:{port}/\n"
                         "  Press Ctrl-C to stop.\n",
