@@ -79,7 +79,7 @@ def key_manager_create(
         raise Conflict(f"A key manager named {name!r} exists already.", code="key_manager_exists")
     clean_config, clean_credentials = validated(kind, config, credentials)
     try:
-        external_keystore(kind, clean_config, clean_credentials).close()
+        external_keystore(kind, clean_config, clean_credentials, owner=str(tenant().uid)).close()
     except KeystoreConfigError as exc:
         raise ValidationFailed(
             f"The key manager settings do not work: {exc}", code="key_manager_invalid"

@@ -95,7 +95,7 @@ def connection_for(manager: ExternalKeyManager, *, tenant_uid: UUID) -> Connecti
         credentials = credentials_open(
             tenant_uid=tenant_uid, manager_id=manager.pk, sealed=bytes(manager.credentials)
         )
-        return external_keystore(manager.kind, manager.settings, credentials)
+        return external_keystore(manager.kind, manager.settings, credentials, owner=str(tenant_uid))
 
     return external_connection(manager.pk, stamp=manager.updated_at.isoformat(), build=build)
 

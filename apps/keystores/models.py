@@ -23,3 +23,22 @@ class PlatformKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.purpose} ({self.fingerprint[:16]})"
+
+
+class TokenClaim(models.Model):
+    """A customer's PKCS#11 token (library and token serial) and the one owner that may use it
+    as a key manager: a second tenant naming the same token is refused. The owner is an opaque
+    string (a tenant's uid) to this layer, which knows no tenancy."""
+
+    library = models.CharField(max_length=500)
+    serial = models.CharField(max_length=64)
+    owner = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["library", "serial"], name="token_claim_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.library} #{self.serial}"

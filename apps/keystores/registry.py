@@ -145,8 +145,11 @@ def forget_connections() -> None:
         connection.keystore.close()
 
 
-def external_keystore(kind: str, config: dict[str, Any], credentials: dict[str, str]) -> Keystore:
-    """A customer key manager's keystore from validated settings and opened credentials."""
+def external_keystore(
+    kind: str, config: dict[str, Any], credentials: dict[str, str], *, owner: str
+) -> Keystore:
+    """A customer key manager's keystore from validated settings and opened credentials;
+    `owner` (opaque here: a tenant's uid) is who may use it (a PKCS#11 token serves one)."""
     timeout = float(settings.KCM_HYOK_TIMEOUT_SECONDS)
     try:
         if kind == "kmip":
@@ -173,6 +176,7 @@ def external_keystore(kind: str, config: dict[str, Any], credentials: dict[str, 
                 token_label=config["token_label"],
                 pin=credentials["pin"],
                 timeout=timeout,
+                owner=owner,
             )
     except KeyError as exc:
         raise KeystoreConfigError(f"missing setting or credential {exc.args[0]!r}") from None

@@ -7,10 +7,17 @@ initialisation after fork and re-login after a lost session as the platform's ow
 
 The external key is named by its CKA_LABEL, or ``id:<hex>`` for its CKA_ID. The keystore
 never reads key material: it finds the key and runs C_Encrypt/C_Decrypt with CKM_AES_GCM.
+
+A tenant names a library and a token label, so the keystore makes sure that it is the tenant's
+token and PIN: the PIN is checked even when this process is logged in to the token already
+(`TokenSession`), the platform's own token is refused, and each token (library and serial)
+serves one owner only (`claims.token_claim`), checked before the first operation of each
+session.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -18,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pkcs11
+from django.conf import settings
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 
@@ -34,6 +42,7 @@ from apps.keystores.base import (
     RootKeyIntegrityError,
     RootKeyNotFound,
 )
+from apps.keystores.claims import token_claim, token_identity
 from apps.keystores.pkcs11.session import LoginRefused, TokenNotFound, TokenSession, find_token
 
 T = TypeVar("T")
@@ -51,15 +60,20 @@ class ExternalPkcs11Keystore(Keystore):
     name = "external-pkcs11"
     capabilities = frozenset({CAP_WRAP, CAP_SYNC})
 
-    def __init__(self, *, library: str, token_label: str, pin: str, timeout: float) -> None:
+    def __init__(
+        self, *, library: str, token_label: str, pin: str, timeout: float, owner: str
+    ) -> None:
         if not pin:
             raise KeystoreConfigError("the token's PIN is missing")
         self._token_label = token_label
         self._library = library
+        self._owner = owner
+        self._claimed: bytes | None = None
         self._restart_next = False
         self._session = TokenSession(
             library=library, token_label=token_label, pin=pin, timeout=timeout
         )
+        self._session.check_token = lambda lib, token: _refuse_platform_token(lib, token, library)
 
     def describe(self, key_id: str) -> KeyInfo:
         def describe(session: pkcs11.Session) -> KeyInfo:
@@ -179,6 +193,9 @@ class ExternalPkcs11Keystore(Keystore):
             self._restart_next = False
         for attempt in (1, 2):
             try:
+                if self._claimed is None or self._claimed != self._session.serial:
+                    self._claim(restart=restart)
+                    restart = False
                 return self._session.run(operation, restart=restart)
             except LoginRefused:
                 raise KeystoreRefused("the token refused the PIN") from None
@@ -203,6 +220,30 @@ class ExternalPkcs11Keystore(Keystore):
                     else f"the token cannot be used ({exc})"
                 ) from None
         raise AssertionError("unreachable")
+
+    def _claim(self, *, restart: bool) -> None:
+        """Log in (checking the PIN and refusing the platform's token), then make sure the
+        token is this owner's, outside the PKCS#11 lock."""
+        serial = self._session.run(lambda session: self._session.serial, restart=restart)
+        assert serial is not None
+        token_claim(library=self._library, serial=serial, owner=self._owner)
+        self._claimed = serial
+
+
+class PlatformTokenRefused(KeystoreRefused):
+    """A customer's keystore named the platform's own token."""
+
+
+def _refuse_platform_token(lib: Any, token: pkcs11.Token, library: str) -> None:
+    """Refuse the platform's token (same library, same serial): its keys are the platform's
+    and every tenant's, whatever their labels."""
+    if token_identity(settings.KCM_PKCS11_LIBRARY) != token_identity(library):
+        return
+    with contextlib.suppress(p11.PKCS11Error):
+        platform = find_token(lib, settings.KCM_PKCS11_TOKEN_LABEL)
+        if bytes(platform.serial) != bytes(token.serial):
+            return
+        raise PlatformTokenRefused("the platform's own token cannot be a key manager")
 
 
 class _TokenUnanswering(KeystoreUnavailable):

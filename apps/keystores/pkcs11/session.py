@@ -9,6 +9,8 @@ SoftHSM then crashes when two threads use it at once.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import threading
@@ -67,6 +69,19 @@ class _Process:
         self.lock = threading.Lock()
         self.pid: int | None = None
         self.generation = 0
+        # Login is per process and token, and a token already logged in opens sessions
+        # without checking the PIN given (SoftHSM2 answers CKR_USER_ALREADY_LOGGED_IN before
+        # it looks at it). So remember a keyed digest of the PIN that logged in to each
+        # (library, token serial), and compare later PINs with it.
+        self.pin_key = os.urandom(32)
+        self.logins: dict[tuple[str, bytes], bytes] = {}
+
+    def pin_digest(self, pin: str) -> bytes:
+        return hmac.new(self.pin_key, pin.encode(), hashlib.sha256).digest()
+
+    def forget_logins(self, library: str | None = None) -> None:
+        for key in [k for k in self.logins if library is None or k[0] == library]:
+            del self.logins[key]
 
 
 _process = _Process()
@@ -77,6 +92,7 @@ def _after_fork_in_child() -> None:
     # inherited sessions must not be used: mark them stale so the next call re-initialises.
     _process.lock = threading.Lock()
     _process.pid = None
+    _process.forget_logins()
 
 
 after_fork_in_child(_after_fork_in_child)
@@ -106,6 +122,11 @@ class TokenSession:
         self._session: pkcs11.Session | None = None
         self._generation = -1
         self.mechanisms: frozenset[Mechanism] | None = None
+        # The serial number of the token of the current session (None before the first).
+        self.serial: bytes | None = None
+        # Called with the library and the token before logging in to it; may refuse the token
+        # by raising a `KeystoreError` (the platform's own token, for a customer's keystore).
+        self.check_token: Callable[[Library, pkcs11.Token], None] = lambda lib, token: None
         # Called with no arguments whenever the session is (re)opened: object handles cached
         # by the caller belong to the old one.
         self.on_new_session: Callable[[], None] = lambda: None
@@ -148,6 +169,7 @@ class TokenSession:
             with contextlib.suppress(p11.PKCS11Error):
                 lib.finalize()
             lib.initialize()
+            _process.forget_logins(None if _process.pid != os.getpid() else self.library_path)
             _process.pid = os.getpid()
             _process.generation += 1
         if self._session is None or self._generation != _process.generation:
@@ -160,15 +182,25 @@ class TokenSession:
         for attempt in range(1, _LOGIN_ATTEMPTS + 1):
             try:
                 token = find_token(lib, self.token_label)
+                self.check_token(lib, token)
                 if self.mechanisms is None:
                     self.mechanisms = frozenset(token.slot.get_mechanisms())
+                login = (self.library_path, bytes(token.serial))
+                digest = _process.pin_digest(self._pin)
                 try:
-                    return token.open(rw=True, user_pin=self._pin)
+                    session = token.open(rw=True, user_pin=self._pin)
+                    _process.logins[login] = digest
                 except p11.UserAlreadyLoggedIn:
-                    # Login is per process and another session of ours already did it (the
-                    # token did not check the PIN then). python-pkcs11 leaves the session of
-                    # the refused login open; it is closed at the next C_Finalize.
-                    return token.open(rw=True)
+                    # Login is per process and another session of ours already did it; the
+                    # token did not check this PIN, so we do: it must be the one that logged
+                    # in. python-pkcs11 leaves the session of the refused login open; it is
+                    # closed at the next C_Finalize.
+                    known = _process.logins.get(login)
+                    if known is None or not hmac.compare_digest(known, digest):
+                        raise p11.PinIncorrect() from None
+                    session = token.open(rw=True)
+                self.serial = login[1]
+                return session
             except _LOGIN_RACE as exc:
                 if attempt == _LOGIN_ATTEMPTS:
                     missing = isinstance(exc, p11.NoSuchToken)
