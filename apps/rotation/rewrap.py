@@ -37,7 +37,6 @@ from apps.keychain.models import (
     TenantKeyVersion,
     VersionState,
 )
-from apps.keychain.roots import root_destroy
 from apps.rotation.models import RewrapJob, RewrapLevel
 from apps.tenants.access import current_tenant
 
@@ -266,15 +265,6 @@ class L2Children(Children):
             row.parent = target  # the associated data names the new parent
             wrapped = l1_encrypt(target, raw, l2_aad(row, row.key))
             result.moved.append((row.pk, old_parent, wrapped))
-
-    def destroy_retired_roots(self) -> list[int]:
-        """Remove from the HSM every retired version's root object still there (idempotent:
-        a crash between retiring and removing is repaired by the next run)."""
-        removed = []
-        for version in sorted(self.versions.values(), key=lambda v: v.version):
-            if version.state == VersionState.RETIRED and root_destroy(version):
-                removed.append(version.version)
-        return removed
 
 
 def children_of(job: RewrapJob) -> Children:

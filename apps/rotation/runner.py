@@ -27,7 +27,7 @@ from apps.keychain.errors import HsmUnavailable
 from apps.keychain.models import CustomerKey, TenantKey, VersionState
 from apps.rotation.errors import JobNotFound
 from apps.rotation.models import ACTIVE_STATES, JobState, RewrapJob, RewrapLevel
-from apps.rotation.rewrap import MAX_REPORTED_FAILURES, Children, L2Children, children_of
+from apps.rotation.rewrap import MAX_REPORTED_FAILURES, Children, children_of
 
 logger = logging.getLogger(__name__)
 
@@ -227,20 +227,17 @@ def _job_complete(job_id: UUID | str) -> str:
             code=job.error.get("code", "children_left"),
             detail=job.error.get("detail", f"{left} children are still under older versions."),
         )
-    if job.level == RewrapLevel.L1 and settings.KCM_REWRAP_RETIRE_GRACE_SECONDS:
-        time.sleep(settings.KCM_REWRAP_RETIRE_GRACE_SECONDS)
-    retired = _retire_unreferenced(job)
-    report: dict[str, Any] = {"retired_versions": retired}
-    if job.level == RewrapLevel.L1:
-        removed = children_of(job)
-        assert isinstance(removed, L2Children)
-        report["hsm_objects_removed"] = removed.destroy_retired_roots()
-    return _job_finish(job_id, report=report)
+    # Retiring destroys nothing: an L1 version's HSM object stays (a request that read a
+    # tenant-key row before the last batch can still unwrap it, and so can a database restored
+    # from a backup taken before the rewrap). Only a scheduled deletion, after its waiting
+    # period, destroys key material.
+    return _job_finish(job_id, report={"retired_versions": _retire_unreferenced(job)})
 
 
 def _retire_unreferenced(job: RewrapJob) -> list[int]:
-    """Retire, under the key's row lock, each older version no child with material references.
-    Committed before any HSM object is removed, and every batch before it with it."""
+    """Retire, under the key's row lock, each older version no child with material references
+    (it wraps nothing new; its material is kept). Its commit is synchronous, so every batch
+    before it is durable with it."""
     model = CustomerKey if job.level == RewrapLevel.L1 else TenantKey
     with transaction.atomic():
         key = model.objects.select_for_update().get(pk=job.key_id)

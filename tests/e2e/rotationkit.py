@@ -115,6 +115,17 @@ def chain_census() -> dict[str, Any]:
     }
 
 
+def l1_versions_in_keystore() -> dict[int, bool]:
+    """Whether the platform keystore still holds each version of the tenant's L1."""
+    from apps.keychain.models import CustomerKeyVersion
+    from apps.keystores.registry import platform_keystore
+
+    return {
+        v.version: bool(v.handle) and platform_keystore().exists(v.handle)
+        for v in CustomerKeyVersion.objects.order_by("version")
+    }
+
+
 def populate(slugs: list[str], keys: int, folder: str) -> list[str]:
     """For each slug: a tenant with L1 'root' (in the HSM) → L2 → `keys` service keys, and a
     data key per service key saved to <folder>/<schema>.json. Returns the schemas."""

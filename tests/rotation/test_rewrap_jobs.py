@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.keychain import services as keychain_services
+from apps.keychain.chain import l2_unwrap
 from apps.keychain.models import (
     CustomerKeyVersion,
     ServiceKey,
@@ -24,11 +25,6 @@ from apps.keystores.registry import platform_keystore
 from apps.rotation import runner, services
 from apps.rotation.models import JobState, RewrapJob
 from tests.e2e import rotationkit
-
-
-@pytest.fixture(autouse=True)
-def _no_grace(settings: Any) -> None:
-    settings.KCM_REWRAP_RETIRE_GRACE_SECONDS = 0
 
 
 class Rollback(Exception):
@@ -75,7 +71,7 @@ def test_rotating_an_l2_moves_every_service_key_and_retires_the_old_version(
         assert events.last().details["done"] == 30  # type: ignore[union-attr]
 
 
-def test_rotating_an_l1_moves_every_tenant_key_version_and_removes_the_old_hsm_object(
+def test_rotating_an_l1_moves_every_tenant_key_version_and_keeps_the_old_hsm_object(
     make_chain: Any,
 ) -> None:
     chain = make_chain(service_keys=5)
@@ -85,17 +81,21 @@ def test_rotating_an_l1_moves_every_tenant_key_version_and_removes_the_old_hsm_o
         l2_job = services.rotation_start(key_id=chain.l2_id).job
         assert l2_job is not None and runner.rewrap_job_run(job_id=l2_job.pk) == "succeeded"
         old_handle = CustomerKeyVersion.objects.get(version=1).handle
+        # As a request holds it that read the row before the rewrap: under L1 v1.
+        read_before = TenantKeyVersion.objects.select_related("key", "parent").get(version=2)
         job = services.rotation_start(key_id=chain.l1_id).job
         assert job is not None and job.level == "L1" and job.total == 2
         assert runner.rewrap_job_run(job_id=job.pk) == JobState.SUCCEEDED
         job.refresh_from_db()
-        assert job.report == {"retired_versions": [1], "hsm_objects_removed": [1]}
+        assert job.report == {"retired_versions": [1]}
         assert set(TenantKeyVersion.objects.values_list("parent__version", flat=True)) == {2}
         assert dict(CustomerKeyVersion.objects.values_list("version", "state")) == {
             1: VersionState.RETIRED,
             2: VersionState.ENABLED,
         }
-        assert not platform_keystore().exists(old_handle)
+        # Retired, not destroyed: it wraps nothing new but still unwraps what it wrapped.
+        assert platform_keystore().exists(old_handle)
+        assert read_before.parent.version == 1 and len(l2_unwrap(read_before)) == 32
         assert rotationkit.check_data_keys(before)["ok"] == 5
 
 
@@ -363,7 +363,8 @@ def test_a_root_replaced_outside_a_rotation_is_rewrapped_on_request(make_chain: 
     with chain.inside():
         assert runner.rewrap_job_run(job_id=job["id"]) == JobState.SUCCEEDED
         assert TenantKeyVersion.objects.get().parent_id == replacement.pk
-        assert not platform_keystore().exists(old.handle)
+        assert CustomerKeyVersion.objects.get(pk=old.pk).state == VersionState.RETIRED
+        assert platform_keystore().exists(old.handle)  # retired, kept for restores
         assert rotationkit.check_data_keys(before)["ok"] == 3
     again = chain.admin.post(f"/api/v1/rotation/keys/{chain.l1_id}/rewrap/", {})
     assert again.status_code == 202 and again.json_body["total"] == 0
