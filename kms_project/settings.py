@@ -339,6 +339,9 @@ KCM_PKCS11_OAEP_SHA256 = env_bool("KCM_PKCS11_OAEP_SHA256", False)
 KCM_HYOK_TIMEOUT_SECONDS = env_int("KCM_HYOK_TIMEOUT_SECONDS", 3, minimum=1)
 KCM_HYOK_BREAKER_FAILURES = env_int("KCM_HYOK_BREAKER_FAILURES", 3, minimum=1)
 KCM_HYOK_BREAKER_RESET_SECONDS = env_int("KCM_HYOK_BREAKER_RESET_SECONDS", 10, minimum=1)
+# A key manager's "no such key" makes the L1 UNAVAILABLE; a sync at least this long after the
+# first such answer that gets it again makes it DESTROYED (an explicit destroyed state at once).
+KCM_HYOK_DESTROY_CONFIRM_SECONDS = env_int("KCM_HYOK_DESTROY_CONFIRM_SECONDS", 600, minimum=0)
 CELERY_BEAT_SCHEDULE["keychain-hyok-sync"] = {
     "task": "apps.keychain.tasks.hyok_sync",
     "schedule": env_int("KCM_HYOK_SYNC_SECONDS", 60, minimum=1),

@@ -2,9 +2,11 @@
 
 KCM holds a reference (manager + external key id) and asks the manager to wrap and unwrap the
 L2. The manager's answers drive the L1's state: unreachable → UNAVAILABLE, refused →
-FORBIDDEN, gone → DESTROYED (with the reason in `state_reason`). The periodic sync (beat) and
-the on-demand sync ask the manager; a failed unwrap in a request acts at once (a refusal or a
-missing key is applied immediately; unreachability once the circuit breaker opens). Every state
+FORBIDDEN, destroyed → DESTROYED (with the reason in `state_reason`); "no such key" is
+UNAVAILABLE until a sync at least KCM_HYOK_DESTROY_CONFIRM_SECONDS later confirms it. The
+periodic sync (beat) and the on-demand sync ask the manager; a failed unwrap in a request acts
+at once (a refusal or a destroyed key is applied immediately, a missing key starts the wait
+for confirmation, unreachability counts once the circuit breaker opens). Every state
 change is broadcast, so every process drops the tenant's cached keys.
 """
 
@@ -37,7 +39,7 @@ from apps.keychain.models import (
     KeyState,
     Origin,
 )
-from apps.keychain.revocation import SYNCED_STATES, external_state_apply
+from apps.keychain.revocation import SYNCED_STATES, external_key_missing, external_state_apply
 from apps.keychain.roots import connection_for, credentials_seal, manager_connection
 from apps.keychain.services import (
     customer_key_insert,
@@ -51,6 +53,7 @@ from apps.keystores.base import (
     KeystoreError,
     KeystoreRefused,
     KeystoreUnavailable,
+    RootKeyDestroyed,
     RootKeyIntegrityError,
     RootKeyNotFound,
 )
@@ -226,7 +229,10 @@ def hyok_key_sync(*, key_id: UUID | str) -> CustomerKey:
         state, reason = _observe(
             l1.versions.select_related("external_manager").get(version=l1.primary_version)
         )
-        external_state_apply(l1.pk, state, reason)
+        if state == _MISSING:
+            external_key_missing(l1.pk, reason, confirming=True)
+        else:
+            external_state_apply(l1.pk, state, reason)
         l1.refresh_from_db()
     return l1
 
@@ -242,9 +248,14 @@ def hyok_sync_all() -> dict[str, str]:
     return result
 
 
+# What `_observe` returns for "no such key": not a state until a later sync confirms it.
+_MISSING = "MISSING"
+
+
 def _observe(version: CustomerKeyVersion) -> tuple[str, str]:
-    """The state the key manager's answer means, and why. The sync bypasses the breaker (it
-    is how an open breaker learns that the manager is back) and resets it on an answer."""
+    """The state the key manager's answer means (or `_MISSING`), and why. The sync bypasses
+    the breaker (it is how an open breaker learns that the manager is back) and resets it on
+    an answer."""
     manager = version.external_manager
     assert manager is not None
     try:
@@ -255,9 +266,12 @@ def _observe(version: CustomerKeyVersion) -> tuple[str, str]:
         info = connection.keystore.describe(version.external_key_id)
     except KeystoreUnavailable as exc:
         return KeyState.UNAVAILABLE, f"The key manager cannot be reached: {exc}"
-    except RootKeyNotFound as exc:
+    except RootKeyDestroyed as exc:
         connection.breaker.reset()
         return KeyState.DESTROYED, f"The key manager says: {exc}"
+    except RootKeyNotFound as exc:
+        connection.breaker.reset()
+        return _MISSING, f"The key manager says: {exc}"
     except KeystoreError as exc:
         connection.breaker.reset()
         return KeyState.FORBIDDEN, f"The key manager refused: {exc}"

@@ -78,6 +78,9 @@ class CustomerKey(KeyBase):
     name = models.CharField(max_length=100)
     description = models.CharField(max_length=500, blank=True)
     origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.HSM)
+    # HYOK: when the key manager first said it has no such key; a later sync confirms it (see
+    # `revocation.external_key_missing`). Cleared when the manager answers otherwise.
+    missing_since = models.DateTimeField(null=True, blank=True)
 
     level = Level.L1
 

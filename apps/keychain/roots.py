@@ -30,13 +30,14 @@ from apps.keychain.errors import (
     KeyPendingImport,
 )
 from apps.keychain.models import CustomerKeyVersion, ExternalKeyManager, KeyState
-from apps.keychain.revocation import external_state_apply
+from apps.keychain.revocation import external_key_missing, external_state_apply
 from apps.keystores.base import (
     Keystore,
     KeystoreConfigError,
     KeystoreError,
     KeystoreRefused,
     KeystoreUnavailable,
+    RootKeyDestroyed,
     RootKeyIntegrityError,
     RootKeyNotFound,
 )
@@ -165,8 +166,9 @@ def platform_error(exc: KeystoreError) -> KcmError:
 def _external_error(
     exc: KeystoreError, version: CustomerKeyVersion, connection: Connection
 ) -> KcmError:
-    """A refusal or a missing key changes the L1's state at once; so does unreachability once
-    the breaker has opened."""
+    """A refusal or a destroyed key changes the L1's state at once; so does unreachability once
+    the breaker has opened. A key that is only not found makes it UNAVAILABLE until a sync
+    confirms it."""
     if isinstance(exc, RootKeyIntegrityError):
         return crypto.CiphertextInvalid(
             "A wrapped tenant key failed to unwrap in the key manager: it does not belong here "
@@ -175,10 +177,17 @@ def _external_error(
     if isinstance(exc, KeystoreRefused):
         external_state_apply(version.key_id, KeyState.FORBIDDEN, f"The key manager refused: {exc}")
         return ExternalKeyForbidden(f"The customer's key manager refused: {exc}.")
-    if isinstance(exc, RootKeyNotFound):
+    if isinstance(exc, RootKeyDestroyed):
         external_state_apply(version.key_id, KeyState.DESTROYED, f"The key manager says: {exc}")
         return KeyDestroyed(
             f"The customer's key is gone from their key manager: {exc}.", level="L1"
+        )
+    if isinstance(exc, RootKeyNotFound):
+        # Not final on one answer: a later sync confirms it (see `external_key_missing`).
+        external_key_missing(version.key_id, f"The key manager says: {exc}", confirming=False)
+        return ExternalKeyUnavailable(
+            f"The customer's key manager says it has no such key: {exc}. "
+            "Until a later sync confirms it, the key is unavailable, not destroyed."
         )
     if isinstance(exc, KeystoreUnavailable):
         if connection.breaker.is_open:

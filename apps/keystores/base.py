@@ -54,6 +54,13 @@ class RootKeyNotFound(KeystoreError):
     code = "root_key_not_found"
 
 
+class RootKeyDestroyed(RootKeyNotFound):
+    """The keystore says explicitly that the key was destroyed (a KMIP state), which is final;
+    a plain "not found" may be a mistake of the moment (a wrong partition, a restore)."""
+
+    code = "root_key_destroyed"
+
+
 class RootKeyIntegrityError(KeystoreError):
     """A ciphertext failed authentication: wrong key, wrong associated data, or tampered."""
 

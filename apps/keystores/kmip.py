@@ -38,6 +38,7 @@ from apps.keystores.base import (
     KeystoreError,
     KeystoreRefused,
     KeystoreUnavailable,
+    RootKeyDestroyed,
     RootKeyIntegrityError,
     RootKeyNotFound,
 )
@@ -169,6 +170,8 @@ class KmipKeystore(Keystore):
         wanted = (
             enums.CryptographicUsageMask.ENCRYPT.value | enums.CryptographicUsageMask.DECRYPT.value
         )
+        if state in (enums.State.DESTROYED, enums.State.DESTROYED_COMPROMISED):
+            raise RootKeyDestroyed(f"the KMIP server reports the key {state.name}")
         problems = []
         if object_type != enums.ObjectType.SYMMETRIC_KEY:
             problems.append(f"object type {getattr(object_type, 'name', object_type)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 import pytest
 from django_tenants.utils import tenant_context
@@ -53,16 +54,19 @@ def test_the_sync_applies_a_revocation_to_every_process_at_once(
 
 
 def test_a_key_destroyed_at_the_source_is_destroyed_here(
-    hyok_api: Hyok, customer: KmipAdmin
+    hyok_api: Hyok, customer: KmipAdmin, settings: Any
 ) -> None:
+    settings.KCM_HYOK_DESTROY_CONFIRM_SECONDS = 0
     external = customer.create_aes_key()
     l1 = hyok_api.chain(external)
     made = hyok_api.data_key().json_body
 
     customer.destroy(external)
     with tenant_context(Tenant.objects.get(slug="acme")):
-        states = keychain_tasks.hyok_sync()  # what beat runs
+        first_look = keychain_tasks.hyok_sync()  # what beat runs
+        states = keychain_tasks.hyok_sync()  # the next run confirms "no such key"
 
+    assert first_look == {"acme": {l1["id"]: "UNAVAILABLE"}}
     assert states == {"acme": {l1["id"]: "DESTROYED"}}
     state = hyok_api.state(l1["id"])
     assert state["state"] == "DESTROYED" and "ITEM_NOT_FOUND" in state["state_reason"]

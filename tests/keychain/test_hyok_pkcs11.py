@@ -239,7 +239,10 @@ def test_revocation_in_the_token_refuses_within_the_ttl_and_at_once_after(
     assert_problem(hyok_api.data_key(), 409, "external_key_forbidden")
 
 
-def test_the_sync_sees_revocation_and_destruction(hyok_api: Hyok, customer: CustomerToken) -> None:
+def test_the_sync_sees_revocation_and_destruction(
+    hyok_api: Hyok, customer: CustomerToken, settings: Any
+) -> None:
+    settings.KCM_HYOK_DESTROY_CONFIRM_SECONDS = 0
     revoked, destroyed = customer.create_key(_key_label()), customer.create_key(_key_label())
     first = hyok_api.chain(revoked)
     made = hyok_api.data_key().json_body
@@ -251,8 +254,10 @@ def test_the_sync_sees_revocation_and_destruction(hyok_api: Hyok, customer: Cust
     customer.revoke(revoked)
     customer.destroy(destroyed)
     with tenant_context(Tenant.objects.get(slug="acme")):
-        states = keychain_tasks.hyok_sync()
+        first_look = keychain_tasks.hyok_sync()
+        states = keychain_tasks.hyok_sync()  # a second "no such key" confirms the destruction
 
+    assert first_look == {"acme": {first["id"]: "FORBIDDEN", second["id"]: "UNAVAILABLE"}}
     assert states == {"acme": {first["id"]: "FORBIDDEN", second["id"]: "DESTROYED"}}
     assert "no such key" in hyok_api.state(second["id"])["state_reason"]
     assert_problem(hyok_api.decrypt(made["ciphertext"]), 409, "external_key_forbidden")
