@@ -7,7 +7,9 @@ process environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -117,3 +119,29 @@ def database_from_url(url: str) -> dict[str, object]:
         "PORT": str(port or query.pop("port", "") or ""),
         "OPTIONS": query,
     }
+
+
+_RATE = re.compile(r"^(off|[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day))$")
+
+
+def env_rate(name: str, default: str) -> str:
+    """A rate limit such as ``100/s`` or ``6000/min`` (``off`` for none)."""
+    value = (_raw(name) or default).strip().lower()
+    if not _RATE.match(value):
+        raise ImproperlyConfiguredEnv(
+            f"{name} must look like 100/s, 6000/min or off, got {value!r}"
+        )
+    return value
+
+
+def env_networks(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list of IP addresses or networks (``10.0.0.0/8``)."""
+    entries = env_list(name, default)
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ImproperlyConfiguredEnv(
+                f"{name} must list IP addresses or networks, got {entry!r}"
+            ) from None
+    return entries

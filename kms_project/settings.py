@@ -13,7 +13,9 @@ from kms_project.env import (
     env_choice,
     env_int,
     env_list,
+    env_networks,
     env_optional,
+    env_rate,
     env_secret,
     env_str,
 )
@@ -187,6 +189,13 @@ if PRODUCTION:
     if env_bool("KCM_BEHIND_TLS_PROXY", False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = env_list("KCM_CSRF_TRUSTED_ORIGINS", [])
+# Proxies whose X-Forwarded-For is believed (addresses or networks); without any, the client
+# is the peer address. Sign-in lockout, rate limits and the audit log use this client address.
+KCM_TRUSTED_PROXIES = env_networks("KCM_TRUSTED_PROXIES", [])
+# API rate limits (429 with Retry-After, code `throttled`), per web process: every request from
+# one client address (before authentication), and every request with one token or session.
+KCM_API_RATE_PER_ADDRESS = env_rate("KCM_API_RATE_PER_ADDRESS", "200/s")
+KCM_API_RATE_PER_TOKEN = env_rate("KCM_API_RATE_PER_TOKEN", "100/s")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -5,10 +5,12 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 
 from apps.audit.context import AuditContext, reset_context, set_context
+from apps.core.clientip import client_ip
 
 
 class AuditContextMiddleware:
-    """Note where each request comes from; authentication later names the actor."""
+    """Note where each request comes from (the client, behind trusted proxies); authentication
+    later names the actor."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
@@ -17,7 +19,7 @@ class AuditContextMiddleware:
         token = set_context(
             AuditContext(
                 actor="anonymous",
-                source_ip=request.META.get("REMOTE_ADDR", ""),
+                source_ip=client_ip(request),
                 user_agent=request.META.get("HTTP_USER_AGENT", "")[:300],
                 request_id=getattr(request, "request_id", ""),
             )
