@@ -13,7 +13,7 @@ import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 
-from apps.keystores.base import RootKeyIntegrityError
+from apps.keystores.base import TAG_BYTES, KeystoreError, RootKeyIntegrityError
 
 ROOT_KEY_TEMPLATE = {
     Attribute.TOKEN: True,
@@ -59,6 +59,32 @@ def find(session: pkcs11.Session, key_id: bytes) -> AesKey | None:
 def gcm_encrypt(key: AesKey, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
     params = pkcs11.GCMParams(nonce, aad)
     return _as_bytes(key.encrypt(plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=params))
+
+
+class NonceNotHonoured(KeystoreError):
+    """The HSM's AES-GCM output does not open with the nonce KCM gave it."""
+
+    code = "hsm_gcm_nonce_not_honoured"
+
+
+def gcm_seal_verified(key: AesKey, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """`gcm_encrypt`, then open the result again before anyone stores it. Some HSMs generate
+    the GCM IV themselves (FIPS mode) and ignore the caller's, or write theirs back into the
+    mechanism parameters, which python-pkcs11 does not read back: a blob stored with our nonce
+    would then never unwrap. Wraps are rare (a new or rewrapped L2), so the check is cheap."""
+    sealed = gcm_encrypt(key, nonce, plaintext, aad)
+    try:
+        if (
+            len(sealed) == len(plaintext) + TAG_BYTES
+            and gcm_decrypt(key, nonce, sealed, aad) == plaintext
+        ):
+            return sealed
+    except RootKeyIntegrityError:
+        pass
+    raise NonceNotHonoured(
+        "the HSM's AES-GCM output does not open with the nonce given (does it generate its own "
+        "IV?); nothing was stored"
+    )
 
 
 def gcm_decrypt(key: AesKey, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:

@@ -127,7 +127,9 @@ class Pkcs11Keystore(Keystore):
 
     def encrypt(self, ref: str, plaintext: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._with_key(ref, lambda key: aes.gcm_encrypt(key, nonce, plaintext, aad))
+        return nonce + self._with_key(
+            ref, lambda key: aes.gcm_seal_verified(key, nonce, plaintext, aad)
+        )
 
     def decrypt(self, ref: str, blob: bytes, aad: bytes) -> bytes:
         nonce, sealed = split_blob(blob)
