@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from kombu import Queue
@@ -55,6 +56,7 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "axes",  # sign-in lockout; its attempts live in the public schema
     "apps.core",
     "apps.keystores",  # platform keys
     "apps.audit",  # in the public schema: the platform log
@@ -94,6 +96,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.tenants.middleware.TenantStatusMiddleware",
     "apps.tenants.middleware.ConsolePrincipalMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 TEMPLATES = [
@@ -196,6 +199,21 @@ KCM_TRUSTED_PROXIES = env_networks("KCM_TRUSTED_PROXIES", [])
 # one client address (before authentication), and every request with one token or session.
 KCM_API_RATE_PER_ADDRESS = env_rate("KCM_API_RATE_PER_ADDRESS", "200/s")
 KCM_API_RATE_PER_TOKEN = env_rate("KCM_API_RATE_PER_TOKEN", "100/s")
+# Console sign-in (django-axes): after this many failures in a row for one username, or from
+# one client address, sign-in is refused (429) for the lockout time, even with the right password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+KCM_LOGIN_FAILURE_LIMIT = env_int("KCM_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+KCM_LOGIN_LOCKOUT_SECONDS = env_int("KCM_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+AXES_FAILURE_LIMIT = KCM_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=KCM_LOGIN_LOCKOUT_SECONDS)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "apps.core.clientip.client_ip"
+AXES_LOCKOUT_CALLABLE = "apps.tenants.views.login_locked_out"
+AXES_VERBOSE = False
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -210,6 +228,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "apps.core.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_CLASSES": ["apps.core.throttling.PrincipalRateThrottle"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "KCM API",

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from apps.core.signals import Outcome, request_outcome_send
 from apps.core.tenancy import Principal
+from apps.core.throttling import AddressRateThrottle
 
 # JSON types each kind of field accepts; DRF itself would coerce 7 into "7" and "7" into 7.
 _JSON_TYPES: list[tuple[type[serializers.Field], tuple[type, ...]]] = [
@@ -216,6 +217,14 @@ class KcmAPIView(APIView):
 
     def audit_details(self, request: Request, response: Response) -> dict[str, Any]:
         return {}
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # The address limit comes before authentication, so that guessing tokens counts too;
+        # the per-token limit (DEFAULT_THROTTLE_CLASSES) follows it, as DRF orders them.
+        address = AddressRateThrottle()
+        if not address.allow_request(request, self):
+            self.throttled(request, address.wait() or 1)
+        super().initial(request, *args, **kwargs)
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)

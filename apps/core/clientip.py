@@ -57,4 +57,3 @@ def client_ip(request: HttpRequest) -> str:
         if not _trusted(address, networks):
             break
     return str(client)
-

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate, login, logout
 from django.http import Http404, HttpRequest, HttpResponse
@@ -32,6 +35,9 @@ ANY_ROLE = [*TENANT_ROLES, Role.PLATFORM_OPERATOR]
 
 @require_http_methods(["GET", "POST"])
 def login_view(request: HttpRequest) -> HttpResponse:
+    """Sign in. Failures are counted per username and per client address by django-axes
+    (AxesStandaloneBackend); past KCM_LOGIN_FAILURE_LIMIT even the right password is refused
+    until the lockout ends (login_locked_out)."""
     error = ""
     next_url = request.POST.get("next") or request.GET.get("next") or reverse("console:dashboard")
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
@@ -46,11 +52,17 @@ def login_view(request: HttpRequest) -> HttpResponse:
         if principal is None:
             # One message for both: do not reveal which usernames exist or belong here.
             error = "Unknown user, wrong password, or no access to this tenant."
+            if getattr(request, "axes_locked_out", False):
+                code = "locked_out"
+            else:
+                code = "invalid_credentials" if user is None else "not_a_member"
+            # Not chained here: a flood of failures must not queue on the audit chain's lock.
             audit_record(
                 action="auth.login_failed",
                 outcome=Outcome.DENIED,
-                error_code="invalid_credentials" if user is None else "not_a_member",
+                error_code=code,
                 details={"username": request.POST.get("username", "")[:150]},
+                chained=False,
             )
         else:
             login(request, user)
@@ -63,6 +75,25 @@ def login_view(request: HttpRequest) -> HttpResponse:
         {"error": error, "next": next_url},
         status=400 if error else 200,
     )
+
+
+def login_locked_out(
+    request: HttpRequest, response: HttpResponse | None, credentials: dict[str, Any] | None
+) -> HttpResponse:
+    """django-axes' answer while a username or address is locked out (AXES_LOCKOUT_CALLABLE)."""
+    seconds = settings.KCM_LOGIN_LOCKOUT_SECONDS
+    minutes = max(1, round(seconds / 60))
+    locked = render(
+        request,
+        "console/login.html",
+        {
+            "error": f"Too many failed sign-ins. Try again in {minutes} minute(s).",
+            "next": reverse("console:dashboard"),
+        },
+        status=429,
+    )
+    locked["Retry-After"] = str(seconds)
+    return locked
 
 
 @require_POST

@@ -16,7 +16,7 @@ from tests.helpers import Api, assert_problem, host_of
 
 
 def _ip(remote: str, forwarded: str | None = None) -> str:
-    extra = {"REMOTE_ADDR": remote}
+    extra: dict[str, Any] = {"REMOTE_ADDR": remote}
     if forwarded is not None:
         extra["HTTP_X_FORWARDED_FOR"] = forwarded
     return client_ip(RequestFactory().get("/", **extra))
