@@ -6,7 +6,11 @@ PKCS#11 lock. The material is only ever unwrapped inside the token:
 - RSAES_OAEP_SHA_*: one C_UnwrapKey with CKM_RSA_PKCS_OAEP.
 - RSA_AES_KEY_WRAP_SHA_*: the two-step form of CKM_RSA_AES_KEY_WRAP (SoftHSM2 2.6.1 lacks the
   single mechanism): OAEP-unwrap the ephemeral AES key into a session object, unwrap the
-  material with CKM_AES_KEY_WRAP_PAD under it, destroy the ephemeral key.
+  material with the token's RFC 5649 mechanism under it, destroy the ephemeral key. That
+  mechanism is CKM_AES_KEY_WRAP_KWP on tokens that follow PKCS#11 (there CKM_AES_KEY_WRAP_PAD
+  is PKCS#7 padding plus RFC 3394, another format); SoftHSM2 has no KWP and implements RFC 5649
+  as CKM_AES_KEY_WRAP_PAD. `rfc5649_mechanism` chooses by the mechanism list, and trusts
+  CKM_AES_KEY_WRAP_PAD only after it unwrapped a known RFC 5649 vector.
 
 SoftHSM2 2.6.1 leaves CKA_VALUE_LEN at 0 on unwrapped keys, so when a token does not tell the
 length, it is measured without the material leaving the token in clear: the same blob is
@@ -18,12 +22,14 @@ purpose; only the length of that ciphertext is used, and both session objects ar
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from typing import Any
 
 import pkcs11
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 
@@ -105,6 +111,57 @@ _NOT_SUPPORTED = (p11.MechanismInvalid, p11.MechanismParamInvalid, p11.Arguments
 
 Unwrap = Callable[[dict[Attribute, Any]], Any]
 
+# A throwaway key and KEK for the RFC 5649 probe: session objects, readable on purpose.
+_PROBE_PLAIN = {
+    Attribute.TOKEN: False,
+    Attribute.SENSITIVE: False,
+    Attribute.EXTRACTABLE: True,
+}
+
+
+def rfc5649_mechanism(
+    session: pkcs11.Session, mechanisms: frozenset[Mechanism]
+) -> Mechanism | None:
+    """The mechanism that unwraps RFC 5649 (AES key wrap with padding) in this token, or None:
+    CKM_AES_KEY_WRAP_KWP when listed, else CKM_AES_KEY_WRAP_PAD if it unwraps a known RFC 5649
+    vector (SoftHSM2's does; a conforming token's is another format)."""
+    if Mechanism.AES_KEY_WRAP_KWP in mechanisms:
+        return Mechanism.AES_KEY_WRAP_KWP
+    if Mechanism.AES_KEY_WRAP_PAD in mechanisms and _unwraps_rfc5649(
+        session, Mechanism.AES_KEY_WRAP_PAD
+    ):
+        return Mechanism.AES_KEY_WRAP_PAD
+    return None
+
+
+def _unwraps_rfc5649(session: pkcs11.Session, mechanism: Mechanism) -> bool:
+    kek_value, key_value = os.urandom(32), os.urandom(IMPORTED_KEY_BYTES)
+    wrapped = aes_key_wrap_with_padding(kek_value, key_value)
+    made: list[Any] = []
+    try:
+        kek = session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.KEY_TYPE: KeyType.AES,
+                Attribute.VALUE: kek_value,
+                Attribute.UNWRAP: True,
+                **_PROBE_PLAIN,
+            }
+        )
+        made.append(kek)
+        key = kek.unwrap_key(
+            ObjectClass.SECRET_KEY, KeyType.AES, wrapped, mechanism=mechanism,
+            template=_PROBE_PLAIN,
+        )  # fmt: skip
+        made.append(key)
+        return bytes(key[Attribute.VALUE]) == key_value
+    except p11.PKCS11Error:
+        return False
+    finally:
+        for obj in made:
+            with contextlib.suppress(p11.PKCS11Error):
+                obj.destroy()
+
 
 def generate_wrapping_pair(
     session: pkcs11.Session, *, key_id: bytes, label: str, bits: int
@@ -148,8 +205,10 @@ def unwrap_root_key(
     new_id: bytes,
     label: str,
     template: dict[Attribute, Any],
+    rfc5649: Mechanism | None,
 ) -> Any:
     """Unwrap `wrapped` into a new token AES key with `template`; return the key object.
+    `rfc5649` is the token's RFC 5649 mechanism (`rfc5649_mechanism`).
 
     Raises an `ImportRejected` subclass and then leaves no object behind.
     """
@@ -182,6 +241,8 @@ def unwrap_root_key(
 
     if not kwp_part:
         return _create_checked(session, rsa_unwrap, new_id, label, template)
+    if rfc5649 is None:
+        raise CapabilityNotSupported(f"this token cannot unwrap {algorithm} (no RFC 5649)")
     ephemeral = rsa_unwrap(_EPHEMERAL)
     try:
 
@@ -191,7 +252,7 @@ def unwrap_root_key(
                     ObjectClass.SECRET_KEY,
                     KeyType.AES,
                     kwp_part,
-                    mechanism=Mechanism.AES_KEY_WRAP_PAD,
+                    mechanism=rfc5649,
                     template=template,
                 )
             except _NOT_SUPPORTED:

@@ -51,20 +51,21 @@ MECHANISMS: dict[str, tuple[Mechanism, ...]] = {
     CAP_CREATE: (Mechanism.AES_KEY_GEN,),
     CAP_SIGN: (Mechanism.EC_KEY_PAIR_GEN, Mechanism.ECDSA),
     "import:RSAES_OAEP": (Mechanism.RSA_PKCS_KEY_PAIR_GEN, Mechanism.RSA_PKCS_OAEP),
-    "import:RSA_AES_KEY_WRAP": (
-        Mechanism.RSA_PKCS_KEY_PAIR_GEN,
-        Mechanism.RSA_PKCS_OAEP,
-        Mechanism.AES_KEY_WRAP_PAD,
-    ),
+    # And an RFC 5649 unwrap: see `importing.rfc5649_mechanism`.
+    "import:RSA_AES_KEY_WRAP": (Mechanism.RSA_PKCS_KEY_PAIR_GEN, Mechanism.RSA_PKCS_OAEP),
 }
 
 
-def capabilities_of(mechanisms: frozenset[Mechanism], *, oaep_sha256: bool) -> frozenset[str]:
-    """What a token with these mechanisms can do for KCM."""
+def capabilities_of(
+    mechanisms: frozenset[Mechanism], *, oaep_sha256: bool, rfc5649: Mechanism | None = None
+) -> frozenset[str]:
+    """What a token with these mechanisms (and this RFC 5649 unwrap mechanism) can do."""
     caps = {CAP_DESTROY}
     hashes = ("SHA_1", "SHA_256") if oaep_sha256 else ("SHA_1",)
     for cap, needed in MECHANISMS.items():
         if not all(m in mechanisms for m in needed):
+            continue
+        if cap == "import:RSA_AES_KEY_WRAP" and rfc5649 is None:
             continue
         if cap.startswith("import:"):
             caps |= {import_capability(f"{cap[7:]}_{digest}") for digest in hashes}
@@ -97,6 +98,7 @@ class Pkcs11Keystore(Keystore):
             library=library, token_label=token_label, pin=pin, timeout=timeout
         )
         self._keys: dict[str, aes.AesKey] = {}
+        self._rfc5649: tuple[frozenset[Mechanism], Mechanism | None] | None = None
         self.session.on_new_session = self._keys.clear
 
     @classmethod
@@ -111,10 +113,26 @@ class Pkcs11Keystore(Keystore):
 
     @property
     def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+        return capabilities_of(
+            self._mechanisms(), oaep_sha256=self._oaep_sha256, rfc5649=self.rfc5649_mechanism
+        )
+
+    def _mechanisms(self) -> frozenset[Mechanism]:
         if self.session.mechanisms is None:
             self.session.run(lambda session: None)  # opening the session reads the list
         assert self.session.mechanisms is not None
-        return capabilities_of(self.session.mechanisms, oaep_sha256=self._oaep_sha256)
+        return self.session.mechanisms
+
+    @property
+    def rfc5649_mechanism(self) -> Mechanism | None:
+        """The token's RFC 5649 unwrap mechanism (probed once per mechanism list)."""
+        mechanisms = self._mechanisms()
+        if self._rfc5649 is None or self._rfc5649[0] != mechanisms:
+            chosen = self.session.run(
+                lambda session: pkcs11_import.rfc5649_mechanism(session, mechanisms)
+            )
+            self._rfc5649 = (mechanisms, chosen)
+        return self._rfc5649[1]
 
     def missing_detail(self) -> str:
         mechanisms = self.session.mechanisms or frozenset()
@@ -223,6 +241,7 @@ class Pkcs11Keystore(Keystore):
         wrapping_id = key_id_from_handle(wrapping_handle)
         key_id = new_key_id()
         handle = key_id.hex()
+        rfc5649 = self.rfc5649_mechanism
 
         def unwrap(session: pkcs11.Session) -> None:
             key = pkcs11_import.unwrap_root_key(
@@ -233,6 +252,7 @@ class Pkcs11Keystore(Keystore):
                 new_id=key_id,
                 label=label,
                 template=aes.ROOT_KEY_TEMPLATE,
+                rfc5649=rfc5649,
             )
             self._keys[handle] = key
 
