@@ -139,7 +139,7 @@ def _unwraps_rfc5649(session: pkcs11.Session, mechanism: Mechanism) -> bool:
     wrapped = aes_key_wrap_with_padding(kek_value, key_value)
     made: list[Any] = []
     try:
-        kek = session.create_object(
+        kek: Any = session.create_object(
             {
                 Attribute.CLASS: ObjectClass.SECRET_KEY,
                 Attribute.KEY_TYPE: KeyType.AES,
