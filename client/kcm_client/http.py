@@ -18,14 +18,18 @@ MAX_RETRY_WAIT = 30.0
 
 
 def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), else None."""
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
         pass
-    when = email.utils.parsedate_to_datetime(value) if value else None
-    return max(0.0, when.timestamp() - time.time()) if when else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # unreadable: back off as if it were absent
+    return max(0.0, when.timestamp() - time.time())
 
 
 class Transport:

@@ -136,3 +136,14 @@ def test_a_given_context_must_be_the_messages() -> None:
     with pytest.raises(errors.ContextMismatch):
         kcm.decrypt(message, context={"record": "2"})
     assert fake.calls == calls  # refused before asking the server
+
+
+def test_retry_after_may_be_a_date_or_unreadable() -> None:
+    from email.utils import formatdate
+
+    from kcm_client.http import _retry_after
+
+    assert _retry_after("3") == 3.0
+    assert 0 < (_retry_after(formatdate(time.time() + 5, usegmt=True)) or 0) <= 5
+    assert _retry_after("soon, maybe") is None
+    assert _retry_after(None) is None
