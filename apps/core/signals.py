@@ -37,3 +37,10 @@ def request_outcome_send(
         details=details or {},
         chained=chained,
     )
+
+
+# Sent by apps.tenants, inside the transaction of a tenant's termination and before its schema
+# is dropped, with `tenant`. Each receiver returns (kind, handle) of the platform-keystore objects
+# that belong to the tenant, kind "root" or "wrapping" (apps.keychain: its L1 versions' keys and
+# BYOK wrapping keys); the tenants app destroys them after the waiting period (crypto-shredding).
+tenant_terminating = Signal()

@@ -8,11 +8,14 @@ from django_tenants.utils import tenant_context
 from apps.audit.context import AuditContext, reset_context, set_context
 from apps.keychain import byok, hyok, services
 from apps.tenants.selectors import tenants_for_upkeep
+from apps.tenants.shredding import terminated_roots_sweep
 
 
 @shared_task(name="apps.keychain.tasks.deletion_sweep")
 def deletion_sweep() -> dict[str, list[str]]:
-    """Destroy every key, in every active tenant, whose deletion date has passed."""
+    """Destroy every key, in every active tenant, whose deletion date has passed, and the HSM
+    objects of terminated tenants whose waiting period has passed: the ids of the keys and the
+    handles of the objects destroyed, per tenant."""
     destroyed: dict[str, list[str]] = {}
     token = set_context(AuditContext(actor="system:deletion-sweep"))
     try:
@@ -21,6 +24,8 @@ def deletion_sweep() -> dict[str, list[str]]:
                 done = services.deletion_sweep()
             if done:
                 destroyed[tenant.slug] = done
+        for slug, handles in terminated_roots_sweep().items():
+            destroyed.setdefault(slug, []).extend(handles)
     finally:
         reset_context(token)
     return destroyed

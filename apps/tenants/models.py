@@ -101,3 +101,33 @@ class ApiToken(models.Model):
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > moment  # type: ignore[operator]
+
+
+class TerminatedRoot(models.Model):
+    """An object of a terminated tenant in the platform keystore (an L1 version's key, a BYOK
+    wrapping key), kept in the public schema since the tenant's schema is gone: destroyed once
+    `due_at` has passed (crypto-shredding after the waiting period), never before."""
+
+    class Kind(models.TextChoices):
+        ROOT = "root", "root key"
+        WRAPPING = "wrapping", "BYOK wrapping key pair"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    # The platform keystore's opaque handle (for PKCS#11 the object's CKA_ID): not secret.
+    handle = models.CharField(max_length=200, unique=True)
+    due_at = models.DateTimeField()
+    destroyed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["due_at"],
+                condition=models.Q(destroyed_at__isnull=True),
+                name="terminated_root_due",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"root {self.handle} of {self.tenant_id}, due {self.due_at:%Y-%m-%d}"

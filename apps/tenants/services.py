@@ -19,6 +19,7 @@ from apps.core.roles import TENANT_ROLES, Role
 from apps.core.tenancy import Principal
 from apps.tenants.access import TOKEN_PREFIX, digest_secret
 from apps.tenants.models import ApiToken, Domain, Membership, Tenant, TenantStatus
+from apps.tenants.shredding import terminated_roots_schedule
 
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
 RESERVED_SLUGS = {"www", "api", "admin", "public", "platform", "static", "kcm", "template"}
@@ -110,7 +111,9 @@ def tenant_resume(*, tenant: Tenant) -> Tenant:
 
 
 def tenant_terminate(*, tenant: Tenant, reason: str = "") -> Tenant:
-    """Revoke all access, drop the tenant's schema (its key chain with it) and keep the record."""
+    """Revoke all access, drop the tenant's schema (its key chain with it) and keep the record.
+    The tenant's objects in the platform keystore (its L1 keys) are destroyed only after the
+    waiting period (`apps.tenants.shredding`): until then a backup can still bring it back."""
     if tenant.is_platform or tenant.is_template:
         raise InvalidTransition("The platform and template tenants cannot be terminated.")
     with transaction.atomic():
@@ -120,10 +123,19 @@ def tenant_terminate(*, tenant: Tenant, reason: str = "") -> Tenant:
         ApiToken.objects.filter(tenant=tenant, revoked_at__isnull=True).update(revoked_at=now)
         Membership.objects.filter(tenant=tenant).delete()
         Domain.objects.filter(tenant=tenant).delete()
+        shredded, due = terminated_roots_schedule(tenant=tenant, now=now)
         with connection.cursor() as cursor:
             cursor.execute(f'DROP SCHEMA IF EXISTS "{tenant.schema_name}" CASCADE')
         _set_status(tenant, TenantStatus.TERMINATED, reason)
-        audit_record(action="tenant.terminate", target=tenant.slug, details={"reason": reason})
+        audit_record(
+            action="tenant.terminate",
+            target=tenant.slug,
+            details={
+                "reason": reason,
+                "hsm_objects_to_destroy": shredded,
+                "destroy_after": due.isoformat(),
+            },
+        )
     return tenant
 
 
