@@ -346,10 +346,6 @@ KCM_REWRAP_BATCH_SIZE = env_int("KCM_REWRAP_BATCH_SIZE", 1000, minimum=1)
 # A pause between batches lowers a rewrap's load on the database (and slows it down).
 KCM_REWRAP_BATCH_PAUSE_MS = env_int("KCM_REWRAP_BATCH_PAUSE_MS", 0, minimum=0)
 KCM_REWRAP_STALL_SECONDS = env_int("KCM_REWRAP_STALL_SECONDS", 120, minimum=1)
-# Between the last batch of an L1 job and the removal of the old HSM object, so that requests
-# that read a tenant-key row just before the batch committed can still finish unwrapping it.
-KCM_REWRAP_RETIRE_GRACE_SECONDS = env_int("KCM_REWRAP_RETIRE_GRACE_SECONDS", 2, minimum=0)
-
 # BYOK: import parameters (an RSA wrapping key in the HSM and a token) stay valid this long.
 # The sweep (beat) removes expired wrapping keys and imported material past its expiry.
 KCM_BYOK_IMPORT_TOKEN_HOURS = env_int("KCM_BYOK_IMPORT_TOKEN_HOURS", 24, minimum=1)
