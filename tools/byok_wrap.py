@@ -21,6 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.cmac import CMAC
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
 ALGORITHMS = (
@@ -61,8 +62,16 @@ def wrap(material: bytes, public_key: rsa.RSAPublicKey, algorithm: str) -> bytes
 
 
 def key_check_value(material: bytes) -> str:
+    """The classic check value: AES-ECB(key, zero block), first 3 bytes."""
     encryptor = Cipher(algorithms.AES(material), modes.ECB()).encryptor()  # noqa: S305
     return (encryptor.update(bytes(16)) + encryptor.finalize())[:3].hex()
+
+
+def key_check_value_cmac(material: bytes) -> str:
+    """The CMAC check value: AES-CMAC(key, zero block), first 5 bytes."""
+    mac = CMAC(algorithms.AES(material))
+    mac.update(bytes(16))
+    return mac.finalize()[:5].hex()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.write_bytes(base64.b64encode(wrapped) + b"\n" if args.base64 else wrapped)
     print(f"key check value: {key_check_value(material)}", file=sys.stderr)
+    print(f"CMAC check value: {key_check_value_cmac(material)}", file=sys.stderr)
     return 0
 
 

@@ -94,6 +94,7 @@ class ImportView(KcmAPIView):
                 "key_id": str(key_id),
                 "version": version.version,
                 "key_check_value": version.key_check_value,
+                "key_check_value_cmac": version.key_check_value_cmac,
                 "material_expires_at": version.material_expires_at,
                 "key": selectors.customer_key_material_of(key_id),
             }

@@ -232,6 +232,7 @@ def material_import(
                     version=next_version(l1),
                     handle=handle,
                     key_check_value=check.kcv,
+                    key_check_value_cmac=check.kcv_cmac,
                     material_fingerprint=check.fingerprint,
                     material_expires_at=material_expires_at,
                 )
@@ -264,6 +265,7 @@ def material_import(
                 details={
                     "algorithm": token.algorithm,
                     "key_check_value": check.kcv,
+                    "key_check_value_cmac": check.kcv_cmac,
                     "material_expires_at": material_expires_at and material_expires_at.isoformat(),
                     "new_version": new_version,
                 },

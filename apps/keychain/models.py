@@ -143,9 +143,11 @@ class CustomerKeyVersion(VersionBase):
     # expired); for HYOK "hyok:<manager id>/<external key id>", the same reference as the two
     # fields below, kept so that a key is linked once. Not secret.
     handle = models.CharField(max_length=200)
-    # BYOK: the key check value the customer can compare (AES-ECB of a zero block, 3 bytes),
-    # the fingerprint that recognises the same material again, and its expiry.
+    # BYOK: the key check values the customer can compare (classic: AES-ECB of a zero block,
+    # 3 bytes; CMAC: AES-CMAC of a zero block, 5 bytes), the fingerprint that recognises the
+    # same material again, and its expiry.
     key_check_value = models.CharField(max_length=6, blank=True)
+    key_check_value_cmac = models.CharField(max_length=10, blank=True)
     material_fingerprint = models.CharField(max_length=64, blank=True)
     material_expires_at = models.DateTimeField(null=True, blank=True)
     # HYOK: the key in the customer's key manager that holds this version.

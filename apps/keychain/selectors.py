@@ -144,6 +144,7 @@ def customer_key_material(l1: CustomerKey) -> dict[str, Any]:
         if l1.origin == Origin.BYOK:
             item.update(
                 key_check_value=version.key_check_value,
+                key_check_value_cmac=version.key_check_value_cmac,
                 material_expires_at=version.material_expires_at,
                 material_present=bool(version.handle),
             )

@@ -147,7 +147,8 @@ def byok_import(request: HttpRequest, key_id: UUID) -> HttpResponse:
         ),
         lambda version: (
             f"Imported as version {version.version}, key check value "
-            f"{version.key_check_value}: compare it with yours."
+            f"{version.key_check_value} (classic, AES-ECB), CMAC check value "
+            f"{version.key_check_value_cmac}: compare one with yours."
         ),
         _wizard_url(key_id),
         audit_action="key.import",

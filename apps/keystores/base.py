@@ -19,6 +19,7 @@ import abc
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Capabilities a keystore may announce through `supports()`. Import algorithms follow the
@@ -146,28 +147,48 @@ class ImportedKeyLengthInvalid(ImportRejected):
     code = "import_key_length_invalid"
 
 
-# Blocks a key check encrypts with AES-ECB: the zero block gives the customer-facing key check
-# value (its first three bytes, as PKCS#11's CKA_CHECK_VALUE); the two fixed blocks give a
+# Blocks a key check encrypts with AES-ECB: the zero block gives the classic key check value
+# (its first three bytes, as PKCS#11's CKA_CHECK_VALUE); the two fixed blocks give a
 # fingerprint that tells one material from another without revealing it.
 KEY_CHECK_BLOCKS = bytes(16) + b"kcm-fingerprint\x01" + b"kcm-fingerprint\x02"
+# The CMAC-based check value: the first bytes of AES-CMAC(key, one zero block), as newer
+# standards (ANSI X9.24-1:2017) define it. The classic one is the first bytes of
+# AES-ECB(key, zero block), which is also AES-GCM's hash key H for that key.
+KCV_CMAC_BYTES = 5
 
 
 @dataclass(frozen=True)
 class KeyCheck:
-    """What identifies a root key's material: `kcv` for people, `fingerprint` for KCM."""
+    """What identifies a root key's material: `kcv` (classic) and `kcv_cmac` for people,
+    `fingerprint` for KCM."""
 
     kcv: str
+    kcv_cmac: str
     fingerprint: str
 
 
-def key_check_from_blocks(encrypted: bytes) -> KeyCheck:
-    """The KeyCheck from AES-ECB(key, KEY_CHECK_BLOCKS)."""
+def key_check_of(encrypt_ecb: Callable[[bytes], bytes]) -> KeyCheck:
+    """The KeyCheck of a key, given AES-ECB encryption under it (in its keystore).
+
+    AES-CMAC of one complete block M is E(M xor K1), K1 the doubled E(zero block) (RFC 4493);
+    for the zero block that is E(K1): one more ECB block, computed where the key is."""
+    encrypted = bytes(encrypt_ecb(KEY_CHECK_BLOCKS))
     if len(encrypted) != len(KEY_CHECK_BLOCKS):
         raise KeystoreError("key check: unexpected output length")
+    cmac = bytes(encrypt_ecb(_cmac_subkey(encrypted[:16])))
     return KeyCheck(
         kcv=encrypted[:3].hex(),
+        kcv_cmac=cmac[:KCV_CMAC_BYTES].hex(),
         fingerprint=hashlib.sha256(b"kcm:material-fingerprint:v1" + encrypted[16:]).hexdigest(),
     )
+
+
+def _cmac_subkey(encrypted_zero: bytes) -> bytes:
+    """RFC 4493's K1: the block doubled in GF(2^128)."""
+    value = int.from_bytes(encrypted_zero, "big") << 1
+    if value >> 128:
+        value = (value & ((1 << 128) - 1)) ^ 0x87
+    return value.to_bytes(16, "big")
 
 
 def oaep_hash_of(algorithm: str) -> str:

@@ -13,14 +13,13 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from apps.keystores.base import (
     IMPORTED_KEY_BYTES,
-    KEY_CHECK_BLOCKS,
     WRAPPING_KEY_BITS,
     ImportedKeyLengthInvalid,
     ImportedMaterialTampered,
     KeyCheck,
     KeystoreError,
     WrappingKeyMismatch,
-    key_check_from_blocks,
+    key_check_of,
     oaep_hash_of,
     split_wrapped,
 )
@@ -71,5 +70,8 @@ def unwrap_material(private_pem: bytes, algorithm: str, wrapped: bytes) -> bytes
 
 
 def key_check(raw_key: bytes) -> KeyCheck:
-    encryptor = Cipher(algorithms.AES(raw_key), modes.ECB()).encryptor()  # noqa: S305
-    return key_check_from_blocks(encryptor.update(KEY_CHECK_BLOCKS) + encryptor.finalize())
+    def encrypt_ecb(blocks: bytes) -> bytes:
+        encryptor = Cipher(algorithms.AES(raw_key), modes.ECB()).encryptor()  # noqa: S305
+        return encryptor.update(blocks) + encryptor.finalize()
+
+    return key_check_of(encrypt_ecb)

@@ -35,14 +35,13 @@ from pkcs11 import exceptions as p11
 
 from apps.keystores.base import (
     IMPORTED_KEY_BYTES,
-    KEY_CHECK_BLOCKS,
     CapabilityNotSupported,
     ImportedKeyLengthInvalid,
     ImportedMaterialTampered,
     KeyCheck,
     RootKeyNotFound,
     WrappingKeyMismatch,
-    key_check_from_blocks,
+    key_check_of,
     oaep_hash_of,
     split_wrapped,
 )
@@ -325,4 +324,4 @@ def _measured_length(session: pkcs11.Session, unwrap: Unwrap) -> int:
 
 
 def key_check(key: Any) -> KeyCheck:
-    return key_check_from_blocks(bytes(key.encrypt(KEY_CHECK_BLOCKS, mechanism=Mechanism.AES_ECB)))
+    return key_check_of(lambda blocks: bytes(key.encrypt(blocks, mechanism=Mechanism.AES_ECB)))
