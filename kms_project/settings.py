@@ -56,6 +56,7 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our static files, not a CDN
     "axes",  # sign-in lockout; its attempts live in the public schema
     "apps.core",
     "apps.keystores",  # platform keys
@@ -87,6 +88,7 @@ MIDDLEWARE = [
     "apps.audit.middleware.AuditContextMiddleware",
     "django_tenants.middleware.main.TenantMainMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -96,6 +98,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.tenants.middleware.TenantStatusMiddleware",
     "apps.tenants.middleware.ConsolePrincipalMiddleware",
+    "apps.core.middleware.SessionIdleTimeoutMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
 
@@ -176,8 +179,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = KCM_MAX_BODY_BYTES
 
 # Security: sessions and CSRF on; production hardening passes `check --deploy`.
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SAMESITE = "Lax"
+# Strict: the console is never entered signed-in from another site's link or form.
+SESSION_COOKIE_SAMESITE = "Strict"
+CSRF_COOKIE_SAMESITE = "Strict"
 SESSION_COOKIE_AGE = env_int("KCM_SESSION_AGE_SECONDS", 8 * 3600, minimum=60)
+# A console session unused this long ends (apps.core.middleware.SessionIdleTimeoutMiddleware).
+KCM_SESSION_IDLE_SECONDS = env_int("KCM_SESSION_IDLE_SECONDS", 30 * 60, minimum=60)
 CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -188,10 +195,26 @@ if PRODUCTION:
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("KCM_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
+    # Preloading is hard to undo (browsers ship the list): only when the operator asks for it.
+    SECURE_HSTS_PRELOAD = env_bool("KCM_HSTS_PRELOAD", False)
     if env_bool("KCM_BEHIND_TLS_PROXY", False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = env_list("KCM_CSRF_TRUSTED_ORIGINS", [])
+# Only our own scripts, styles and connections; no inline code (the console's live in static/).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+    }
+}
 # Proxies whose X-Forwarded-For is believed (addresses or networks); without any, the client
 # is the peer address. Sign-in lockout, rate limits and the audit log use this client address.
 KCM_TRUSTED_PROXIES = env_networks("KCM_TRUSTED_PROXIES", [])
@@ -241,6 +264,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # Celery: the configured broker, else the embedded filesystem broker under the state folder.

@@ -3,14 +3,17 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable
 
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY, logout
 from django.http import HttpRequest, HttpResponse
 
 from apps.core.errors import problem_response
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_LAST_SEEN = "kcm_last_seen"
 
 
 class RequestIdMiddleware:
@@ -51,4 +54,24 @@ class BodySizeLimitMiddleware:
                 f"Request bodies are limited to {settings.KCM_MAX_BODY_BYTES} bytes.",
                 request,
             )
+        return self.get_response(request)
+
+
+class SessionIdleTimeoutMiddleware:
+    """End a console session that has not been used for KCM_SESSION_IDLE_SECONDS (its absolute
+    lifetime is SESSION_COOKIE_AGE). The last use is written at most once a minute, not on
+    every request."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        session = getattr(request, "session", None)
+        if session is not None and SESSION_KEY in session:
+            now = int(time.time())
+            last = session.get(_LAST_SEEN)
+            if isinstance(last, int) and now - last > settings.KCM_SESSION_IDLE_SECONDS:
+                logout(request)
+            elif not isinstance(last, int) or now - last >= 60:
+                session[_LAST_SEEN] = now
         return self.get_response(request)
