@@ -220,8 +220,8 @@ CONTENT_SECURITY_POLICY = {
 KCM_TRUSTED_PROXIES = env_networks("KCM_TRUSTED_PROXIES", [])
 # API rate limits (429 with Retry-After, code `throttled`), per web process: every request from
 # one client address (before authentication), and every request with one token or session.
-KCM_API_RATE_PER_ADDRESS = env_rate("KCM_API_RATE_PER_ADDRESS", "200/s")
-KCM_API_RATE_PER_TOKEN = env_rate("KCM_API_RATE_PER_TOKEN", "100/s")
+KCM_API_RATE_PER_ADDRESS = env_rate("KCM_API_RATE_PER_ADDRESS", "1000/s")
+KCM_API_RATE_PER_TOKEN = env_rate("KCM_API_RATE_PER_TOKEN", "500/s")
 # Console sign-in (django-axes): after this many failures in a row for one username, or from
 # one client address, sign-in is refused (429) for the lockout time, even with the right password.
 AUTHENTICATION_BACKENDS = [
