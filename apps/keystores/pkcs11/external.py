@@ -43,6 +43,7 @@ from apps.keystores.base import (
     RootKeyNotFound,
 )
 from apps.keystores.claims import token_claim, token_identity
+from apps.keystores.pkcs11.aes import NonceNotHonoured
 from apps.keystores.pkcs11.session import LoginRefused, TokenNotFound, TokenSession, find_token
 
 T = TypeVar("T")
@@ -102,14 +103,31 @@ class ExternalPkcs11Keystore(Keystore):
 
         def encrypt(session: pkcs11.Session) -> bytes:
             key = self._usable(session, key_id, Attribute.ENCRYPT)
-            sealed = _permitted(
-                lambda: key.encrypt(
-                    plaintext,
+            sealed = bytes(
+                _permitted(
+                    lambda: key.encrypt(
+                        plaintext,
+                        mechanism=Mechanism.AES_GCM,
+                        mechanism_param=pkcs11.GCMParams(nonce, aad),
+                    )
+                )
+            )
+            # As for the platform's HSM (aes.gcm_seal_verified): a token that used an IV of its
+            # own would leave a blob that never opens; open it before anyone stores it.
+            try:
+                opened = key.decrypt(
+                    sealed,
                     mechanism=Mechanism.AES_GCM,
                     mechanism_param=pkcs11.GCMParams(nonce, aad),
                 )
-            )
-            return nonce + bytes(sealed)
+            except (p11.GeneralError, p11.EncryptedDataInvalid, p11.EncryptedDataLenRange):
+                opened = None
+            if opened is None or bytes(opened) != plaintext:
+                raise NonceNotHonoured(
+                    "the token's AES-GCM output does not open with the nonce given (does it "
+                    "generate its own IV?)"
+                )
+            return nonce + sealed
 
         return self._call(encrypt)
 
