@@ -12,8 +12,6 @@ from apps.core.errors import problem_response
 from apps.tenants.access import current_tenant, principal_for_user
 from apps.tenants.models import TenantStatus
 
-_EXEMPT_PATHS = ("/healthz",)
-
 
 class TenantStatusMiddleware:
     """A tenant that is not ACTIVE answers nothing but a clear refusal."""
@@ -23,7 +21,7 @@ class TenantStatusMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         tenant = getattr(request, "tenant", None)
-        if tenant is None or tenant.schema_name == "public" or request.path in _EXEMPT_PATHS:
+        if tenant is None or tenant.schema_name == "public":
             return self.get_response(request)
         if tenant.status == TenantStatus.SUSPENDED:
             return self._refuse(
