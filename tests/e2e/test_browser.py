@@ -100,3 +100,28 @@ def test_tenant_admin_signs_in_creates_a_token_and_the_api_accepts_it(
         "GET", "/api/v1/me/", host="localhost", headers={"Authorization": f"Bearer {token}"}
     )
     assert (status, json.loads(body)["code"]) == (403, "wrong_tenant")
+
+
+def test_the_console_and_the_api_docs_run_under_the_csp(
+    live_stack: LiveStack, demo_password: str, page: Page
+) -> None:
+    """The Content-Security-Policy allows no inline code: what the browser refuses shows up as
+    console errors, and the Swagger UI (served from our static files) must still render."""
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    base = f"http://demo.localhost:{live_stack.port}"
+    page.goto(f"{base}/login/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(demo_password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{base}/")
+    for path in ("/keys/", "/rotation/", "/members/", "/audit/"):
+        page.goto(f"{base}{path}")
+    page.goto(f"{base}/api/docs/")
+    expect(page.locator(".swagger-ui .opblock").first).to_be_visible()
+    assert refused == []
