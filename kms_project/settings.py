@@ -204,25 +204,18 @@ if PRODUCTION:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = env_list("KCM_CSRF_TRUSTED_ORIGINS", [])
 # Only our own scripts, styles and connections; no inline code (the console's live in static/).
+_CSP_SELF = ("script-src", "style-src", "font-src", "connect-src", "form-action")
+_CSP_NONE = ("default-src", "frame-ancestors", "base-uri", "object-src")
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
-        "default-src": ["'none'"],
-        "script-src": ["'self'"],
-        "style-src": ["'self'"],
+        **{directive: ["'none'"] for directive in _CSP_NONE},
+        **{directive: ["'self'"] for directive in _CSP_SELF},
         "img-src": ["'self'", "data:"],
-        "font-src": ["'self'"],
-        "connect-src": ["'self'"],
-        "form-action": ["'self'"],
-        "frame-ancestors": ["'none'"],
-        "base-uri": ["'none'"],
-        "object-src": ["'none'"],
     }
 }
-# Proxies whose X-Forwarded-For is believed (addresses or networks); without any, the client
-# is the peer address. Sign-in lockout, rate limits and the audit log use this client address.
+# Proxies believed about X-Forwarded-For (apps.core.clientip); none: the client is the peer.
 KCM_TRUSTED_PROXIES = env_networks("KCM_TRUSTED_PROXIES", [])
-# API rate limits (429 with Retry-After, code `throttled`), per web process: every request from
-# one client address (before authentication), and every request with one token or session.
+# API rate limits per web process, by client address and by token (apps.core.throttling).
 KCM_API_RATE_PER_ADDRESS = env_rate("KCM_API_RATE_PER_ADDRESS", "1000/s")
 KCM_API_RATE_PER_TOKEN = env_rate("KCM_API_RATE_PER_TOKEN", "500/s")
 # Console sign-in (django-axes): after this many failures in a row for one username, or from
