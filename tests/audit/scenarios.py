@@ -117,44 +117,38 @@ def _customer_controlled_scenarios() -> dict[str, tuple[str, Scenario]]:
             "",
         )
 
-    def own_token_manager(c: dict[str, Any]) -> str:
-        """A PKCS#11 "customer" manager served by the platform's own token (for audit only)."""
-        return str(
-            c["admin"]
-            .post(
-                "/api/v1/key-managers/",
-                {
-                    "name": "own",
-                    "kind": "pkcs11",
-                    "settings": {
-                        "library": settings.KCM_PKCS11_LIBRARY,
-                        "token_label": settings.KCM_PKCS11_TOKEN_LABEL,
-                    },
-                    "credentials": {"pin": settings.KCM_PKCS11_PIN},
-                },
-            )
-            .json_body["id"]
-        )
-
     def sync(api: Any, c: dict[str, Any]) -> tuple[Any, str, str]:
-        from apps.keystores.registry import platform_keystore
+        # A customer's own token (KCM refuses the platform's token as a key manager).
+        from tests.keychain.test_hyok_pkcs11 import CustomerToken
 
-        with override_settings(KCM_AUDIT_ENABLED=False):
-            label = f"audit-external-{uuid.uuid4().hex[:8]}"
-            platform_keystore().create_root_key(label=label)
-            l1 = (
-                c["admin"]
-                .post(
-                    "/api/v1/customer-keys/hyok/",
+        token = CustomerToken()
+        try:
+            with override_settings(KCM_AUDIT_ENABLED=False):
+                label = token.create_key(f"audit-external-{uuid.uuid4().hex[:8]}")
+                manager = c["admin"].post(
+                    "/api/v1/key-managers/",
                     {
-                        "name": "held",
-                        "key_manager_id": own_token_manager(c),
-                        "external_key_id": label,
+                        "name": "own",
+                        "kind": "pkcs11",
+                        "settings": {"library": token.library, "token_label": token.label},
+                        "credentials": {"pin": token.pin},
                     },
                 )
-                .json_body
-            )
-        return c["admin"].post(f"/api/v1/keys/{l1['id']}/sync/", {}), "t_acme", ""
+                l1 = (
+                    c["admin"]
+                    .post(
+                        "/api/v1/customer-keys/hyok/",
+                        {
+                            "name": "held",
+                            "key_manager_id": manager.json_body["id"],
+                            "external_key_id": label,
+                        },
+                    )
+                    .json_body
+                )
+            return c["admin"].post(f"/api/v1/keys/{l1['id']}/sync/", {}), "t_acme", ""
+        finally:
+            token.delete()
 
     return {
         "byok create": ("key.create", lambda api, c: (c["admin"].post("/api/v1/customer-keys/byok/", {"name": "b"}), "t_acme", "")),
