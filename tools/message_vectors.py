@@ -49,12 +49,10 @@ def seal(index: int, frame_size: int, plaintext: bytes, context: dict[str, str])
     nonce_base = _bytes(f"nonce base {index}", 12)
     envelope = _bytes(f"envelope {index}", 116)
     context_json = message.canonical_context(context)
-    keys = message.derive_keys(data_key, message_id)
-    header = message.header_encode(
-        keys=keys, frame_size=frame_size, message_id=message_id, nonce_base=nonce_base,
-        service_key="payments", envelope=envelope, context_json=context_json,
-    )  # fmt: skip
-    sealer = message.FrameSealer(header, keys, nonce_base, frame_size)
+    key = message.MessageKey(
+        data_key, service_key="payments", envelope=envelope, context_json=context_json
+    )
+    header, sealer = key.start(frame_size, message_id, nonce_base)
     return {
         "data_key_hex": data_key.hex(),
         "service_key": "payments",
@@ -123,7 +121,7 @@ def build() -> dict[str, Any]:
         vectors.append({"name": name, **seal(index, frame_size, plaintext, context)})
     three = next(v for v in vectors if v["name"] == "three whole frames")
     other = seal(100, 16, _bytes("other plaintext", 48), three["context"])
-    return {"format": 1, "vectors": vectors, "invalid": invalid(three, other)}
+    return {"format": message.FORMAT_VERSION, "vectors": vectors, "invalid": invalid(three, other)}
 
 
 def main() -> None:

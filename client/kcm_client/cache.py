@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .message import MessageKey
 
-@dataclass
+
+@dataclass(slots=True)
 class _Entry:
-    data_key: bytes
-    envelope: bytes
+    key: MessageKey  # the data key's AES-GCM and header tail, made once for all its messages
     created: float = field(default_factory=time.monotonic)
     messages: int = 0
     bytes: int = 0
@@ -43,36 +44,31 @@ class DataKeyCache:
         self._encrypt: dict[tuple[str, bytes], _Entry] = {}
         self._decrypt: dict[tuple[str, bytes, bytes], tuple[bytes, float]] = {}
 
-    def take_for_encrypt(
-        self, service_key: str, context: bytes, size: int
-    ) -> tuple[bytes, bytes] | None:
-        """A cached (data key, envelope) that may encrypt `size` more bytes, counted as used."""
+    def take_for_encrypt(self, service_key: str, context: bytes, size: int) -> MessageKey | None:
+        """A cached data key that may encrypt `size` more bytes, counted as used."""
+        slot = (service_key, context)
         with self._lock:
-            entry = self._encrypt.get((service_key, context))
+            entry = self._encrypt.get(slot)
             if entry is None:
-                return None
-            if (
-                time.monotonic() - entry.created >= self.max_age
-                or entry.messages >= self.max_messages
-                or entry.bytes + size > self.max_bytes
-            ):
-                del self._encrypt[(service_key, context)]
                 return None
             entry.messages += 1
             entry.bytes += size
-            return entry.data_key, entry.envelope
+            if (
+                entry.messages > self.max_messages
+                or entry.bytes > self.max_bytes
+                or time.monotonic() - entry.created >= self.max_age
+            ):
+                del self._encrypt[slot]  # spent: the next message gets a fresh data key
+                return None
+            return entry.key
 
-    def put_for_encrypt(
-        self, service_key: str, context: bytes, data_key: bytes, envelope: bytes, size: int
-    ) -> None:
+    def put_for_encrypt(self, service_key: str, context: bytes, key: MessageKey, size: int) -> None:
         """Cache a fresh data key that has just encrypted one message of `size` bytes."""
         if size > self.max_bytes:
             return
         with self._lock:
             self._evict(self._encrypt)
-            self._encrypt[(service_key, context)] = _Entry(
-                data_key, envelope, messages=1, bytes=size
-            )
+            self._encrypt[(service_key, context)] = _Entry(key, messages=1, bytes=size)
 
     def get_for_decrypt(self, service_key: str, envelope: bytes, context: bytes) -> bytes | None:
         with self._lock:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 import httpx
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import errors, message
 from .admin import AdminMixin
@@ -138,38 +138,26 @@ class Client(AdminMixin):
 
     def _encryption_key(
         self, service_key: str, context_json: bytes, size: int | None
-    ) -> tuple[bytes, bytes]:
+    ) -> message.MessageKey:
         if self.cache is not None and size is not None:
             hit = self.cache.take_for_encrypt(service_key, context_json, size)
             if hit is not None:
                 return hit
         data_key, envelope = self.generate_data_key(service_key, _context(context_json))
+        key = message.MessageKey(
+            data_key, service_key=service_key, envelope=envelope, context_json=context_json
+        )
         if self.cache is not None and size is not None:
-            self.cache.put_for_encrypt(service_key, context_json, data_key, envelope, size)
-        return data_key, envelope
-
-    def _start(
-        self, service_key: str, context: Context, size: int | None, frame_size: int | None,
-        keys_for: tuple[bytes, bytes] | None = None,
-    ) -> tuple[bytes, message.FrameSealer]:  # fmt: skip
-        context_json = message.canonical_context(context)
-        data_key, envelope = keys_for or self._encryption_key(service_key, context_json, size)
-        message_id, nonce_base = os.urandom(32), os.urandom(12)
-        keys = message.derive_keys(data_key, message_id)
-        frames = frame_size or self.frame_size
-        header = message.header_encode(
-            keys=keys, frame_size=frames, message_id=message_id, nonce_base=nonce_base,
-            service_key=service_key, envelope=envelope, context_json=context_json,
-        )  # fmt: skip
-        return header, message.FrameSealer(header, keys, nonce_base, frames)
+            self.cache.put_for_encrypt(service_key, context_json, key, size)
+        return key
 
     def encrypt(
         self, data: bytes, *, service_key: str, context: Context = None,
         frame_size: int | None = None,
     ) -> bytes:  # fmt: skip
         """`data` as one KCM message under a data key of `service_key`, bound to `context`."""
-        header, sealer = self._start(service_key, context, len(data), frame_size)
-        return header + message.seal_all(sealer, data)
+        key = self._encryption_key(service_key, message.canonical_context(context), len(data))
+        return key.seal(data, frame_size or self.frame_size)
 
     def encrypt_many(
         self, items: Sequence[bytes], *, service_key: str, context: Context = None
@@ -178,14 +166,17 @@ class Client(AdminMixin):
         if self.cache is not None:
             return [self.encrypt(i, service_key=service_key, context=context) for i in items]
         body = {"context": dict(context or {})}
+        context_json = message.canonical_context(context)
         keys = self._batch(service_key, "generate-data-key", [body] * len(items))
         out = []
         for data, key in zip(items, keys, strict=True):
             if isinstance(key, errors.KcmError):
                 raise key
-            pair = (base64.b64decode(key["plaintext"]), base64.b64decode(key["ciphertext"]))
-            header, sealer = self._start(service_key, context, None, None, keys_for=pair)
-            out.append(header + message.seal_all(sealer, data))
+            sealing = message.MessageKey(
+                base64.b64decode(key["plaintext"]), service_key=service_key,
+                envelope=base64.b64decode(key["ciphertext"]), context_json=context_json,
+            )  # fmt: skip
+            out.append(sealing.seal(data, self.frame_size))
         return out
 
     def header(self, data: bytes | IO[bytes]) -> message.Header:
@@ -195,15 +186,13 @@ class Client(AdminMixin):
 
     def _open_header(
         self, stream: IO[bytes], context: Context, data_key: bytes | None = None
-    ) -> tuple[message.Header, message.Keys]:
+    ) -> tuple[message.Header, AESGCM]:
         header = message.header_read(stream.read)
         if context is not None and message.canonical_context(context) != header.context_json:
             raise errors.ContextMismatch("the context given is not the message's")
         if data_key is None:
             data_key = self._decryption_key(header)
-        keys = message.derive_keys(data_key, header.message_id)
-        message.header_verify(header, keys)
-        return header, keys
+        return header, message.opener(header, data_key)
 
     def _decryption_key(self, header: message.Header) -> bytes:
         if self.cache is not None:
@@ -273,7 +262,8 @@ class Client(AdminMixin):
     ) -> int:  # fmt: skip
         """Encrypt `src` to `dst` in constant memory (a fresh data key: streams bypass the
         cache, whose byte limit needs the size up front); returns the plaintext size."""
-        header, sealer = self._start(service_key, context, None, frame_size)
+        key = self._encryption_key(service_key, message.canonical_context(context), None)
+        header, sealer = key.start(frame_size or self.frame_size)
         dst.write(header)
         total = 0
         chunk = _read_exact(src, sealer.frame_size)

@@ -41,22 +41,23 @@ def independent_decrypt(data: bytes, data_key: bytes) -> tuple[dict[str, Any], b
 
     if take(4) != b"KCMF":
         raise Refused("magic")
-    if take(1) != b"\x01":
+    if take(1) != b"\x02":
         raise Refused("version")
-    if take(2) != b"\x00\x01":
+    if take(2) != b"\x00\x02":
         raise Refused("algorithm")
     (frame_size,) = struct.unpack(">I", take(4))
-    message_id, nonce_base = take(32), take(12)
+    take(32)  # message id: only an identifier in version 2
+    nonce_base = take(12)
     name = take(take(1)[0]).decode()
     envelope = take(struct.unpack(">H", take(2))[0])
     context = take(struct.unpack(">H", take(2))[0])
     body_end = pos
     tag = take(16)
-    okm = HKDF(hashes.SHA256(), 64, salt=message_id, info=b"KCM message v1").derive(data_key)
-    if not hmac.compare_digest(hmac.new(okm[32:], data[:body_end], "sha256").digest()[:16], tag):
+    aead = AESGCM(data_key)
+    header_nonce = (int.from_bytes(nonce_base, "big") ^ (1 << 95)).to_bytes(12, "big")
+    if not hmac.compare_digest(aead.encrypt(header_nonce, b"", data[:body_end]), tag):
         raise Refused("header tag")
-    header_hash = hashlib.sha256(data[:pos]).digest()
-    aead = AESGCM(okm[:32])
+    header = data[:pos]
     plaintext = b""
     index = 0
     while True:
@@ -65,7 +66,7 @@ def independent_decrypt(data: bytes, data_key: bytes) -> tuple[dict[str, Any], b
         if kind not in (0, 1) or size > frame_size:
             raise Refused("frame")
         nonce = (int.from_bytes(nonce_base, "big") ^ index).to_bytes(12, "big")
-        aad = header_hash + index.to_bytes(8, "big") + bytes([kind])
+        aad = header + index.to_bytes(8, "big") + bytes([kind])
         try:
             plaintext += aead.decrypt(nonce, take(size + 16), aad)
         except InvalidTag:
@@ -137,3 +138,50 @@ def test_every_tamper_class_has_its_own_code() -> None:
 def test_the_vectors_file_is_what_the_generator_makes() -> None:
     text = json.dumps(message_vectors.build(), indent=1, ensure_ascii=False) + "\n"
     assert message_vectors.OUT.read_text() == text
+
+
+def _version_1_message(data_key: bytes, plaintext: bytes, frame_size: int) -> bytes:
+    """A version 1 message (HKDF-SHA256 message keys, HMAC-SHA256 header tag, SHA-256 of the
+    header in each frame's aad), written from that version's rules rather than kcm_client's."""
+    message_id, nonce_base, context = b"\x11" * 32, b"\x22" * 12, b'{"v":"1"}'
+    okm = HKDF(hashes.SHA256(), 64, salt=message_id, info=b"KCM message v1").derive(data_key)
+    body = (
+        b"KCMF\x01\x00\x01" + struct.pack(">I", frame_size) + message_id + nonce_base
+        + b"\x08payments" + struct.pack(">H", 3) + b"env" + struct.pack(">H", len(context))
+        + context
+    )  # fmt: skip
+    header = body + hmac.new(okm[32:], body, "sha256").digest()[:16]
+    header_hash, aead = hashlib.sha256(header).digest(), AESGCM(okm[:32])
+    chunks = [plaintext[i : i + frame_size] for i in range(0, len(plaintext), frame_size)]
+    out = header
+    for index, chunk in enumerate(chunks):
+        kind = 1 if index == len(chunks) - 1 else 0
+        nonce = (int.from_bytes(nonce_base, "big") ^ index).to_bytes(12, "big")
+        sealed = aead.encrypt(nonce, chunk, header_hash + index.to_bytes(8, "big") + bytes([kind]))
+        out += bytes([kind]) + (struct.pack(">I", len(chunk)) if kind else b"") + sealed
+    return out
+
+
+def test_version_1_messages_still_open_and_their_tampering_is_still_caught() -> None:
+    key, plaintext = bytes(range(32)), bytes(range(40))
+    old = _version_1_message(key, plaintext, 16)
+    assert message.open_with_key(old, key) == plaintext
+    with pytest.raises(errors.HeaderInvalid):
+        message.open_with_key(old[:20] + bytes([old[20] ^ 1]) + old[21:], key)
+    with pytest.raises(errors.FrameInvalid):
+        message.open_with_key(old[:-1] + bytes([old[-1] ^ 1]), key)
+    with pytest.raises(errors.UnsupportedAlgorithm):  # version 1 with version 2's algorithm
+        message.open_with_key(old[:6] + b"\x02" + old[7:], key)
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 40])
+def test_a_cached_keys_messages_follow_the_page_and_never_share_a_nonce_base(size: int) -> None:
+    data_key, plaintext = bytes(range(32)), bytes(range(size))
+    key = message.MessageKey(
+        data_key, service_key="payments", envelope=b"env", context_json=b'{"a":"b"}'
+    )
+    sealed = [key.seal(plaintext, 16) for _ in range(50)]  # one-frame ones take the fast path
+    for one in sealed:
+        fields, opened = independent_decrypt(one, data_key)
+        assert opened == plaintext and fields["context"] == {"a": "b"}
+    assert len({one[43:55] for one in sealed}) == len(sealed)  # 4+1+2+4+32: the nonce base
