@@ -178,9 +178,9 @@ def main() -> None:
             f"HTTP, 2 gunicorn workers, {THREADS} client threads, {ROUNDS} interleaved rounds "
             f"x {SECONDS:g} s per side, generate+decrypt data key:",
             f"  L1 in the HSM:         {hsm.rate:7.1f} req/s ({hsm.requests} requests, "
-            f"{hsm.errors} errors)",
+            f"{hsm.errors} errors: {dict(hsm.statuses)} {dict(hsm.failures)})",
             f"  L1 in KMIP (HYOK):     {hyok.rate:7.1f} req/s ({hyok.requests} requests, "
-            f"{hyok.errors} errors)",
+            f"{hyok.errors} errors: {dict(hyok.statuses)} {dict(hyok.failures)})",
             f"  hyok_vs_hsm {ratio:.2f} (target >= 0.9); per round: {per_round}",
             f"Cold service-key load (key cache empty: L2 + L3 unwrapped), {COLD_LOADS} each, "
             "interleaved:",
