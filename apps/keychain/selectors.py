@@ -134,7 +134,10 @@ def customer_key_material(l1: CustomerKey) -> dict[str, Any]:
     """An L1 with where each version's material is: key check values and expiries (BYOK), or
     the external references (HYOK). Never material, never credentials."""
     versions = []
+    expires = None  # the primary version's, from the rows read anyway
     for version in l1.versions.select_related("external_manager").order_by("version"):
+        if version.version == l1.primary_version:
+            expires = version.material_expires_at
         item: dict[str, Any] = {
             "version": version.version,
             "state": version.state,
@@ -164,7 +167,7 @@ def customer_key_material(l1: CustomerKey) -> dict[str, Any]:
         "state": l1.state,
         "state_reason": l1.state_reason,
         "primary_version": l1.primary_version,
-        "material_expires_at": l1.material_expires_at,
+        "material_expires_at": expires,
         "tenant_key_id": str(l1.tenant_key.pk),
         "versions": versions,
     }
