@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 from django_tenants.models import DomainMixin, TenantMixin
@@ -58,31 +59,38 @@ class Domain(DomainMixin):
 
 
 class Membership(models.Model):
-    """A user's role in one tenant (platform operators hold theirs in the platform tenant)."""
+    """A user's roles in one tenant (platform operators hold theirs in the platform tenant).
+    `key_grant` (see apps.tenants.grants) lists the service keys a `key_user` may use."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
     )
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=32, choices=Role.choices)
+    roles = ArrayField(models.CharField(max_length=32, choices=Role.choices))
+    key_grant = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["user", "tenant"], name="membership_user_tenant"),
+            models.CheckConstraint(
+                condition=models.Q(roles__len__gt=0), name="membership_holds_a_role"
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.user} @ {self.tenant}: {self.role}"
+        return f"{self.user} @ {self.tenant}: {','.join(sorted(self.roles))}"
 
 
 class ApiToken(models.Model):
-    """A bearer token bound to one tenant and one role. Only a SHA-256 digest of the secret is
-    stored; the token itself is shown once, when it is created."""
+    """A bearer token bound to one tenant and one role (a token serves one purpose; a
+    `key_user` token carries its `key_grant`). Only a SHA-256 digest of the secret is stored;
+    the token itself is shown once, when it is created."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
     role = models.CharField(max_length=32, choices=Role.choices)
+    key_grant = models.JSONField(null=True, blank=True)
     prefix = models.CharField(max_length=16, unique=True)
     digest = models.CharField(max_length=64)
     created_by = models.ForeignKey(
