@@ -1,6 +1,7 @@
 # KCM developer commands. All configuration is environment variables (see README).
 #   make run          web + worker + beat on http://localhost:8000 (state in .state/)
 #   make test         pytest against a project-local PostgreSQL, then lint and types
+#                     (first installs missing system packages, e.g. SoftHSM2, if it can)
 #   make bench        every bench/*.py, each as `python -m bench.<name>`
 #   make lint         ruff check, ruff format --check, mypy, lint-imports (layers)
 #   make clean-state  stop the local PostgreSQL and delete .state/ (database, HSM token, keys)
@@ -11,7 +12,7 @@ DEVSTACK := $(VENV)/bin/python tools/devstack.py
 # mypy's Django plugin imports the settings, which insist on a database URL; it never connects.
 LINT_ENV := KCM_DATABASE_URL=$${KCM_DATABASE_URL:-postgres://unused@/unused}
 
-.PHONY: help venv run test lint bench clean-state
+.PHONY: help venv system-deps run test lint bench clean-state
 help:
 	@sed -n 's/^#   //p' Makefile
 
@@ -35,8 +36,13 @@ $(VENV)/.synced: uv.lock | $(VENV)/bin/uv
 run: venv
 	$(DEVSTACK) run
 
+# The system packages the suite needs (SoftHSM2, ...): installed when root or passwordless
+# sudo can, else one line says what to install and nothing else runs.
+system-deps:
+	@tools/install-system-deps
+
 # Every step runs even if an earlier one fails; the target fails if any did.
-test: venv
+test: system-deps venv
 	@status=0; \
 	KCM_ENV=test $(DEVSTACK) exec -- pytest $(PYTEST_ARGS) || status=1; \
 	$(MAKE) --no-print-directory lint || status=1; \

@@ -7,6 +7,12 @@
 It runs against the PostgreSQL server that KCM_DATABASE_URL names (under `make test`, the
 devstack's), in a scratch database `kcm_e2e_<random>` that `stop()` drops. The Celery worker
 gets a private filesystem broker, so concurrent stacks never share queues.
+
+Its servers run in sessions of their own (so a terminal's Ctrl-C does not hit them halfway),
+which is why nothing else would stop them if the process that started them died: while a stack
+runs, SIGTERM and SIGHUP stop every live stack and then end the process by the same signal, and
+Ctrl-C (KeyboardInterrupt) unwinds through `stop()` as usual. A signal that arrives while a
+process is being started or the stacks are being stopped waits until that is done.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, cast
@@ -36,6 +43,61 @@ from psycopg.conninfo import make_conninfo
 from kms_project.env import database_from_url
 
 REPO = Path(__file__).resolve().parents[2]
+_STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+class _Signals:
+    """Stops every live stack when the process is told to stop (see the module docstring)."""
+
+    live: set[LiveStack] = set()
+    busy = 0  # > 0 while a stack starts a process or stops: signals then wait
+    pending: list[int] = []
+    previous: dict[int, Any] = {}
+
+    @classmethod
+    def register(cls, stack: LiveStack) -> None:
+        # Only the main thread may set handlers; a handler someone else installed is theirs.
+        if not cls.live and threading.current_thread() is threading.main_thread():
+            for signum in _STOPPING_SIGNALS:
+                handler = signal.getsignal(signum)
+                if handler in (signal.SIG_DFL, signal.default_int_handler):
+                    cls.previous[signum] = handler
+                    signal.signal(signum, cls.on_signal)
+        cls.live.add(stack)
+
+    @classmethod
+    def unregister(cls, stack: LiveStack) -> None:
+        cls.live.discard(stack)
+        if not cls.live:
+            for signum, handler in cls.previous.items():
+                signal.signal(signum, handler)
+            cls.previous.clear()
+
+    @classmethod
+    def on_signal(cls, signum: int, frame: object) -> None:
+        if cls.busy:
+            cls.pending.append(signum)
+            return
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        for stack in list(cls.live):
+            stack.stop()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)  # die of it, as if we had never caught it
+
+    @classmethod
+    @contextlib.contextmanager
+    def deferred(cls) -> Iterator[None]:
+        """Signals wait until the block is done (a process started is also recorded)."""
+        cls.busy += 1
+        try:
+            yield
+        finally:
+            cls.busy -= 1
+        if not cls.busy and cls.pending:
+            signum = cls.pending.pop(0)
+            cls.pending.clear()
+            cls.on_signal(signum, None)
 
 
 def free_port() -> int:
@@ -86,6 +148,7 @@ class LiveStack:
         return self
 
     def _start(self) -> None:
+        _Signals.register(self)
         self.tmp = Path(tempfile.mkdtemp(prefix="kcm-e2e-"))
         state = self.tmp / "state"
         for folder in ("queue", "processed"):
@@ -120,6 +183,11 @@ class LiveStack:
 
     def stop(self) -> None:
         """Stop every process (whole process groups) and drop the database; idempotent."""
+        with _Signals.deferred():
+            self._stop()
+        _Signals.unregister(self)
+
+    def _stop(self) -> None:
         for proc in self.procs.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -223,10 +291,11 @@ class LiveStack:
         assert self.tmp is not None
         log = self._logs[name] = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115
         # Own process group, so stop() can signal gunicorn's and Celery's children too.
-        self.procs[name] = subprocess.Popen(
-            cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        with _Signals.deferred():
+            self.procs[name] = subprocess.Popen(
+                cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
 
     def _wait_healthy(self) -> None:
         last: list[str] = ["no answer"]

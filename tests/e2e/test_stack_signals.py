@@ -1,0 +1,87 @@
+"""A benchmark (or test run) stopped with SIGTERM, SIGHUP or Ctrl-C leaves no gunicorn or Celery
+worker behind, and drops its scratch database.
+
+Every bench starts its servers through LiveStack (bench/common.py); the helper below does what
+a bench does (start a stack with a worker, then work) until it is signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .stack import REPO, LiveStack
+
+HELPER = """
+import json, sys, time
+from tests.e2e.stack import LiveStack
+with LiveStack(web_workers=1, celery_pool="solo") as stack:
+    print(json.dumps({"pids": [p.pid for p in stack.procs.values()], "db": stack.database}),
+          flush=True)
+    time.sleep(600)
+"""
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = {int(child) for child in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            pending += children - found
+            found |= children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped by init counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize(
+    ("signum", "exit_code"),
+    [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, -signal.SIGINT)],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_a_signalled_bench_leaves_no_server_behind(signum: int, exit_code: int) -> None:
+    helper = subprocess.Popen(
+        [sys.executable, "-c", HELPER], cwd=REPO, env=os.environ.copy(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert helper.stdout is not None
+        line = helper.stdout.readline()
+        assert line, helper.communicate(timeout=30)[1][-3000:]
+        started = json.loads(line)
+        servers = _descendants(helper.pid)
+        # gunicorn's master and its worker, and the Celery worker
+        assert set(started["pids"]) <= servers and len(servers) >= 3, servers
+
+        helper.send_signal(signum)
+        _, stderr = helper.communicate(timeout=60)
+        assert helper.returncode == exit_code, stderr[-3000:]
+        survivors = {pid for pid in servers if _alive(pid)}
+        assert not survivors, f"left running: {survivors}"
+        with LiveStack(env=os.environ.copy())._admin_connection() as conn:
+            left = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (started["db"],)
+            ).fetchall()
+        assert not left, f"database {started['db']} was not dropped"
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+            helper.wait()
