@@ -10,6 +10,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.cmac import CMAC
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
 from apps.core.roles import Role
@@ -42,6 +43,13 @@ def customer_wrap(public_pem: str, algorithm: str, material: bytes) -> bytes:
 def customer_kcv(material: bytes) -> str:
     block = Cipher(algorithms.AES(material), modes.ECB()).encryptor().update(bytes(16))
     return block[:3].hex()
+
+
+def customer_cmac_kcv(material: bytes) -> str:
+    """The CMAC-based check value: AES-CMAC of a zero block, first 5 bytes."""
+    mac = CMAC(algorithms.AES(material))
+    mac.update(bytes(16))
+    return mac.finalize()[:5].hex()
 
 
 class Byok:

@@ -15,7 +15,14 @@ from django_tenants.utils import schema_context
 
 from apps.core.roles import Role
 from apps.keychain.models import ImportToken
-from tests.keychain.byokkit import ALL, SOFTHSM, Byok, customer_kcv, customer_wrap
+from tests.keychain.byokkit import (
+    ALL,
+    SOFTHSM,
+    Byok,
+    customer_cmac_kcv,
+    customer_kcv,
+    customer_wrap,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,8 +127,11 @@ def test_the_console_wizard_creates_imports_and_shows_the_check_value(world: Any
         HTTP_HOST="acme.localhost",
     )
     assert uploaded.status_code == 302
-    page = client.get(wizard_url, HTTP_HOST="acme.localhost")
-    assert customer_kcv(material).encode() in page.content
-    assert b"ENABLED" in page.content
+    page = client.get(wizard_url, HTTP_HOST="acme.localhost").content.decode()
+    # Both check values, each under the heading that says which it is.
+    assert f'<code data-testid="kcv-classic">{customer_kcv(material)}</code>' in page
+    assert f'<code data-testid="kcv-cmac">{customer_cmac_kcv(material)}</code>' in page
+    assert "Key check value (classic, AES-ECB)" in page and "Key check value (CMAC)" in page
+    assert "ENABLED" in page
     listing = client.get("/keys/", HTTP_HOST="acme.localhost")
     assert wizard_url.encode() in listing.content
