@@ -3,8 +3,8 @@
     python -m bench.sdk          # BENCH_SDK_MESSAGES (default 10000), BENCH_SDK_GIB (default 1)
 
 - local_vs_raw: SDK encrypt of 4 KiB messages with the default data-key cache, against a bare
-  `cryptography` AES-GCM loop over the same data (throughput ratio, median of rounds run
-  alternately; target >= 0.5);
+  `cryptography` AES-GCM loop over the same data (throughput ratio, median of short rounds run
+  alternately; target >= 0.5), and the same ratio over all rounds, data-key fetches included;
 - stream_vs_openssl: `kcm encrypt` of a 1 GiB file against `openssl enc -aes-256-ctr` of the
   same file (openssl enc refuses AEAD ciphers such as GCM) (target >= 0.5);
 - server_calls_per_10k: API calls per 10,000 messages with the default cache (target <= 10).
@@ -32,32 +32,37 @@ from kcm_client import Client, DataKeyCache  # noqa: E402
 
 MESSAGES = int(os.environ.get("BENCH_SDK_MESSAGES", "10000"))
 GIB = float(os.environ.get("BENCH_SDK_GIB", "1"))
-ROUNDS = 5
+ROUND = 200  # messages per round: 50 rounds of each by default
 CONTEXT = {"purpose": "bench"}
 
 
 def local_figures(client: Client) -> dict[str, float]:
+    """Alternate short rounds of SDK encrypts and bare AES-GCM seals (each: one 4 KiB seal
+    under a fresh 96-bit nonce from os.urandom). The median round ratio is the local path; the
+    few rounds that fetch a new data key from KCM are outliers it ignores, so the ratio of the
+    totals (key fetches included) is printed beside it."""
     data = os.urandom(4096)
-    per_round = max(MESSAGES // ROUNDS, 1)
+    rounds = max(MESSAGES // ROUND, 1)
     raw = AESGCM(os.urandom(32))
     before = client.server_calls
     sdk_times, raw_times = [], []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         started = time.perf_counter()
-        for _ in range(per_round):
+        for _ in range(ROUND):
             client.encrypt(data, service_key="payments", context=CONTEXT)
         sdk_times.append(time.perf_counter() - started)
         started = time.perf_counter()
-        for _ in range(per_round):
+        for _ in range(ROUND):
             raw.encrypt(os.urandom(12), data, None)
         raw_times.append(time.perf_counter() - started)
     calls = client.server_calls - before
     ratios = [r / s for r, s in zip(raw_times, sdk_times, strict=True)]
     return {
         "local_vs_raw": statistics.median(ratios),
-        "sdk_us": statistics.median(sdk_times) / per_round * 1e6,
-        "raw_us": statistics.median(raw_times) / per_round * 1e6,
-        "server_calls_per_10k": calls * 10_000 / (per_round * ROUNDS),
+        "with_key_fetches": sum(raw_times) / sum(sdk_times),
+        "sdk_us": statistics.median(sdk_times) / ROUND * 1e6,
+        "raw_us": statistics.median(raw_times) / ROUND * 1e6,
+        "server_calls_per_10k": calls * 10_000 / (ROUND * rounds),
     }
 
 
@@ -105,7 +110,8 @@ def main() -> None:
         [
             f"SDK encrypt of 4 KiB messages, default cache: {local['sdk_us']:.1f} us each; "
             f"bare AES-GCM {local['raw_us']:.1f} us",
-            f"  local_vs_raw {local['local_vs_raw']:.3f} (target >= 0.5)",
+            f"  local_vs_raw {local['local_vs_raw']:.3f} (target >= 0.5); "
+            f"{local['with_key_fetches']:.3f} counting the data-key fetches",
             f"kcm encrypt of {GIB:g} GiB: {stream['cli_s']:.2f} s; openssl enc -aes-256-ctr "
             f"{stream['openssl_s']:.2f} s",
             f"  stream_vs_openssl {stream['stream_vs_openssl']:.3f} (target >= 0.5)",
@@ -114,6 +120,7 @@ def main() -> None:
         {
             "bench": "sdk",
             "local_vs_raw": round(local["local_vs_raw"], 3),
+            "local_vs_raw_with_key_fetches": round(local["with_key_fetches"], 3),
             "stream_vs_openssl": round(stream["stream_vs_openssl"], 3),
             "server_calls_per_10k": local["server_calls_per_10k"],
             "sdk_encrypt_4k_us": round(local["sdk_us"], 1),

@@ -15,7 +15,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "client"))
 
-from kcm_client import errors, message  # noqa: E402
+from kcm_client import errors  # noqa: E402
+from kcm_client import message as kcm_message  # noqa: E402
 
 OUT = REPO / "docs" / "message-vectors.json"
 
@@ -39,65 +40,78 @@ CASES: list[tuple[str, int, int, dict[str, str]]] = [
     ("one frame and one byte", 16, 17, {"purpose": "vectors"}),
     ("three whole frames", 16, 48, {"record": "invoice-42", "tenant": "acme"}),
     ("non-ASCII context", 32, 70, {"zoë": "Ωmega ✓", "\U0001f511": "key", "ﬀ": '\t\n"\\'}),
-    ("default frame size", message.DEFAULT_FRAME_SIZE, 100, {"purpose": "default"}),
+    ("default frame size", kcm_message.DEFAULT_FRAME_SIZE, 100, {"purpose": "default"}),
 ]
 
 
-def seal(index: int, frame_size: int, plaintext: bytes, context: dict[str, str]) -> dict[str, Any]:
+def seal(
+    index: int, frame_size: int, plaintext: bytes, context: dict[str, str], *, message: int = 0
+) -> dict[str, Any]:
+    """Vector `index`'s data key sealing its `message`-th message (the same header for all)."""
     data_key = _bytes(f"data key {index}", 32)
-    message_id = _bytes(f"message id {index}", 32)
-    nonce_base = _bytes(f"nonce base {index}", 12)
+    header_nonce = bytes([0x80 | _bytes(f"header nonce {index}", 1)[0]]) + _bytes(
+        f"header nonce {index}/rest", 11
+    )
+    nonce_base = bytes([0x7F & _bytes(f"nonce base {index}/{message}", 1)[0]]) + _bytes(
+        f"nonce base {index}/{message}/rest", 11
+    )
     envelope = _bytes(f"envelope {index}", 116)
-    context_json = message.canonical_context(context)
-    key = message.MessageKey(
+    context_json = kcm_message.canonical_context(context)
+    key = kcm_message.MessageKey(
         data_key, service_key="payments", envelope=envelope, context_json=context_json
     )
-    header, sealer = key.start(frame_size, message_id, nonce_base)
+    lead, sealer = key.start(frame_size, header_nonce=header_nonce, nonce_base=nonce_base)
     return {
         "data_key_hex": data_key.hex(),
         "service_key": "payments",
         "envelope_hex": envelope.hex(),
         "context": context,
         "frame_size": frame_size,
-        "message_id_hex": message_id.hex(),
+        "header_nonce_hex": header_nonce.hex(),
         "nonce_base_hex": nonce_base.hex(),
         "plaintext_hex": plaintext.hex(),
-        "message_hex": (header + message.seal_all(sealer, plaintext)).hex(),
+        "message_hex": (lead + kcm_message.seal_all(sealer, plaintext)).hex(),
     }
 
 
-def _flip(data: bytes, offset: int) -> bytes:
-    return data[:offset] + bytes([data[offset] ^ 0x01]) + data[offset + 1 :]
+def _flip(data: bytes, offset: int, bit: int = 0x01) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ bit]) + data[offset + 1 :]
 
 
 def invalid(vector: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
-    """Changed copies of a three-frame `vector`, each with the error code a reader gives."""
+    """Changed copies of a three-frame `vector`, each with the error code a reader gives
+    (`other`: another message of the same data key)."""
     data = bytes.fromhex(vector["message_hex"])
-    header = message.header_read(__import__("io").BytesIO(data).read)
+    header = kcm_message.header_read(__import__("io").BytesIO(data).read)
     h = len(header.raw)
+    f = h + 12  # the first frame, after the nonce base
     frame = 1 + 16 + 16  # a regular frame of 16 bytes
     other_data = bytes.fromhex(other["message_hex"])
     changes = {
         "magic": _flip(data, 0),
-        "format version": _flip(data, 4),
-        "algorithm": _flip(data, 6),
+        "format version": _flip(data, 4, 0x10),
+        "algorithm": _flip(data, 6, 0x10),
         "frame size": _flip(data, 10),
-        "message id": _flip(data, 20),
-        "nonce base": _flip(data, 50),
+        "header nonce": _flip(data, 22),
+        "header nonce top bit": _flip(data, 11, 0x80),
         "context": data[: h - 16 - 3] + b"X" + data[h - 16 - 2 :],
         "header tag": _flip(data, h - 1),
-        "frame 0 type": _flip(data, h),
-        "frame 1 ciphertext": _flip(data, h + frame + 3),
-        "frame 1 tag": _flip(data, h + 2 * frame - 1),
-        "final frame length": _flip(data, h + 2 * frame + 4),
+        "nonce base": _flip(data, h + 5),
+        "nonce base top bit": _flip(data, h, 0x80),
+        "frame 0 type": _flip(data, f),
+        "frame 1 ciphertext": _flip(data, f + frame + 3),
+        "frame 1 tag": _flip(data, f + 2 * frame - 1),
+        "final frame length": _flip(data, f + 2 * frame + 4),
         "final frame tag": _flip(data, len(data) - 1),
-        "frames 0 and 1 swapped": data[:h] + data[h + frame : h + 2 * frame]
-        + data[h : h + frame] + data[h + 2 * frame :],
-        "frame 1 from another message": data[: h + frame]
-        + other_data[h + frame : h + 2 * frame] + data[h + 2 * frame :],
+        "frames 0 and 1 swapped": data[:f] + data[f + frame : f + 2 * frame]
+        + data[f : f + frame] + data[f + 2 * frame :],
+        "frame 1 from another message of the key": data[: f + frame]
+        + other_data[f + frame : f + 2 * frame] + data[f + 2 * frame :],
+        "another message's nonce base": data[:h] + other_data[h:f] + data[f:],
         "cut after the header": data[:h],
-        "cut after frame 0": data[: h + frame],
-        "cut after frame 1": data[: h + 2 * frame],
+        "cut after the nonce base": data[:f],
+        "cut after frame 0": data[: f + frame],
+        "cut after frame 1": data[: f + 2 * frame],
         "cut inside the final frame": data[:-1],
         "byte after the final frame": data + b"\x00",
     }  # fmt: skip
@@ -105,7 +119,7 @@ def invalid(vector: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any
     key = bytes.fromhex(vector["data_key_hex"])
     for name, changed in changes.items():
         try:
-            message.open_with_key(changed, key)
+            kcm_message.open_with_key(changed, key)
         except errors.KcmError as exc:
             out.append({"change": name, "data_key_hex": key.hex(), "message_hex": changed.hex(),
                         "error": exc.code})  # fmt: skip
@@ -120,8 +134,13 @@ def build() -> dict[str, Any]:
         plaintext = _bytes(f"plaintext {index}", length)
         vectors.append({"name": name, **seal(index, frame_size, plaintext, context)})
     three = next(v for v in vectors if v["name"] == "three whole frames")
-    other = seal(100, 16, _bytes("other plaintext", 48), three["context"])
-    return {"format": message.FORMAT_VERSION, "vectors": vectors, "invalid": invalid(three, other)}
+    index = vectors.index(three)
+    other = seal(index, 16, _bytes("other plaintext", 48), three["context"], message=1)
+    return {
+        "format": kcm_message.FORMAT_VERSION,
+        "vectors": vectors,
+        "invalid": invalid(three, other),
+    }
 
 
 def main() -> None:

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .message import MessageKey
 
+_monotonic = time.monotonic
+
 
 @dataclass(slots=True)
 class _Entry:
-    key: MessageKey  # the data key's AES-GCM and header tail, made once for all its messages
-    created: float = field(default_factory=time.monotonic)
+    key: MessageKey  # the data key's AES-GCM, header and message counter, made once
+    expires: float  # time.monotonic() after which it encrypts no more
     messages: int = 0
     bytes: int = 0
 
@@ -46,29 +48,29 @@ class DataKeyCache:
 
     def take_for_encrypt(self, service_key: str, context: bytes, size: int) -> MessageKey | None:
         """A cached data key that may encrypt `size` more bytes, counted as used."""
-        slot = (service_key, context)
         with self._lock:
-            entry = self._encrypt.get(slot)
+            entry = self._encrypt.get((service_key, context))
             if entry is None:
                 return None
             entry.messages += 1
             entry.bytes += size
             if (
-                entry.messages > self.max_messages
-                or entry.bytes > self.max_bytes
-                or time.monotonic() - entry.created >= self.max_age
+                entry.messages <= self.max_messages
+                and entry.bytes <= self.max_bytes
+                and _monotonic() < entry.expires
             ):
-                del self._encrypt[slot]  # spent: the next message gets a fresh data key
-                return None
-            return entry.key
+                return entry.key
+            del self._encrypt[(service_key, context)]  # spent: the next message gets a new one
+            return None
 
     def put_for_encrypt(self, service_key: str, context: bytes, key: MessageKey, size: int) -> None:
         """Cache a fresh data key that has just encrypted one message of `size` bytes."""
         if size > self.max_bytes:
             return
+        entry = _Entry(key, time.monotonic() + self.max_age, messages=1, bytes=size)
         with self._lock:
             self._evict(self._encrypt)
-            self._encrypt[(service_key, context)] = _Entry(key, messages=1, bytes=size)
+            self._encrypt[(service_key, context)] = entry
 
     def get_for_decrypt(self, service_key: str, envelope: bytes, context: bytes) -> bytes | None:
         with self._lock:

@@ -143,6 +143,11 @@ class Client(AdminMixin):
             hit = self.cache.take_for_encrypt(service_key, context_json, size)
             if hit is not None:
                 return hit
+        return self._fresh_encryption_key(service_key, context_json, size)
+
+    def _fresh_encryption_key(
+        self, service_key: str, context_json: bytes, size: int | None
+    ) -> message.MessageKey:
         data_key, envelope = self.generate_data_key(service_key, _context(context_json))
         key = message.MessageKey(
             data_key, service_key=service_key, envelope=envelope, context_json=context_json
@@ -156,7 +161,12 @@ class Client(AdminMixin):
         frame_size: int | None = None,
     ) -> bytes:  # fmt: skip
         """`data` as one KCM message under a data key of `service_key`, bound to `context`."""
-        key = self._encryption_key(service_key, message.canonical_context(context), len(data))
+        context_json = message.canonical_context(context)
+        size = len(data)
+        cache = self.cache
+        key = None if cache is None else cache.take_for_encrypt(service_key, context_json, size)
+        if key is None:
+            key = self._fresh_encryption_key(service_key, context_json, size)
         return key.seal(data, frame_size or self.frame_size)
 
     def encrypt_many(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +43,23 @@ def independent_decrypt(data: bytes, data_key: bytes) -> tuple[dict[str, Any], b
 
     if take(4) != b"KCMF":
         raise Refused("magic")
-    if take(1) != b"\x02":
+    if take(1) != b"\x03":
         raise Refused("version")
-    if take(2) != b"\x00\x02":
+    if take(2) != b"\x00\x03":
         raise Refused("algorithm")
     (frame_size,) = struct.unpack(">I", take(4))
-    take(32)  # message id: only an identifier in version 2
-    nonce_base = take(12)
+    header_nonce = take(12)
     name = take(take(1)[0]).decode()
     envelope = take(struct.unpack(">H", take(2))[0])
     context = take(struct.unpack(">H", take(2))[0])
     body_end = pos
     tag = take(16)
+    nonce_base = take(12)
+    if not header_nonce[0] & 0x80 or nonce_base[0] & 0x80:
+        raise Refused("magic")  # the page: message_malformed, as a bad magic
     aead = AESGCM(data_key)
-    header_nonce = (int.from_bytes(nonce_base, "big") ^ (1 << 95)).to_bytes(12, "big")
     if not hmac.compare_digest(aead.encrypt(header_nonce, b"", data[:body_end]), tag):
         raise Refused("header tag")
-    header = data[:pos]
     plaintext = b""
     index = 0
     while True:
@@ -66,7 +68,7 @@ def independent_decrypt(data: bytes, data_key: bytes) -> tuple[dict[str, Any], b
         if kind not in (0, 1) or size > frame_size:
             raise Refused("frame")
         nonce = (int.from_bytes(nonce_base, "big") ^ index).to_bytes(12, "big")
-        aad = header + index.to_bytes(8, "big") + bytes([kind])
+        aad = tag + index.to_bytes(8, "big") + bytes([kind])
         try:
             plaintext += aead.decrypt(nonce, take(size + 16), aad)
         except InvalidTag:
@@ -174,6 +176,39 @@ def test_version_1_messages_still_open_and_their_tampering_is_still_caught() -> 
         message.open_with_key(old[:6] + b"\x02" + old[7:], key)
 
 
+def _version_2_message(data_key: bytes, plaintext: bytes, frame_size: int) -> bytes:
+    """A version 2 message (message id and random nonce base in the header, tag nonce
+    B XOR 2^95, the whole header in each frame's aad), from that version's rules."""
+    message_id, nonce_base, context = b"\x11" * 32, b"\x22" * 12, b'{"v":"2"}'
+    body = (
+        b"KCMF\x02\x00\x02" + struct.pack(">I", frame_size) + message_id + nonce_base
+        + b"\x08payments" + struct.pack(">H", 3) + b"env" + struct.pack(">H", len(context))
+        + context
+    )  # fmt: skip
+    aead = AESGCM(data_key)
+    header_nonce = (int.from_bytes(nonce_base, "big") ^ (1 << 95)).to_bytes(12, "big")
+    header = body + aead.encrypt(header_nonce, b"", body)
+    chunks = [plaintext[i : i + frame_size] for i in range(0, len(plaintext), frame_size)]
+    out = header
+    for index, chunk in enumerate(chunks):
+        kind = 1 if index == len(chunks) - 1 else 0
+        nonce = (int.from_bytes(nonce_base, "big") ^ index).to_bytes(12, "big")
+        sealed = aead.encrypt(nonce, chunk, header + index.to_bytes(8, "big") + bytes([kind]))
+        out += bytes([kind]) + (struct.pack(">I", len(chunk)) if kind else b"") + sealed
+    return out
+
+
+def test_version_2_messages_still_open_and_their_tampering_is_still_caught() -> None:
+    key, plaintext = bytes(range(32)), bytes(range(40))
+    old = _version_2_message(key, plaintext, 16)
+    assert message.open_with_key(old, key) == plaintext
+    for at in (10, 20, 50):  # frame size, message id, nonce base: all under the header tag
+        with pytest.raises(errors.HeaderInvalid):
+            message.open_with_key(old[:at] + bytes([old[at] ^ 1]) + old[at + 1 :], key)
+    with pytest.raises(errors.FrameInvalid):
+        message.open_with_key(old[:-1] + bytes([old[-1] ^ 1]), key)
+
+
 @pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 40])
 def test_a_cached_keys_messages_follow_the_page_and_never_share_a_nonce_base(size: int) -> None:
     data_key, plaintext = bytes(range(32)), bytes(range(size))
@@ -181,7 +216,26 @@ def test_a_cached_keys_messages_follow_the_page_and_never_share_a_nonce_base(siz
         data_key, service_key="payments", envelope=b"env", context_json=b'{"a":"b"}'
     )
     sealed = [key.seal(plaintext, 16) for _ in range(50)]  # one-frame ones take the fast path
+    sealed += [b"".join((lead, message.seal_all(s, plaintext))) for lead, s in
+               (key.start(16) for _ in range(5))]  # fmt: skip
     for one in sealed:
         fields, opened = independent_decrypt(one, data_key)
         assert opened == plaintext and fields["context"] == {"a": "b"}
-    assert len({one[43:55] for one in sealed}) == len(sealed)  # 4+1+2+4+32: the nonce base
+    header = len(message.header_read(io.BytesIO(sealed[0]).read).raw)
+    assert {one[:header] for one in sealed} == {sealed[0][:header]}  # one header per key
+    assert len({one[header : header + 12] for one in sealed}) == len(sealed)  # the nonce bases
+
+
+def test_nonce_bases_stay_distinct_across_threads() -> None:
+    key = message.MessageKey(bytes(32), service_key="payments", envelope=b"env", context_json=b"{}")
+    bases: list[bytes] = []
+
+    def seal_many() -> None:
+        bases.extend(key.nonce_base() for _ in range(5000))
+
+    threads = [threading.Thread(target=seal_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(bases)) == 20000 and not any(b[0] & 0x80 for b in bases)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 F = 16  # a small frame size, so that frame boundaries are cheap to reach
 CONTEXT = {"record": "invoice-42", "purpose": "e2e"}
-NAME_AT = 56  # the service key name, after the 55 fixed bytes and its length byte
+NAME_AT = 24  # the service key name, after the 23 fixed bytes and its length byte
 ENV_AT = NAME_AT + len("payments") + 2  # the L4 envelope (docs/envelope.md offsets within it)
 
 
@@ -56,8 +56,8 @@ def test_batch_calls_and_rewrap(kcm: Kcm) -> None:
         assert client.rewrap_many([envelope, rewrapped], service_key="payments", context=CONTEXT)
 
 
-def _flip(at: int) -> Callable[[bytes], bytes]:
-    return lambda m: m[:at] + bytes([m[at] ^ 0x01]) + m[at + 1 :]
+def _flip(at: int, bit: int = 0x01) -> Callable[[bytes], bytes]:
+    return lambda m: m[:at] + bytes([m[at] ^ bit]) + m[at + 1 :]
 
 
 def _header_len(m: bytes) -> int:
@@ -66,14 +66,17 @@ def _header_len(m: bytes) -> int:
     return len(message.header_read(io.BytesIO(m).read).raw)
 
 
+def _frames_at(m: bytes) -> int:
+    return _header_len(m) + 12  # after the nonce base
+
+
 FRAME = 1 + F + 16
 TAMPERING: list[tuple[str, Callable[[bytes], bytes], str]] = [
     ("magic", _flip(0), "message_malformed"),
-    ("format version", _flip(4), "message_format_unsupported"),
+    ("format version", _flip(4, 0x10), "message_format_unsupported"),
     ("algorithm", _flip(6), "message_algorithm_unsupported"),
     ("frame size", _flip(10), "message_header_invalid"),
-    ("message id", _flip(20), "message_header_invalid"),
-    ("nonce base", _flip(50), "message_header_invalid"),
+    ("header nonce", _flip(15), "message_header_invalid"),
     ("service key name", _flip(NAME_AT), "key_not_found"),
     ("envelope magic", _flip(ENV_AT), "ciphertext_malformed"),
     ("envelope tenant", _flip(ENV_AT + 4), "ciphertext_wrong_tenant"),
@@ -84,11 +87,12 @@ TAMPERING: list[tuple[str, Callable[[bytes], bytes], str]] = [
     # "invoice-42" → "invoice-43": still canonical, so KCM's context check refuses it
     ("header context", lambda m: m.replace(b"invoice-42", b"invoice-43"), "context_mismatch"),
     ("header tag", lambda m: _flip(_header_len(m) - 1)(m), "message_header_invalid"),
-    ("frame type", lambda m: _flip(_header_len(m))(m), "message_frame_invalid"),
-    ("frame 1 ciphertext", lambda m: _flip(_header_len(m) + FRAME + 2)(m), "message_frame_invalid"),
+    ("nonce base", lambda m: _flip(_header_len(m) + 5)(m), "message_frame_invalid"),
+    ("frame type", lambda m: _flip(_frames_at(m))(m), "message_frame_invalid"),
+    ("frame 1 ciphertext", lambda m: _flip(_frames_at(m) + FRAME + 2)(m), "message_frame_invalid"),
     ("final frame tag", lambda m: _flip(len(m) - 1)(m), "message_frame_invalid"),
     ("frames reordered", lambda m: (lambda h: m[:h] + m[h + FRAME : h + 2 * FRAME] + m[h : h + FRAME]
-                                    + m[h + 2 * FRAME :])(_header_len(m)), "message_frame_invalid"),
+                                    + m[h + 2 * FRAME :])(_frames_at(m)), "message_frame_invalid"),
     ("trailing byte", lambda m: m + b"\0", "message_trailing_data"),
 ]  # fmt: skip
 
@@ -112,8 +116,8 @@ def test_every_tampered_field_is_refused_with_its_code(
 def test_truncation_at_every_frame_boundary_is_refused(kcm: Kcm) -> None:
     with kcm.client(frame_size=F) as client:
         message = client.encrypt(b"y" * (3 * F), service_key="payments", context=CONTEXT)
-        h = _header_len(message)
-        for cut in [h, h + FRAME, h + 2 * FRAME, len(message) - 1, 10]:
+        h = _frames_at(message)
+        for cut in [h - 12, h, h + FRAME, h + 2 * FRAME, len(message) - 1, 10]:
             with pytest.raises(errors.MessageTruncated):
                 client.decrypt(message[:cut])
 
@@ -124,10 +128,13 @@ def test_a_frame_from_another_message_is_refused(kcm: Kcm) -> None:
         one = client.encrypt(b"a" * (3 * F), service_key="payments", context=CONTEXT)
         two = client.encrypt(b"b" * (3 * F), service_key="payments", context=CONTEXT)
         assert client.header(one).envelope == client.header(two).envelope
-        h = _header_len(one)
+        h = _frames_at(one)
+        assert one[: h - 12] == two[: h - 12]  # one header per data key: only B differs
         swapped = one[: h + FRAME] + two[h + FRAME : h + 2 * FRAME] + one[h + 2 * FRAME :]
         with pytest.raises(errors.FrameInvalid):
             client.decrypt(swapped)
+        with pytest.raises(errors.FrameInvalid):  # the other message's nonce base
+            client.decrypt(one[: h - 12] + two[h - 12 : h] + one[h:])
 
 
 def test_a_wrong_context_is_refused(kcm: Kcm) -> None:
