@@ -20,6 +20,7 @@ SAMPLE_ARGS = {
     "run_id": str(uuid.UUID(int=4)),
     "manager_id": str(uuid.UUID(int=5)),
     "import_token_id": str(uuid.UUID(int=6)),
+    "version": "1",
 }
 
 # Open on every host by design: liveness, the API description, and the sign-in form.

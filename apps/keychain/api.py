@@ -13,9 +13,9 @@ from rest_framework.response import Response
 from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse
 from apps.core.errors import KcmError, ValidationFailed
 from apps.core.roles import Role
-from apps.keychain import datakeys, selectors, services
+from apps.keychain import datakeys, selectors, services, version_deletion
 from apps.keychain.errors import KeyNotFound
-from apps.keychain.models import ServiceKey
+from apps.keychain.models import CustomerKeyVersion, ServiceKey
 from apps.keychain.services import AnyKey
 
 KEY_ADMIN = frozenset({Role.KEY_ADMIN})
@@ -125,6 +125,42 @@ class KeyActionView(KcmAPIView):
             parse(EmptyIn, request)
             key = services.LIFECYCLE_ACTIONS[self.action](key_id=key_id)
         return Response(key_body(key))
+
+
+def version_body(key_id: UUID | str, version: CustomerKeyVersion) -> dict[str, Any]:
+    return {
+        "key_id": str(key_id),
+        "version": version.version,
+        "state": version.state,
+        "deletion_date": version.deletion_date,
+    }
+
+
+class KeyVersionActionView(KcmAPIView):
+    """POST /keys/<id>/versions/<n>/schedule-deletion/ and …/cancel-deletion/: the scheduled
+    deletion of one retired L1 version (apps.keychain.version_deletion)."""
+
+    allowed_roles = KEY_ADMIN
+    action: str = ""
+
+    @property
+    def audit_action(self) -> str:  # type: ignore[override]
+        return "key.version." + self.action.replace("-", "_")
+
+    def audit_target(self, request: Request, response: Response) -> tuple[str, int | None]:
+        return str(self.kwargs["key_id"]), self.kwargs["version"]
+
+    @extend_schema(request=ScheduleDeletionIn, responses=OpenApiResponse(description="Version"))
+    def post(self, request: Request, key_id: UUID, version: int) -> Response:
+        if self.action == "schedule-deletion":
+            data = parse(ScheduleDeletionIn, request)
+            row = version_deletion.l1_version_schedule_deletion(
+                key_id=key_id, version=version, pending_days=data["pending_days"]
+            )
+        else:
+            parse(EmptyIn, request)
+            row = version_deletion.l1_version_cancel_deletion(key_id=key_id, version=version)
+        return Response(version_body(key_id, row))
 
 
 # --- cryptographic operations -----------------------------------------------------------

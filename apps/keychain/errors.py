@@ -39,6 +39,26 @@ class KeyVersionUnavailable(Conflict):
     title = "The key version that made this ciphertext is retired or destroyed"
 
 
+class KeyVersionNotFound(NotFound):
+    code = "key_version_not_found"
+    title = "The key has no such version"
+
+
+class KeyVersionPrimary(Conflict):
+    code = "key_version_primary"
+    title = "The primary version wraps new keys: rotate the key before deleting this version"
+
+
+class KeyVersionInUse(Conflict):
+    code = "key_version_in_use"
+    title = "Tenant-key versions are still wrapped under this version: finish the rewrap first"
+
+
+class KeyVersionPendingDeletion(Conflict):
+    code = "key_version_pending_deletion"
+    title = "The customer-key version that wraps this is scheduled for deletion"
+
+
 class WrongTenantCiphertext(KcmError):
     code = "ciphertext_wrong_tenant"
     title = "The ciphertext belongs to another tenant"

@@ -27,6 +27,9 @@ class KeyState(models.TextChoices):
 class VersionState(models.TextChoices):
     ENABLED = "ENABLED"
     RETIRED = "RETIRED"
+    # L1 only: a retired version scheduled for destruction (apps.keychain.version_deletion);
+    # it unwraps nothing until the deletion is cancelled.
+    PENDING_DELETION = "PENDING_DELETION"
     DESTROYED = "DESTROYED"
 
 
@@ -61,7 +64,7 @@ class KeyBase(models.Model):
 class VersionBase(models.Model):
     version = models.PositiveIntegerField()
     state = models.CharField(
-        max_length=12, choices=VersionState.choices, default=VersionState.ENABLED
+        max_length=16, choices=VersionState.choices, default=VersionState.ENABLED
     )
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -155,6 +158,8 @@ class CustomerKeyVersion(VersionBase):
         ExternalKeyManager, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     external_key_id = models.CharField(max_length=150, blank=True)
+    # When a version PENDING_DELETION is destroyed (kept afterwards, as the record of when).
+    deletion_date = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -28,8 +28,9 @@ from apps.keychain.errors import (
     KeyDestroyed,
     KeyMaterialExpired,
     KeyPendingImport,
+    KeyVersionPendingDeletion,
 )
-from apps.keychain.models import CustomerKeyVersion, ExternalKeyManager, KeyState
+from apps.keychain.models import CustomerKeyVersion, ExternalKeyManager, KeyState, VersionState
 from apps.keychain.revocation import external_key_missing, external_state_apply
 from apps.keystores.base import (
     Keystore,
@@ -123,6 +124,18 @@ def root_decrypt(version: CustomerKeyVersion, blob: bytes, aad: bytes) -> bytes:
 
 
 def _call(version: CustomerKeyVersion, use: Callable[[Keystore, str], T]) -> T:
+    # A version scheduled for deletion (apps.keychain.version_deletion) is refused for its
+    # waiting period, and one destroyed for good, whichever keystore holds it.
+    if version.state == VersionState.PENDING_DELETION:
+        raise KeyVersionPendingDeletion(
+            f"Version {version.version} of the customer key is scheduled for deletion on "
+            f"{version.deletion_date:%Y-%m-%d %H:%M} UTC; cancel the deletion to use it.",
+            level="L1",
+        )
+    if version.state == VersionState.DESTROYED:
+        raise KeyDestroyed(
+            f"Version {version.version} of the customer key was destroyed.", level="L1"
+        )
     if version.external_manager_id is None:
         # BYOK: the version's imported material may have expired (before the sweep removed it).
         expires = version.material_expires_at

@@ -15,6 +15,7 @@ from apps.keychain import byok
 from apps.keychain.errors import KeyNotFound
 from apps.keychain.models import (
     CustomerKey,
+    CustomerKeyVersion,
     ExternalKeyManager,
     ImportToken,
     KeyBase,
@@ -39,6 +40,8 @@ def _versions(key: KeyBase, rows: Any) -> list[dict[str, Any]]:
             item["parent_version"] = row.parent.version
         if isinstance(row, ServiceKeyVersion):
             item["usage_reserved"] = row.usage_reserved
+        if isinstance(row, CustomerKeyVersion):
+            item["deletion_date"] = row.deletion_date
         out.append(item)
     return out
 
@@ -143,6 +146,7 @@ def customer_key_material(l1: CustomerKey) -> dict[str, Any]:
             "state": version.state,
             "primary": version.version == l1.primary_version,
             "created_at": version.created_at,
+            "deletion_date": version.deletion_date,
         }
         if l1.origin == Origin.BYOK:
             item.update(

@@ -268,13 +268,20 @@ def key_disable(*, key_id: UUID | str) -> AnyKey:
     )
 
 
-def key_schedule_deletion(*, key_id: UUID | str, pending_days: int) -> AnyKey:
-    """Stop the key now and destroy it after `pending_days` unless the deletion is cancelled."""
+def deletion_date_after(pending_days: int) -> datetime:
+    """When a deletion scheduled now with this waiting period comes due (a key's or an L1
+    version's): KCM_DELETION_MIN_DAYS to KCM_DELETION_MAX_DAYS days from now."""
     low, high = settings.KCM_DELETION_MIN_DAYS, settings.KCM_DELETION_MAX_DAYS
     if not low <= pending_days <= high:
         raise ValidationFailed(
             f"pending_days must be between {low} and {high}.", code="invalid_pending_days"
         )
+    return timezone.now() + timedelta(days=pending_days)
+
+
+def key_schedule_deletion(*, key_id: UUID | str, pending_days: int) -> AnyKey:
+    """Stop the key now and destroy it after `pending_days` unless the deletion is cancelled."""
+    deletion_date = deletion_date_after(pending_days)
     if isinstance(find_key(key_id), TenantKey):
         raise InvalidKeyState("A tenant key is deleted with its customer key.")
     return _transition(
@@ -282,7 +289,7 @@ def key_schedule_deletion(*, key_id: UUID | str, pending_days: int) -> AnyKey:
         {KeyState.ENABLED, KeyState.DISABLED},
         KeyState.PENDING_DELETION,
         "key.schedule_deletion",
-        deletion_date=timezone.now() + timedelta(days=pending_days),
+        deletion_date=deletion_date,
     )
 
 

@@ -16,6 +16,14 @@ urlpatterns = [
         )
         for action in ACTIONS
     ],
+    *[
+        path(
+            f"keys/<uuid:key_id>/versions/<int:version>/{action}/",
+            api.KeyVersionActionView.as_view(action=action),
+            name=f"key-version-{action}",
+        )
+        for action in ("schedule-deletion", "cancel-deletion")
+    ],
     path("service-keys/", api.ServiceKeyListView.as_view(), name="service-keys"),
     path("service-keys/<slug:name>/", api.ServiceKeyDetailView.as_view(), name="service-key"),
     *[

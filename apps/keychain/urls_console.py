@@ -27,5 +27,10 @@ urlpatterns = [
         name="byok-token",
     ),
     path("<uuid:key_id>/hyok/sync/", views.hyok_sync, name="hyok-sync"),
+    path(
+        "<uuid:key_id>/versions/<int:version>/<str:action>/",
+        views.key_version_action,
+        name="key-version-action",
+    ),
     path("<uuid:key_id>/<str:action>/", views.key_action, name="key-action"),
 ]

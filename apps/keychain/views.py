@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from apps.core.console import console_view, invalid_form, run_action
 from apps.core.roles import Role
-from apps.keychain import hyok, selectors, services
+from apps.keychain import hyok, selectors, services, version_deletion
 from apps.keychain.forms import CustomerKeyForm, ScheduleDeletionForm, ServiceKeyForm
 
 READERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR]
@@ -106,6 +106,40 @@ def key_action(request: HttpRequest, key_id: UUID, action: str) -> HttpResponse:
         request,
         lambda: simple[action](key_id=key_id),
         f"Done: {action}.",
+        reverse("console:keys"),
+        audit_action=audit,
+    )
+
+
+@console_view([Role.KEY_ADMIN])
+@require_POST
+def key_version_action(
+    request: HttpRequest, key_id: UUID, version: int, action: str
+) -> HttpResponse:
+    """Schedule or cancel the deletion of one L1 version (the versions table of the chain)."""
+    audit = "key.version." + action.replace("-", "_")
+    if action == "schedule-deletion":
+        form = ScheduleDeletionForm(request.POST)
+        if not form.is_valid():
+            return run_action(
+                request, invalid_form(form), "", reverse("console:keys"), audit_action=audit
+            )
+        days = form.cleaned_data["pending_days"]
+        return run_action(
+            request,
+            lambda: version_deletion.l1_version_schedule_deletion(
+                key_id=key_id, version=version, pending_days=days
+            ),
+            f"Deletion of version {version} scheduled in {days} days.",
+            reverse("console:keys"),
+            audit_action=audit,
+        )
+    if action != "cancel-deletion":
+        raise Http404
+    return run_action(
+        request,
+        lambda: version_deletion.l1_version_cancel_deletion(key_id=key_id, version=version),
+        f"Deletion of version {version} cancelled; it is retired again.",
         reverse("console:keys"),
         audit_action=audit,
     )

@@ -65,6 +65,30 @@ def _key_action(action: str, body: dict[str, Any] | None = None, level: str = "l
     return run
 
 
+def _version_action(action: str) -> Scenario:
+    """Schedule (or cancel) the deletion of L1 version 1, retired by a rotation and its rewrap
+    run here first (preparation, unaudited)."""
+
+    def run(api: Any, c: dict[str, Any]) -> tuple[Any, str, str]:
+        from django_tenants.utils import tenant_context
+
+        from apps.rotation import runner
+        from apps.tenants.models import Tenant
+
+        key_id = c["l1"]["id"]
+        url = f"/api/v1/keys/{key_id}/versions/1/"
+        with override_settings(KCM_AUDIT_ENABLED=False):
+            job = c["admin"].post(f"/api/v1/rotation/keys/{key_id}/rotate/", {}).json_body["job"]
+            with tenant_context(Tenant.objects.get(slug="acme")):
+                runner.rewrap_job_run(job_id=job["id"])
+            if action == "cancel-deletion":
+                c["admin"].post(url + "schedule-deletion/", {"pending_days": 7})
+        body = {"pending_days": 7} if action == "schedule-deletion" else {}
+        return c["admin"].post(url + f"{action}/", body), "t_acme", ""
+
+    return run
+
+
 def _customer_controlled_scenarios() -> dict[str, tuple[str, Scenario]]:
     """BYOK and HYOK (tests/keychain/test_byok_*.py and test_hyok_*.py test them in depth)."""
     from tests.keychain.byokkit import customer_wrap
@@ -184,16 +208,18 @@ SUCCESS: dict[str, tuple[str, Scenario]] = {
     "key enable": ("key.enable", _key_action("enable")),
     "key schedule-deletion": ("key.schedule_deletion", _key_action("schedule-deletion", {"pending_days": 7})),
     "key cancel-deletion": ("key.cancel_deletion", _key_action("cancel-deletion")),
+    "key version schedule-deletion": ("key.version.schedule_deletion", _version_action("schedule-deletion")),
+    "key version cancel-deletion": ("key.version.cancel_deletion", _version_action("cancel-deletion")),
     **{f"{op}": (action, _crypto(op)) for op, action in (
         ("generate-data-key", "datakey.generate"), ("decrypt-data-key", "datakey.decrypt"),
         ("encrypt", "data.encrypt"), ("decrypt", "data.decrypt"), ("rewrap", "data.rewrap"))},
     **{f"{op} batch": (action + ".batch", _crypto(op, batch=True)) for op, action in (
         ("generate-data-key", "datakey.generate"), ("decrypt-data-key", "datakey.decrypt"),
         ("encrypt", "data.encrypt"), ("decrypt", "data.decrypt"), ("rewrap", "data.rewrap"))},
-    "tokens POST": ("token.create", lambda api, c: (api("acme", Role.TENANT_ADMIN).post("/api/v1/tokens/", {"name": "n", "role": "auditor"}), "t_acme", "")),
-    "tokens DELETE": ("token.revoke", lambda api, c: (api("acme", Role.TENANT_ADMIN).call("DELETE", f"/api/v1/tokens/{api('acme', Role.TENANT_ADMIN).post('/api/v1/tokens/', {'name': 'n', 'role': 'auditor'}).json_body['id']}/"), "t_acme", "token.create")),
-    "members POST": ("member.add", lambda api, c: (api("acme", Role.TENANT_ADMIN).post("/api/v1/members/", {"username": "globex-auditor", "role": "auditor"}), "t_acme", "")),
-    "members PATCH": ("member.role_change", lambda api, c: (api("acme", Role.TENANT_ADMIN).call("PATCH", f"/api/v1/members/{_membership('acme-auditor')}/", {"role": "key_user"}), "t_acme", "")),
+    "tokens POST": ("token.create", lambda api, c: (api("acme", Role.TENANT_ADMIN).post("/api/v1/tokens/", {"name": "n", "role": "tenant_admin"}), "t_acme", "")),
+    "tokens DELETE": ("token.revoke", lambda api, c: (api("acme", Role.TENANT_ADMIN).call("DELETE", f"/api/v1/tokens/{api('acme', Role.TENANT_ADMIN).post('/api/v1/tokens/', {'name': 'n', 'role': 'tenant_admin'}).json_body['id']}/"), "t_acme", "token.create")),
+    "members POST": ("member.add", lambda api, c: (api("acme", Role.TENANT_ADMIN).post("/api/v1/members/", {"username": "globex-auditor", "role": "tenant_admin"}), "t_acme", "")),
+    "members PATCH": ("member.role_change", lambda api, c: (api("acme", Role.TENANT_ADMIN).call("PATCH", f"/api/v1/members/{_membership('acme-auditor')}/", {"roles": ["auditor", "tenant_admin"]}), "t_acme", "")),
     "members DELETE": ("member.remove", lambda api, c: (api("acme", Role.TENANT_ADMIN).call("DELETE", f"/api/v1/members/{_membership('acme-auditor')}/"), "t_acme", "")),
     "audit export": ("audit.export", lambda api, c: (api("acme", Role.AUDITOR).post("/api/v1/audit/exports/", {"format": "jsonl"}), "t_acme", "")),
     "tenant create": ("tenant.create", lambda api, c: (api("platform", Role.PLATFORM_OPERATOR).post("/api/v1/platform/tenants/", {"slug": "newco"}), "public", "")),
