@@ -7,7 +7,8 @@ import os
 from celery.signals import worker_process_init
 from tenant_schemas_celery.app import CeleryApp
 
-import kms_project.broker  # noqa: F401  (registers the "kcmfs" transport)
+import kms_project.broker  # registers the "kcmfs" transport
+import kms_project.tasklog  # noqa: F401  (logging: JSON lines, request ids carried into tasks)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kms_project.settings")
 

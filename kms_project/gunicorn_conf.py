@@ -11,6 +11,7 @@ lock (HSM-NOTES); a key another process created is found again after one re-init
     KCM_WEB_THREADS   request threads per process (default 4)
 """
 
+from kms_project import logconfig as _logconfig  # not "logconfig": a gunicorn setting
 from kms_project.env import env_int
 
 wsgi_app = "kms_project.wsgi:application"
@@ -19,7 +20,9 @@ worker_class = "gthread"
 threads = env_int("KCM_WEB_THREADS", 4, minimum=1)
 # Never preload: PKCS#11 must be initialised in each worker, after the fork (HSM-NOTES).
 preload_app = False
-accesslog = "-"
+# No access log: the web processes log each request, with its route instead of its path
+# (apps.core.middleware); everything, the master's lines too, as kms_project/logconfig.py says.
+logconfig_dict = _logconfig.from_env()
 # gunicorn's default control socket path is one per user, shared by every server running.
 control_socket_disable = True
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kombu import Queue
 
+from kms_project import logconfig
 from kms_project.env import (
     ImproperlyConfiguredEnv,
     database_from_url,
@@ -226,6 +227,8 @@ AUTHENTICATION_BACKENDS = [
 ]
 KCM_LOGIN_FAILURE_LIMIT = env_int("KCM_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 KCM_LOGIN_LOCKOUT_SECONDS = env_int("KCM_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+# How long an invitation link (apps/tenants/invitations.py) works unless accepted or revoked.
+KCM_INVITATION_TTL_HOURS = env_int("KCM_INVITATION_TTL_HOURS", 72, minimum=1)
 AXES_FAILURE_LIMIT = KCM_LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(seconds=KCM_LOGIN_LOCKOUT_SECONDS)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
@@ -321,16 +324,9 @@ KCM_GCM_USAGE_LIMIT = env_int("KCM_GCM_USAGE_LIMIT", 2**32 - 2**24, minimum=1)
 KCM_DELETION_MIN_DAYS = env_int("KCM_DELETION_MIN_DAYS", 7, minimum=0)
 KCM_DELETION_MAX_DAYS = env_int("KCM_DELETION_MAX_DAYS", 30, minimum=1)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(process)d %(name)s %(message)s"},
-    },
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["stderr"], "level": env_str("KCM_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# KCM_LOG_FORMAT (json, or text in development) and KCM_LOG_LEVEL: kms_project/logconfig.py.
+LOGGING_CONFIG = "kms_project.logconfig.configure"
+LOGGING = logconfig.from_env()
 CSRF_FAILURE_VIEW = "apps.core.views.csrf_failure"
 # Each process listens for key-chain revocations (PostgreSQL LISTEN/NOTIFY).
 KCM_KEY_CACHE_LISTEN = env_bool("KCM_KEY_CACHE_LISTEN", True)

@@ -139,3 +139,52 @@ class TerminatedRoot(models.Model):
 
     def __str__(self) -> str:
         return f"root {self.handle} of {self.tenant_id}, due {self.due_at:%Y-%m-%d}"
+
+
+class Invitation(models.Model):
+    """A one-time, expiring offer of roles (and a key grant) in one tenant, sent as a link that
+    carries a secret: whoever opens it signs in or creates an account, then becomes a member.
+    Only a SHA-256 digest of the secret is stored; the link is shown once, to the inviter.
+    `email` is a note for the inviter (where the link was sent), never shown to the invitee."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(blank=True)
+    roles = ArrayField(models.CharField(max_length=32, choices=Role.choices))
+    key_grant = models.JSONField(null=True, blank=True)
+    digest = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(roles__len__gt=0), name="invitation_offers_a_role"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["tenant", "expires_at"],
+                condition=models.Q(accepted_at__isnull=True, revoked_at__isnull=True),
+                name="invitation_pending",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"invitation {self.pk} to {self.tenant_id}: {','.join(sorted(self.roles))}"
+
+    def is_pending(self, now: object | None = None) -> bool:
+        """Not accepted, not revoked, not expired: the link still works."""
+        moment = now or timezone.now()
+        return (
+            self.accepted_at is None
+            and self.revoked_at is None
+            and self.expires_at > moment  # type: ignore[operator]
+        )

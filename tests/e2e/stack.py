@@ -240,6 +240,7 @@ class LiveStack:
         json: Any = None,
         headers: dict[str, str] | None = None,
         timeout: float = 30,
+        data: bytes | None = None,
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
         """Send one request to 127.0.0.1 with `Host: <host>:<port>`.
 
@@ -248,7 +249,7 @@ class LiveStack:
         `headers.get_all("set-cookie")`).
         """
         all_headers = {"Host": f"{host}:{self.port}", **(headers or {})}
-        body = None
+        body = data  # sent as it is (say, a malformed body)
         if json is not None:
             body = jsonlib.dumps(json).encode()
             all_headers.setdefault("Content-Type", "application/json")
