@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "tools" / "install-system-deps"
 
@@ -74,3 +76,24 @@ def test_make_test_stops_at_once_without_softhsm2(tmp_path: Path) -> None:
     assert "error: make test needs softhsm2: sudo apt-get install softhsm2" in result.stderr
     assert "pytest" not in result.stdout + result.stderr
     assert "ruff" not in result.stdout + result.stderr
+
+
+def test_it_installs_with_apt_get_when_it_may(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("installing needs root here (passwordless sudo is not probed by this test)")
+    path = _path_without(tmp_path, "softhsm2-util", "apt-get")
+    # A stand-in apt-get that notes what it was asked, says it did it, and installs nothing:
+    # the script must look again rather than trust it.
+    calls = tmp_path / "apt-calls"
+    fake = Path(path) / "apt-get"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 0\n')
+    fake.chmod(0o755)
+    result = _run([str(SCRIPT)], path)
+    assert calls.read_text().splitlines() == [
+        "update -qq",
+        "install -y -qq --no-install-recommends softhsm2",
+    ]
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "error: make test needs softhsm2: sudo apt-get install softhsm2"
+    )
