@@ -22,6 +22,9 @@ from .conftest import AUDITOR, Kcm
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
+# The console script `make venv` installs (client/pyproject.toml); PYTHONPATH below makes it run
+# this checkout's kcm_client.
+KCM = Path(sys.executable).with_name("kcm")
 COMMANDS = [
     [], ["login"], ["encrypt"], ["decrypt"], ["header"], ["keys"], ["keys", "list"],
     ["keys", "create"], ["keys", "rotate"], ["keys", "disable"], ["keys", "enable"], ["jobs"],
@@ -45,8 +48,9 @@ class User:
     def run(
         self, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[bytes]:
+        assert KCM.exists(), f"{KCM} is missing: run `make venv`"
         return subprocess.run(
-            [sys.executable, "-m", "kcm_client", *args], input=stdin, capture_output=True,
+            [str(KCM), *args], input=stdin, capture_output=True,
             env={**self.env, **(env or {})}, cwd=self.home, timeout=300, check=False,
         )  # fmt: skip
 
@@ -84,6 +88,14 @@ def test_every_command_has_help(user: User, command: list[str]) -> None:
     assert b"Usage: kcm" in done.stdout
     if (command and command[0] not in ("keys", "jobs", "audit")) or len(command) == 2:
         assert b"--json" in done.stdout
+
+
+def test_python_m_kcm_client_is_the_same_command_line(user: User) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kcm_client", "header", "--help"], capture_output=True,
+        env=user.env, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout == user.run("header", "--help").stdout
 
 
 def test_files_and_pipes_round_trip(user: User) -> None:
@@ -173,7 +185,7 @@ def test_a_large_input_shows_a_progress_bar_on_a_terminal(user: User) -> None:
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     env = {k: v for k, v in user.env.items() if k not in ("COLUMNS", "LINES")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kcm_client", "encrypt", str(big), "-o", "big.kcm", "-k", "payments"],
+        [str(KCM), "encrypt", str(big), "-o", "big.kcm", "-k", "payments"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=terminal, env={**env, "TERM": "xterm"},
         cwd=user.home,
     )  # fmt: skip
