@@ -3,9 +3,9 @@ and every line the web and worker processes write is one JSON object with its co
 
 A live stack (gunicorn and a Celery worker, KCM_LOG_LEVEL=DEBUG, KCM_LOG_FORMAT=json) serves
 real traffic: data keys under a context holding a marker, encrypt/decrypt of a marked
-plaintext, a wrong context, a wrong token, a malformed body, a HYOK key manager with a PIN, and
-an L1 rotation whose rewrap job runs in the worker. Then everything both processes wrote is
-searched for each secret, and parsed line by line.
+plaintext, a wrong context, a wrong token, a malformed body, a console sign-in with a wrong
+password, a HYOK key manager with a PIN, and an L1 rotation whose rewrap job runs in the worker.
+Then everything both processes wrote is searched for each secret, and parsed line by line.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -127,6 +129,23 @@ def _run_traffic(stack: LiveStack, token: CustomerToken) -> Traffic:
     # An id that is not well formed is replaced, and the problem names the one used.
     assert headers["X-Request-Id"] != "not a valid id!"
     assert refused["request_id"] == headers["X-Request-Id"]
+
+    # A console sign-in with a wrong password (django-axes logs failures).
+    password = f"pw-marker-{secrets.token_hex(8)}"
+    found["password"] = password
+    status, headers, page = stack.request("GET", "/login/", host=tenant.host)
+    csrf = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    cookie = next(c for c in headers.get_all("Set-Cookie") or [] if c.startswith("csrftoken="))
+    assert status == 200 and csrf, page[:500]
+    form = urlencode(
+        {"csrfmiddlewaretoken": csrf[1].decode(), "username": "nobody", "password": password}
+    )
+    status, _, page = stack.request(
+        "POST", "/login/", host=tenant.host, data=form.encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded",
+                 "Cookie": cookie.split(";")[0], "Referer": f"http://{tenant.host}/login/"},
+    )  # fmt: skip
+    assert status == 400 and b"wrong password" in page, page[-1500:]
 
     # A customer's PKCS#11 token, reached with its PIN.
     label = token.create_key(f"held-{secrets.token_hex(3)}")
