@@ -34,7 +34,8 @@ case "${1:-web}" in
         exec celery -A kms_project worker -l info --concurrency 2
         ;;
     beat)
-        exec celery -A kms_project beat -l info
+        # --quiet: no start-up banner, which is printed, not logged (JSON lines only).
+        exec celery -A kms_project --quiet beat -l info
         ;;
     *)
         exec "$@"
