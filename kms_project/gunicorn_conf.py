@@ -9,7 +9,13 @@ lock (HSM-NOTES); a key another process created is found again after one re-init
 
     KCM_WEB_WORKERS   processes (default 2)
     KCM_WEB_THREADS   request threads per process (default 4)
+
+The master also serves the node's Prometheus metrics on a listener of its own when
+KCM_METRICS_PORT is set (kms_project/metrics.py).
 """
+
+import os
+from typing import Any
 
 from kms_project import logconfig as _logconfig  # not "logconfig": a gunicorn setting
 from kms_project.env import env_int
@@ -25,6 +31,32 @@ preload_app = False
 logconfig_dict = _logconfig.from_env()
 # gunicorn's default control socket path is one per user, shared by every server running.
 control_socket_disable = True
+_metrics_server: Any = None
+
+
+def on_starting(server: object) -> None:
+    # In the master, before any worker exists: the workers' metrics files go to a folder
+    # emptied now, and scrapes are answered here, off the public port.
+    global _metrics_server
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kms_project.settings")
+    from kms_project import metrics
+
+    metrics.prepare_multiprocess("web")
+    listener = metrics.listener_address()
+    if listener is not None:
+        _metrics_server = metrics.serve(*listener)
+
+
+def post_fork(server: object, worker: object) -> None:
+    # The worker does not serve scrapes: close its copy of the listening socket.
+    if _metrics_server is not None:
+        _metrics_server.socket.close()
+
+
+def child_exit(server: object, worker: Any) -> None:
+    from kms_project import metrics
+
+    metrics.mark_dead(worker.pid)
 
 
 def post_worker_init(worker: object) -> None:

@@ -124,6 +124,7 @@ class ProbeMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path_info in PROBE_PATHS:
+            request.metrics_route = request.path_info[1:]  # type: ignore[attr-defined]
             return _probe(request)
         return self.get_response(request)
 

@@ -82,6 +82,7 @@ TENANT_LIMIT_SET_CALLS = True
 KCM_TEMPLATE_SCHEMA = "kcm_template"
 
 MIDDLEWARE = [
+    "apps.core.metrics.RequestMetricsMiddleware",  # first: it times everything below
     "apps.core.middleware.RequestIdMiddleware",
     # /healthz and /readyz: before host validation and tenant routing, on every host.
     "kms_project.health.ProbeMiddleware",
