@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
 
+from apps.core import metrics
 from apps.core.connections import dedicated_connection
 from apps.core.forks import after_fork_in_child
 
@@ -33,6 +35,8 @@ def seal_here() -> int:
 class _Sealer:
     def __init__(self) -> None:
         self.schemas: set[str] = set()
+        # When the oldest event noted since the last seal was noted (the seal lag's start).
+        self.first_noted: float | None = None
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
@@ -48,12 +52,15 @@ class _Sealer:
                 )
                 self.thread.start()
             self.schemas.add(schema)
+            if self.first_noted is None:
+                self.first_noted = time.monotonic()
 
     def run(self) -> None:
         conn: Any = None
         while not self.stop.wait(settings.KCM_AUDIT_SEAL_SECONDS):
             with self.lock:
                 schemas, self.schemas = self.schemas, set()
+                first_noted, self.first_noted = self.first_noted, None
             if not schemas:
                 continue
             try:
@@ -64,10 +71,15 @@ class _Sealer:
                         "SELECT set_config('search_path', %s, false)", [f'"{schema}", public']
                     )
                     conn.execute("SELECT public.kcm_audit_seal()")
+                if first_noted is not None:
+                    metrics.AUDIT_SEAL_LAG_SECONDS.observe(time.monotonic() - first_noted)
             except Exception as exc:  # retried next round; nothing is lost (still pending)
                 logger.warning("audit sealer: %s", type(exc).__name__)
+                metrics.AUDIT_SEAL_FAILURES.inc()
                 with self.lock:
                     self.schemas |= schemas
+                    if first_noted is not None:
+                        self.first_noted = min(first_noted, self.first_noted or first_noted)
                 if conn is not None:
                     conn.close()
                 conn = None

@@ -22,6 +22,7 @@ from uuid import UUID
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 
+from apps.core import metrics
 from apps.core.connections import dedicated_connection
 from apps.core.forks import after_fork_in_child
 from apps.keychain import crypto
@@ -95,14 +96,16 @@ class KeyCache:
     def get(self, schema: str, key: str) -> Any | None:
         with self._lock:
             item = self._entries.get((schema, key))
-            if item is None:
-                return None
-            stored_at, _epoch, value = item
-            if time.monotonic() - stored_at > self.ttl:
+            if item is not None and time.monotonic() - item[0] > self.ttl:
                 del self._entries[(schema, key)]
+                _EVICTIONS[_level(key), "expired"].inc()
+                item = None
+            if item is None:
+                _MISSES[_level(key)].inc()
                 return None
             self._entries.move_to_end((schema, key))
-            return value
+        _HITS[_level(key)].inc()
+        return item[2]
 
     def put(self, schema: str, key: str, value: Any, epoch: int) -> None:
         with self._lock:
@@ -111,7 +114,8 @@ class KeyCache:
             self._entries[(schema, key)] = (time.monotonic(), epoch, value)
             self._entries.move_to_end((schema, key))
             while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+                (_schema, evicted), _item = self._entries.popitem(last=False)
+                _EVICTIONS[_level(evicted), "capacity"].inc()
 
     def invalidate(self, schema: str, epoch: int | None = None) -> None:
         with self._lock:
@@ -121,6 +125,8 @@ class KeyCache:
 
     def clear(self) -> None:
         with self._lock:
+            for _schema, key in self._entries:
+                _EVICTIONS[_level(key), "flushed"].inc()
             self._entries.clear()
 
     def reset(self) -> None:
@@ -135,6 +141,25 @@ class KeyCache:
     def _drop_schema(self, schema: str) -> None:
         for cache_key in [k for k in self._entries if k[0] == schema]:
             del self._entries[cache_key]
+            _EVICTIONS[_level(cache_key[1]), "revoked"].inc()
+
+
+# Cache keys are "l2:<row id>" and "l3:<name>": the level is all a metric may say of them.
+# Their labelled children are made once: a hit costs one dictionary lookup and one increment.
+_LEVELS = {"l2": "L2", "l3": "L3"}
+
+
+def _level(key: str) -> str:
+    return _LEVELS.get(key[:2], "other")
+
+
+_HITS = {level: metrics.KEY_CACHE_HITS.labels(level) for level in (*_LEVELS.values(), "other")}
+_MISSES = {level: metrics.KEY_CACHE_MISSES.labels(level) for level in (*_LEVELS.values(), "other")}
+_EVICTIONS = {
+    (level, reason): metrics.KEY_CACHE_EVICTIONS.labels(level, reason)
+    for level in (*_LEVELS.values(), "other")
+    for reason in ("expired", "capacity", "revoked", "flushed")
+}
 
 
 class _ProcessState:

@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from apps.core import metrics
 from apps.core.errors import KcmError, ValidationFailed
 from apps.keychain import crypto
 from apps.keychain.cache import LoadedServiceKey, LoadedVersion
@@ -61,8 +62,9 @@ def _take_uses(loaded: LoadedServiceKey, count: int) -> LoadedVersion:
     with loaded.lock:
         if loaded.uses_left < count:
             block = max(settings.KCM_USAGE_BLOCK, count)
-            granted = _reserve_exact(version, block)
+            granted, reserved = _reserve_exact(version, block)
             loaded.uses_left += granted
+            _usage_observe(loaded, version, reserved)
         if loaded.uses_left < count:
             raise UsageLimitReached(
                 f"Version {version.version} of service key {loaded.name!r} reached its limit of "
@@ -72,7 +74,8 @@ def _take_uses(loaded: LoadedServiceKey, count: int) -> LoadedVersion:
     return version
 
 
-def _reserve_exact(version: LoadedVersion, wanted: int) -> int:
+def _reserve_exact(version: LoadedVersion, wanted: int) -> tuple[int, int | None]:
+    """(uses granted, the version's reserved total after it)."""
     limit = settings.KCM_GCM_USAGE_LIMIT
     with connection.cursor() as cursor:
         cursor.execute(
@@ -81,11 +84,19 @@ def _reserve_exact(version: LoadedVersion, wanted: int) -> int:
             " UPDATE keychain_servicekeyversion v"
             " SET usage_reserved = LEAST(old.usage_reserved + %s, %s)"
             " FROM old WHERE v.id = %s"
-            " RETURNING v.usage_reserved - old.usage_reserved",
+            " RETURNING v.usage_reserved - old.usage_reserved, v.usage_reserved",
             [version.row_id, wanted, limit, version.row_id],
         )
         row = cursor.fetchone()
-    return int(row[0]) if row else 0
+    return (int(row[0]), int(row[1])) if row else (0, None)
+
+
+def _usage_observe(loaded: LoadedServiceKey, version: LoadedVersion, reserved: int | None) -> None:
+    # Once per reservation block (KCM_USAGE_BLOCK uses), from the row the UPDATE returned.
+    if reserved is not None:
+        labels = (metrics.tenant_label(), str(loaded.key_id), str(version.version))
+        metrics.GCM_USAGE_RESERVED.labels(*labels).set(reserved)
+        metrics.GCM_USAGE_LIMIT.set(settings.KCM_GCM_USAGE_LIMIT)
 
 
 def new_data_key() -> bytes:
@@ -196,10 +207,21 @@ OPERATIONS: dict[str, tuple[bool, Callable[..., dict[str, Any]]]] = {
 def run(*, service_key: str, operation: str, item: dict[str, Any]) -> dict[str, Any]:
     """One operation on one item; raises a KcmError on failure."""
     encrypts, func = OPERATIONS[operation]
-    loaded = load_service_key(service_key)
-    if encrypts:
-        return func(loaded, _take_uses(loaded, 1), item)
-    return func(loaded, item)
+    loaded: LoadedServiceKey | None = None
+    try:
+        loaded = load_service_key(service_key)
+        result = func(loaded, _take_uses(loaded, 1), item) if encrypts else func(loaded, item)
+    except KcmError as exc:
+        _count(loaded, operation, exc.code)
+        raise
+    _count(loaded, operation, metrics.OK)
+    return result
+
+
+def _count(loaded: LoadedServiceKey | None, operation: str, outcome: str, count: int = 1) -> None:
+    # By the key's id, never its name (which the caller wrote); "unknown" if it was not loaded.
+    key_id = str(loaded.key_id) if loaded is not None else metrics.UNKNOWN
+    metrics.datakey_operation(metrics.tenant_label(), key_id, operation, outcome, count)
 
 
 def run_batch(
@@ -211,18 +233,29 @@ def run_batch(
     if not 1 <= len(items) <= MAX_BATCH:
         raise ValidationFailed(f"A batch holds 1 to {MAX_BATCH} items.", code="invalid_batch_size")
     encrypts, func = OPERATIONS[operation]
-    loaded = load_service_key(service_key)
-    valid = sum(1 for item in items if isinstance(item, dict))
-    version = _take_uses(loaded, valid) if encrypts and valid else None
+    loaded: LoadedServiceKey | None = None
+    try:
+        loaded = load_service_key(service_key)
+        valid = sum(1 for item in items if isinstance(item, dict))
+        version = _take_uses(loaded, valid) if encrypts and valid else None
+    except KcmError as exc:
+        _count(loaded, operation, exc.code, len(items))
+        raise
     results: list[dict[str, Any]] = []
+    outcomes: dict[str, int] = {}
     for index, item in enumerate(items):
         try:
             if isinstance(item, KcmError):
                 raise item
             result = func(loaded, version, item) if encrypts else func(loaded, item)
             results.append({"index": index, "ok": True, **result})
+            outcome = metrics.OK
         except KcmError as exc:
             results.append(
                 {"index": index, "ok": False, "error": {"code": exc.code, "detail": exc.detail}}
             )
+            outcome = exc.code
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    for outcome, count in outcomes.items():
+        _count(loaded, operation, outcome, count)
     return results

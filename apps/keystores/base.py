@@ -16,11 +16,16 @@ This layer knows nothing of tenants or of the key chain's models.
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from apps.core import metrics
 
 # Capabilities a keystore may announce through `supports()`. Import algorithms follow the
 # pattern "import:<ALGORITHM>" (e.g. "import:RSAES_OAEP_SHA_1"); unknown names are unsupported.
@@ -240,6 +245,32 @@ def split_blob(blob: bytes) -> tuple[bytes, bytes]:
     if len(blob) < NONCE_BYTES + TAG_BYTES:
         raise RootKeyIntegrityError("ciphertext is too short")
     return blob[:NONCE_BYTES], blob[NONCE_BYTES:]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def measured(operation: str) -> Callable[[F], F]:
+    """Record a keystore method's latency and, when it fails, its error code, by the keystore's
+    `name` (pkcs11, software, kmip, external-pkcs11) and `operation`: never its arguments."""
+
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def call(self: Keystore, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                code = exc.code if isinstance(exc, KeystoreError) else "unexpected"
+                metrics.KEYSTORE_CALL_ERRORS.labels(self.name, operation, code).inc()
+                raise
+            finally:
+                seconds = time.perf_counter() - started
+                metrics.KEYSTORE_CALL_SECONDS.labels(self.name, operation).observe(seconds)
+
+        return call  # type: ignore[return-value]
+
+    return decorate
 
 
 @dataclass(frozen=True)

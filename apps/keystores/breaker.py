@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from apps.core import metrics
 from apps.keystores.base import CircuitOpen, KeystoreUnavailable
 
 T = TypeVar("T")
@@ -20,11 +21,22 @@ class CircuitBreaker:
     at once with `CircuitOpen` for `reset_after` seconds. Then one trial call goes through
     (half-open): success closes the breaker, failure opens it again. Only `KeystoreUnavailable`
     counts: a refusal or a bad blob is an answer, and proves the manager is up.
+
+    `manager_id` (an id, never a name) labels its metrics: whether it is open, and how often
+    it opened.
     """
 
     def __init__(
-        self, *, failures: int, reset_after: float, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        failures: int,
+        reset_after: float,
+        clock: Callable[[], float] = time.monotonic,
+        manager_id: str = metrics.UNKNOWN,
     ) -> None:
+        self._open_gauge = metrics.BREAKER_OPEN.labels(manager_id)
+        self._openings = metrics.BREAKER_OPENINGS.labels(manager_id)
+        self._open_gauge.set(0)
         self.threshold = failures
         self.reset_after = reset_after
         self._clock = clock
@@ -56,17 +68,22 @@ class CircuitBreaker:
                 self._failures += 1
                 if self._opened_at is not None or self._failures >= self.threshold:
                     self._opened_at = self._clock()
+                    self._open_gauge.set(1)
+                    self._openings.inc()
             raise
         except BaseException:
-            with self._lock:
-                self._trial_running = False
-                self._failures, self._opened_at = 0, None
+            self._close()
             raise
-        with self._lock:
-            self._trial_running = False
-            self._failures, self._opened_at = 0, None
+        self._close()
         return result
 
-    def reset(self) -> None:
+    def _close(self) -> None:
         with self._lock:
-            self._failures, self._opened_at, self._trial_running = 0, None, False
+            was_open = self._opened_at is not None
+            self._trial_running = False
+            self._failures, self._opened_at = 0, None
+            if was_open:
+                self._open_gauge.set(0)
+
+    def reset(self) -> None:
+        self._close()

@@ -41,6 +41,7 @@ from apps.keystores.base import (
     RootKeyDestroyed,
     RootKeyIntegrityError,
     RootKeyNotFound,
+    measured,
 )
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ class KmipKeystore(Keystore):
 
     # The interface.
 
+    @measured("describe")
     def describe(self, key_id: str) -> KeyInfo:
         request = payloads.GetAttributesRequestPayload(
             unique_identifier=key_id, attribute_names=[*_ATTRIBUTES, _USAGE]
@@ -186,6 +188,7 @@ class KmipKeystore(Keystore):
             detail="; ".join(problems),
         )
 
+    @measured("encrypt")
     def encrypt(self, key_id: str, plaintext: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         request = payloads.EncryptRequestPayload(
@@ -200,6 +203,7 @@ class KmipKeystore(Keystore):
             raise KeystoreRefused("the KMIP server returned no AES-GCM tag (is it KMIP 1.4?)")
         return nonce + bytes(reply.data) + bytes(reply.auth_tag)
 
+    @measured("decrypt")
     def decrypt(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
         if len(blob) < NONCE_BYTES + TAG_BYTES:
             raise RootKeyIntegrityError("the wrapped key is too short")

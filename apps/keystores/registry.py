@@ -122,6 +122,7 @@ def external_connection(key: Any, *, stamp: str, build: Callable[[], Keystore]) 
         breaker=CircuitBreaker(
             failures=settings.KCM_HYOK_BREAKER_FAILURES,
             reset_after=settings.KCM_HYOK_BREAKER_RESET_SECONDS,
+            manager_id=str(key),
         ),
         stamp=stamp,
     )

@@ -42,6 +42,7 @@ from apps.keystores.base import (
     RootKeyNotFound,
     import_capability,
     key_id_from_handle,
+    measured,
     new_key_id,
     split_blob,
 )
@@ -90,6 +91,7 @@ class SoftwareKeystore(Keystore):
 
     # Operations.
 
+    @measured("create_root_key")
     def create_root_key(self, *, label: str) -> str:
         handle = new_key_id().hex()
         key = base64.b64encode(os.urandom(_KEY_BYTES)).decode("ascii")
@@ -101,12 +103,14 @@ class SoftwareKeystore(Keystore):
             self._update(add)
         return handle
 
+    @measured("encrypt")
     def encrypt(self, handle: str, plaintext: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         with self._lock:
             cipher = self._cipher(handle)
         return nonce + cipher.encrypt(nonce, plaintext, aad)
 
+    @measured("decrypt")
     def decrypt(self, handle: str, blob: bytes, aad: bytes) -> bytes:
         nonce, sealed = split_blob(blob)
         with self._lock:
@@ -159,6 +163,7 @@ class SoftwareKeystore(Keystore):
                 handle_file.write(pem)
         return handle
 
+    @measured("sign")
     def sign(self, handle: str, data: bytes) -> bytes:
         with self._lock:
             private = self._signing_key(handle)

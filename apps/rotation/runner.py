@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from apps.audit.models import Outcome
 from apps.audit.services import audit_record
+from apps.core import metrics
 from apps.core.errors import KcmError
 from apps.keychain.chain import find_key
 from apps.keychain.errors import HsmUnavailable
@@ -96,26 +97,31 @@ def rewrap_job_run(*, job_id: UUID | str) -> str:
         state = _job_begin(job_id)
         if state != JobState.RUNNING:
             return state
-        run, outages = _Run(), 0
-        while True:
-            try:
-                step = rewrap_job_run_batch(job_id=job_id, run=run)
-                if step == COMPLETE:
-                    step = _job_complete(job_id)
-            except HsmUnavailable as exc:
-                outages += 1
-                if outages >= HSM_ATTEMPTS:
-                    return _job_fail(job_id, code=exc.code, detail=exc.detail)
-                logger.warning("rewrap job %s: HSM unavailable, retrying", job_id)
-                time.sleep(min(30.0, 0.5 * 2**outages))
-                continue
-            except KcmError as exc:  # the chain above stopped being usable, or vanished
+        with metrics.REWRAP_JOBS_RUNNING.track_inprogress():
+            return _run_to_end(job_id)
+
+
+def _run_to_end(job_id: UUID | str) -> str:
+    run, outages = _Run(), 0
+    while True:
+        try:
+            step = rewrap_job_run_batch(job_id=job_id, run=run)
+            if step == COMPLETE:
+                step = _job_complete(job_id)
+        except HsmUnavailable as exc:
+            outages += 1
+            if outages >= HSM_ATTEMPTS:
                 return _job_fail(job_id, code=exc.code, detail=exc.detail)
-            outages = 0
-            if step != MORE:
-                return step
-            if settings.KCM_REWRAP_BATCH_PAUSE_MS:
-                time.sleep(settings.KCM_REWRAP_BATCH_PAUSE_MS / 1000)
+            logger.warning("rewrap job %s: HSM unavailable, retrying", job_id)
+            time.sleep(min(30.0, 0.5 * 2**outages))
+            continue
+        except KcmError as exc:  # the chain above stopped being usable, or vanished
+            return _job_fail(job_id, code=exc.code, detail=exc.detail)
+        outages = 0
+        if step != MORE:
+            return step
+        if settings.KCM_REWRAP_BATCH_PAUSE_MS:
+            time.sleep(settings.KCM_REWRAP_BATCH_PAUSE_MS / 1000)
 
 
 def rewrap_job_run_batch(*, job_id: UUID | str, run: _Run | None = None) -> str:
@@ -153,7 +159,19 @@ def rewrap_job_run_batch(*, job_id: UUID | str, run: _Run | None = None) -> str:
         job.save(
             update_fields=["cursor", "done", "failed", "error", "report", "heartbeat_at", "rate"]
         )
+    _count_children(job, handled - len(result.failures), len(result.failures))
     return MORE
+
+
+def _count_children(job: RewrapJob, moved: int, failed: int) -> None:
+    labels = (metrics.tenant_label(), job.level)
+    metrics.REWRAP_CHILDREN.labels(*labels, "checked" if job.dry_run else "rewrapped").inc(moved)
+    if failed:
+        metrics.REWRAP_CHILDREN.labels(*labels, "failed").inc(failed)
+
+
+def _count_finished(job: RewrapJob) -> None:
+    metrics.REWRAP_JOBS_FINISHED.labels(metrics.tenant_label(), job.level, job.state).inc()
 
 
 def _with_failures(error: dict[str, Any], failures: list[dict[str, Any]]) -> dict[str, Any]:
@@ -280,6 +298,7 @@ def _job_finish(job_id: UUID | str, *, report: dict[str, Any]) -> str:
                 **report,
             },
         )
+    _count_finished(job)
     return JobState.SUCCEEDED
 
 
@@ -305,4 +324,5 @@ def _job_fail(job_id: UUID | str, *, code: str, detail: str) -> str:
                 "failed": job.failed,
             },
         )
+    _count_finished(job)
     return JobState.FAILED

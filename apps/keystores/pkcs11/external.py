@@ -41,6 +41,7 @@ from apps.keystores.base import (
     KeystoreUnavailable,
     RootKeyIntegrityError,
     RootKeyNotFound,
+    measured,
 )
 from apps.keystores.claims import token_claim, token_identity
 from apps.keystores.pkcs11.aes import NonceNotHonoured
@@ -76,6 +77,7 @@ class ExternalPkcs11Keystore(Keystore):
         )
         self._session.check_token = lambda lib, token: _refuse_platform_token(lib, token, library)
 
+    @measured("describe")
     def describe(self, key_id: str) -> KeyInfo:
         def describe(session: pkcs11.Session) -> KeyInfo:
             key = self._find(session, key_id)
@@ -98,6 +100,7 @@ class ExternalPkcs11Keystore(Keystore):
 
         return self._call(describe)
 
+    @measured("encrypt")
     def encrypt(self, key_id: str, plaintext: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
 
@@ -131,6 +134,7 @@ class ExternalPkcs11Keystore(Keystore):
 
         return self._call(encrypt)
 
+    @measured("decrypt")
     def decrypt(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
         if len(blob) < NONCE_BYTES + TAG_BYTES:
             raise RootKeyIntegrityError("the wrapped key is too short")

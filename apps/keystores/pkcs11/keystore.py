@@ -32,6 +32,7 @@ from apps.keystores.base import (
     RootKeyNotFound,
     import_capability,
     key_id_from_handle,
+    measured,
     new_key_id,
     split_blob,
 )
@@ -143,12 +144,14 @@ class Pkcs11Keystore(Keystore):
 
     # Wrapping.
 
+    @measured("encrypt")
     def encrypt(self, ref: str, plaintext: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         return nonce + self._with_key(
             ref, lambda key: aes.gcm_seal_verified(key, nonce, plaintext, aad)
         )
 
+    @measured("decrypt")
     def decrypt(self, ref: str, blob: bytes, aad: bytes) -> bytes:
         nonce, sealed = split_blob(blob)
         return self._with_key(ref, lambda key: aes.gcm_decrypt(key, nonce, sealed, aad))
@@ -163,6 +166,7 @@ class Pkcs11Keystore(Keystore):
 
     # Lifecycle.
 
+    @measured("create_root_key")
     def create_root_key(self, *, label: str) -> str:
         key_id = new_key_id()
         handle = key_id.hex()
@@ -210,6 +214,7 @@ class Pkcs11Keystore(Keystore):
         self.session.run(lambda s: signing.generate_pair(s, key_id=key_id, label=label))
         return key_id.hex()
 
+    @measured("sign")
     def sign(self, ref: str, data: bytes) -> bytes:
         key_id = key_id_from_handle(ref)
         return self._look_up(lambda session: signing.sign(session, key_id, data))
