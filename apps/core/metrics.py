@@ -142,8 +142,15 @@ def tenant_label() -> str:
 def observe_request(request: HttpRequest, status: int, seconds: float) -> None:
     match = getattr(request, "resolver_match", None)
     route = match.view_name if match is not None else getattr(request, "metrics_route", "none")
-    method = request.method if request.method in _METHODS else "other"
-    HTTP_REQUEST_SECONDS.labels(route, method, str(status)).observe(seconds)
+    observe_route(route, request.method or "", status, seconds)
+
+
+def observe_route(route: str, method: str, status: int, seconds: float) -> None:
+    """One answered request. `route` is a URL pattern's name (`api:service-key-encrypt`):
+    anything that answers requests outside Django's URL resolution names them the same way."""
+    HTTP_REQUEST_SECONDS.labels(
+        route, method if method in _METHODS else "other", str(status)
+    ).observe(seconds)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
