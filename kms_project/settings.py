@@ -220,6 +220,7 @@ KCM_TRUSTED_PROXIES = env_networks("KCM_TRUSTED_PROXIES", [])
 # API rate limits per web process, by client address and by token (apps.core.throttling).
 KCM_API_RATE_PER_ADDRESS = env_rate("KCM_API_RATE_PER_ADDRESS", "1000/s")
 KCM_API_RATE_PER_TOKEN = env_rate("KCM_API_RATE_PER_TOKEN", "500/s")
+KCM_TOKEN_MAX_LIFETIME_DAYS = env_int("KCM_TOKEN_MAX_LIFETIME_DAYS", 365, minimum=1)
 # Console sign-in (django-axes): after this many failures in a row for one username, or from
 # one client address, sign-in is refused (429) for the lockout time, even with the right password.
 AUTHENTICATION_BACKENDS = [

@@ -18,6 +18,7 @@ from django.db import connection
 
 from apps.core.roles import TENANT_ROLES, Role
 from apps.tenants import services
+from apps.tenants.grants import KeyGrant
 from apps.tenants.models import Tenant
 from tests.helpers import Api, host_of
 
@@ -53,7 +54,7 @@ def _build_world() -> None:
     platform = Tenant.objects.get(schema_name="public")
     _WORLD.tenants["platform"] = platform
     operator = services.user_create(username="operator", password=PASSWORD)
-    services.membership_set(tenant=platform, user=operator, role=Role.PLATFORM_OPERATOR)
+    services.membership_set(tenant=platform, user=operator, roles=[Role.PLATFORM_OPERATOR])
     _WORLD.users[("platform", Role.PLATFORM_OPERATOR)] = operator
     _, _WORLD.tokens[("platform", Role.PLATFORM_OPERATOR)] = services.api_token_create(
         tenant=platform, name="ops", role=Role.PLATFORM_OPERATOR, created_by_id=operator.pk
@@ -63,10 +64,16 @@ def _build_world() -> None:
         _WORLD.tenants[slug] = tenant
         for role in TENANT_ROLES:
             user = services.user_create(username=f"{slug}-{role}", password=PASSWORD)
-            services.membership_set(tenant=tenant, user=user, role=role)
+            # Each user holds its one role; key users (and their tokens) may use every key.
+            grant = KeyGrant.everything() if role == Role.KEY_USER else None
+            services.membership_set(tenant=tenant, user=user, roles=[role], key_grant=grant)
             _WORLD.users[(slug, role)] = user
             _, _WORLD.tokens[(slug, role)] = services.api_token_create(
-                tenant=tenant, name=f"{role} token", role=role, created_by_id=user.pk
+                tenant=tenant,
+                name=f"{role} token",
+                role=role,
+                created_by_id=user.pk,
+                key_grant=grant,
             )
 
 

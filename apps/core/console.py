@@ -21,7 +21,7 @@ View = Callable[..., HttpResponse]
 
 
 def console_view(roles: Iterable[str]) -> Callable[[View], View]:
-    """Require a logged-in member of this tenant whose role is in `roles` (deny otherwise).
+    """Require a logged-in member of this tenant holding one of `roles` (deny otherwise).
     The view gets the principal as `request.kcm_principal`."""
     allowed = frozenset(roles)
 
@@ -42,7 +42,7 @@ def console_view(roles: Iterable[str]) -> Callable[[View], View]:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             principal = getattr(request, "kcm_principal", None)
-            if principal is None or principal.role not in allowed:
+            if principal is None or not principal.holds_any(allowed):
                 _denied(request, "not_a_member" if principal is None else "role_not_allowed")
                 return render(
                     request,

@@ -10,7 +10,7 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse
+from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse, principal_of
 from apps.core.errors import KcmError, ValidationFailed
 from apps.core.roles import Role
 from apps.keychain import datakeys, selectors, services, version_deletion
@@ -242,7 +242,10 @@ class CryptoView(CryptoAuditMixin):
     @extend_schema(request=GenerateIn, responses=OpenApiResponse(description="Result"))
     def post(self, request: Request, name: str) -> Response:
         item: dict[str, Any] = parse(_INPUTS[self.operation], request)
-        return Response(datakeys.run(service_key=name, operation=self.operation, item=item))
+        result = datakeys.run(
+            service_key=name, operation=self.operation, item=item, principal=principal_of(request)
+        )
+        return Response(result)
 
 
 class CryptoBatchView(CryptoAuditMixin):
@@ -271,7 +274,9 @@ class CryptoBatchView(CryptoAuditMixin):
                 items.append(dict(parsed.validated_data))
             else:
                 items.append(ValidationFailed(_flatten(parsed.errors)))
-        results = datakeys.run_batch(service_key=name, operation=self.operation, items=items)
+        results = datakeys.run_batch(
+            service_key=name, operation=self.operation, items=items, principal=principal_of(request)
+        )
         return Response({"results": results})
 
 

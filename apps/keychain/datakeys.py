@@ -18,6 +18,7 @@ from django.db import connection
 
 from apps.core import metrics
 from apps.core.errors import KcmError, ValidationFailed
+from apps.core.tenancy import Principal
 from apps.keychain import crypto
 from apps.keychain.cache import LoadedServiceKey, LoadedVersion
 from apps.keychain.chain import load_service_key
@@ -27,6 +28,7 @@ from apps.keychain.errors import (
     WrongKeyCiphertext,
     WrongTenantCiphertext,
 )
+from apps.tenants.grants import KeyGrant, context_use_check, grant_of, key_use_check
 
 DATA_KEY_BYTES = 32
 MAX_PAYLOAD_BYTES = 4096
@@ -204,11 +206,23 @@ OPERATIONS: dict[str, tuple[bool, Callable[..., dict[str, Any]]]] = {
 }
 
 
-def run(*, service_key: str, operation: str, item: dict[str, Any]) -> dict[str, Any]:
-    """One operation on one item; raises a KcmError on failure."""
+def run(
+    *,
+    service_key: str,
+    operation: str,
+    item: dict[str, Any],
+    principal: Principal | None = None,
+) -> dict[str, Any]:
+    """One operation on one item; raises a KcmError on failure. The principal's key grant must
+    list the service key and its context constraints be met (None: an internal caller, such as
+    a tool or test, that acts for nobody)."""
     encrypts, func = OPERATIONS[operation]
     loaded: LoadedServiceKey | None = None
     try:
+        if principal is not None:
+            grant = grant_of(principal)
+            key_use_check(grant=grant, service_key=service_key)
+            context_use_check(grant=grant, context=item.get("context"))
         loaded = load_service_key(service_key)
         result = func(loaded, _take_uses(loaded, 1), item) if encrypts else func(loaded, item)
     except KcmError as exc:
@@ -218,6 +232,15 @@ def run(*, service_key: str, operation: str, item: dict[str, Any]) -> dict[str, 
     return result
 
 
+def _granted_item(grant: KeyGrant | None, item: dict[str, Any] | KcmError) -> Any:
+    if isinstance(item, dict):
+        try:
+            context_use_check(grant=grant, context=item.get("context"))
+        except KcmError as exc:
+            return exc
+    return item
+
+
 def _count(loaded: LoadedServiceKey | None, operation: str, outcome: str, count: int = 1) -> None:
     # By the key's id, never its name (which the caller wrote); "unknown" if it was not loaded.
     key_id = str(loaded.key_id) if loaded is not None else metrics.UNKNOWN
@@ -225,16 +248,25 @@ def _count(loaded: LoadedServiceKey | None, operation: str, outcome: str, count:
 
 
 def run_batch(
-    *, service_key: str, operation: str, items: list[dict[str, Any] | KcmError]
+    *,
+    service_key: str,
+    operation: str,
+    items: list[dict[str, Any] | KcmError],
+    principal: Principal | None = None,
 ) -> list[dict[str, Any]]:
     """Up to MAX_BATCH items; each gets its own result or error (an item given as a KcmError
-    was refused by the caller's parsing). A key that cannot be used at all fails the whole
-    batch: that is not an item's fault."""
+    was refused by the caller's parsing). A key that cannot be used at all, or that the
+    principal's grant does not list, fails the whole batch: that is not an item's fault; an
+    item whose context misses the grant's constraints fails alone."""
     if not 1 <= len(items) <= MAX_BATCH:
         raise ValidationFailed(f"A batch holds 1 to {MAX_BATCH} items.", code="invalid_batch_size")
     encrypts, func = OPERATIONS[operation]
     loaded: LoadedServiceKey | None = None
     try:
+        if principal is not None:
+            grant = grant_of(principal)
+            key_use_check(grant=grant, service_key=service_key)
+            items = [_granted_item(grant, item) for item in items]
         loaded = load_service_key(service_key)
         valid = sum(1 for item in items if isinstance(item, dict))
         version = _take_uses(loaded, valid) if encrypts and valid else None

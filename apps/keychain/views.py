@@ -30,7 +30,7 @@ def chain(request: HttpRequest) -> HttpResponse:
         "keychain/chain.html",
         {
             "tree": selectors.chain_tree(),
-            "can_manage": request.kcm_principal.role == Role.KEY_ADMIN,  # type: ignore[attr-defined]
+            "can_manage": Role.KEY_ADMIN in request.kcm_principal.roles,  # type: ignore[attr-defined]
             "l1_form": CustomerKeyForm(),
             "l3_form": ServiceKeyForm(),
             "deletion_form": ScheduleDeletionForm(),

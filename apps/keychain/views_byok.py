@@ -58,7 +58,7 @@ def byok_create(request: HttpRequest) -> HttpResponse:
 def byok_wizard(request: HttpRequest, key_id: UUID) -> HttpResponse:
     l1 = _byok_key(key_id)
     tokens = selectors.open_import_tokens(l1)
-    can_manage = request.kcm_principal.role == Role.KEY_ADMIN  # type: ignore[attr-defined]
+    can_manage = Role.KEY_ADMIN in request.kcm_principal.roles  # type: ignore[attr-defined]
     return render(
         request,
         "keychain/byok_wizard.html",

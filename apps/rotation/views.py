@@ -48,7 +48,7 @@ def index(request: HttpRequest) -> HttpResponse:
             "jobs": selectors.job_list(limit=50),
             "keys": keys,
             "defaults": selectors.rotation_defaults(),
-            "can_manage": request.kcm_principal.role == Role.KEY_ADMIN,  # type: ignore[attr-defined]
+            "can_manage": Role.KEY_ADMIN in request.kcm_principal.roles,  # type: ignore[attr-defined]
             "default_form": DefaultForm(),
             "policy_form": PolicyForm(),
         },
@@ -64,7 +64,7 @@ def job(request: HttpRequest, job_id: UUID) -> HttpResponse:
         {
             "job": detail,
             "percent": round(detail["progress"] * 100),
-            "can_manage": request.kcm_principal.role == Role.KEY_ADMIN,  # type: ignore[attr-defined]
+            "can_manage": Role.KEY_ADMIN in request.kcm_principal.roles,  # type: ignore[attr-defined]
             "poll_url": reverse("api:rotation-job", args=[job_id]),
         },
     )

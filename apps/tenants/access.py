@@ -10,7 +10,9 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.utils import timezone
 
+from apps.core.roles import Role
 from apps.core.tenancy import Principal
+from apps.tenants.grants import grant_load
 from apps.tenants.models import ApiToken, Membership, Tenant
 
 TOKEN_PREFIX = "kcm"
@@ -52,9 +54,10 @@ def principal_for_token(raw: str) -> Principal | None:
         kind="token",
         id=token.pk,
         label=token.prefix,
-        role=token.role,
+        roles=frozenset({token.role}),
         tenant_id=token.tenant_id,
         token_id=token.pk,
+        key_grant=grant_load(token.key_grant) if token.role == Role.KEY_USER else None,
     )
 
 
@@ -69,7 +72,8 @@ def principal_for_user(user: AbstractBaseUser | AnonymousUser, tenant: Tenant) -
         kind="user",
         id=user.pk,
         label=user.get_username(),
-        role=membership.role,
+        roles=frozenset(membership.roles),
         tenant_id=tenant.pk,
         user_id=user.pk,
+        key_grant=grant_load(membership.key_grant) if Role.KEY_USER in membership.roles else None,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,16 +15,20 @@ from apps.core.pagination import CursorPagination
 from apps.core.roles import TENANT_ROLES, Role
 from apps.tenants import selectors, services
 from apps.tenants.access import current_tenant
+from apps.tenants.grants import MAX_SERVICE_KEYS, KeyGrant, grant_of
 from apps.tenants.models import ApiToken, Membership, Tenant
 
 ALL_TENANT_ROLES = frozenset(TENANT_ROLES)
+TENANT_ROLE_VALUES = [role.value for role in TENANT_ROLES]
 ADMIN = frozenset({Role.TENANT_ADMIN})
 PLATFORM = frozenset({Role.PLATFORM_OPERATOR})
 
 
 class PaginatedListMixin:
+    pagination_class = CursorPagination  # documents the page's shape and parameters
+
     def paginate(self, request: Request, queryset: Any, serializer: Any) -> Response:
-        paginator = CursorPagination()
+        paginator = self.pagination_class()
         page: Any = paginator.paginate_queryset(queryset, request, view=self)  # type: ignore[arg-type]
         return paginator.get_paginated_response(serializer(page, many=True).data)
 
@@ -32,10 +36,43 @@ class PaginatedListMixin:
 # --- me -------------------------------------------------------------------------------
 
 
+_GRANT_SCHEMA = {
+    "type": "object",
+    "nullable": True,
+    "description": 'A key user\'s grant: `service_keys` (names, or ["*"] for all) and '
+    "`context`: encryption-context keys every request must carry, each with the exact value "
+    "or null for any value.",
+    "properties": {
+        "service_keys": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 64},
+            "minItems": 1,
+            "maxItems": MAX_SERVICE_KEYS,
+        },
+        "context": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "nullable": True},
+        },
+    },
+    "required": ["service_keys"],
+    "additionalProperties": False,
+}
+
+
+@extend_schema_field(_GRANT_SCHEMA)
+class KeyGrantField(serializers.JSONField):
+    """A key grant, parsed and validated by apps.tenants.grants (400 `invalid_grant`)."""
+
+    def to_internal_value(self, data: Any) -> KeyGrant | None:  # type: ignore[override]
+        return None if data is None else KeyGrant.parse(super().to_internal_value(data))
+
+
 class MeSerializer(serializers.Serializer):
     kind = serializers.CharField()
     label = serializers.CharField()  # type: ignore[assignment]
-    role = serializers.CharField()
+    role = serializers.CharField(help_text="The roles, sorted and joined with commas.")
+    roles = serializers.ListField(child=serializers.CharField())
+    key_grant = KeyGrantField(allow_null=True)
     tenant = serializers.CharField()
 
 
@@ -52,6 +89,8 @@ class MeView(KcmAPIView):
                 "kind": principal.kind,
                 "label": principal.label,
                 "role": principal.role,
+                "roles": sorted(principal.roles),
+                "key_grant": grant.to_json() if (grant := grant_of(principal)) else None,
                 "tenant": current_tenant().slug,
             }
         )
@@ -63,10 +102,14 @@ class MeView(KcmAPIView):
 class MembershipOut(serializers.ModelSerializer):
     username = serializers.CharField(source="user.username")
     email = serializers.CharField(source="user.email")
+    # The same choice set as MembershipPatch's: one enum in the schema (members listed here
+    # are a tenant's, never the platform's operators).
+    roles = serializers.ListField(child=serializers.ChoiceField(choices=TENANT_ROLE_VALUES))
+    key_grant = KeyGrantField(allow_null=True, read_only=True)
 
     class Meta:
         model = Membership
-        fields = ["id", "username", "email", "role", "created_at"]
+        fields = ["id", "username", "email", "roles", "key_grant", "created_at"]
 
 
 class MembershipIn(StrictSerializer):
@@ -77,7 +120,13 @@ class MembershipIn(StrictSerializer):
 
 
 class MembershipPatch(StrictSerializer):
-    role = serializers.ChoiceField(choices=[r.value for r in TENANT_ROLES])
+    roles = serializers.ListField(
+        child=serializers.ChoiceField(choices=TENANT_ROLE_VALUES),
+        min_length=1,
+        max_length=len(TENANT_ROLES),
+        required=False,
+    )
+    key_grant = KeyGrantField(required=False, allow_null=True)
 
 
 class MemberListView(PaginatedListMixin, KcmAPIView):
@@ -90,7 +139,7 @@ class MemberListView(PaginatedListMixin, KcmAPIView):
             request, selectors.membership_list(tenant=current_tenant()), MembershipOut
         )
 
-    @extend_schema(request=MembershipIn, responses=MembershipOut)
+    @extend_schema(request=MembershipIn, responses={201: MembershipOut})
     def post(self, request: Request) -> Response:
         data = parse(MembershipIn, request)
         membership = services.member_add(
@@ -99,6 +148,7 @@ class MemberListView(PaginatedListMixin, KcmAPIView):
             email=data.get("email", ""),
             password=data.get("password"),
             role=data["role"],
+            actor=principal_of(request),
         )
         return Response(MembershipOut(membership).data, status=status.HTTP_201_CREATED)
 
@@ -122,8 +172,11 @@ class MemberDetailView(KcmAPIView):
     @extend_schema(request=MembershipPatch, responses=MembershipOut)
     def patch(self, request: Request, membership_id: int) -> Response:
         data = parse(MembershipPatch, request)
-        membership = services.member_role_change(
-            tenant=current_tenant(), membership_id=membership_id, role=data["role"]
+        membership = services.member_update(
+            tenant=current_tenant(),
+            membership_id=membership_id,
+            actor=principal_of(request),
+            **data,
         )
         return Response(MembershipOut(membership).data)
 
@@ -139,12 +192,15 @@ class MemberDetailView(KcmAPIView):
 
 
 class ApiTokenOut(serializers.ModelSerializer):
+    key_grant = KeyGrantField(allow_null=True, read_only=True)
+
     class Meta:
         model = ApiToken
         fields = [
             "id",
             "name",
             "role",
+            "key_grant",
             "prefix",
             "created_at",
             "expires_at",
@@ -163,7 +219,16 @@ class ApiTokenCreated(ApiTokenOut):
 class ApiTokenIn(StrictSerializer):
     name = serializers.CharField(max_length=100)
     role = serializers.ChoiceField(choices=[r.value for r in Role])
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    key_grant = KeyGrantField(
+        required=False,
+        allow_null=True,
+        help_text="Only for a key_user token: within your own grant; by default, your grant.",
+    )
+    expires_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="By default, and at most, KCM_TOKEN_MAX_LIFETIME_DAYS from now.",
+    )
 
 
 class TokenListView(PaginatedListMixin, KcmAPIView):
@@ -176,15 +241,18 @@ class TokenListView(PaginatedListMixin, KcmAPIView):
             request, selectors.api_token_list(tenant=current_tenant()), ApiTokenOut
         )
 
-    @extend_schema(request=ApiTokenIn, responses=ApiTokenCreated)
+    @extend_schema(request=ApiTokenIn, responses={201: ApiTokenCreated})
     def post(self, request: Request) -> Response:
         data = parse(ApiTokenIn, request)
+        principal = principal_of(request)
         token, plaintext = services.api_token_create(
             tenant=current_tenant(),
             name=data["name"],
             role=data["role"],
+            key_grant=data.get("key_grant"),
             expires_at=data.get("expires_at"),
-            created_by_id=principal_of(request).user_id,
+            created_by_id=principal.user_id,
+            actor=principal,
         )
         body = ApiTokenOut(token).data
         body["token"] = plaintext
@@ -233,7 +301,7 @@ class TenantListView(PaginatedListMixin, KcmAPIView):
         status_filter = request.query_params.get("status")
         return self.paginate(request, selectors.tenant_list(status=status_filter), TenantOut)
 
-    @extend_schema(request=TenantIn, responses=TenantOut)
+    @extend_schema(request=TenantIn, responses={201: TenantOut})
     def post(self, request: Request) -> Response:
         data = parse(TenantIn, request)
         tenant = services.tenant_create(slug=data["slug"], name=data.get("name", ""))

@@ -35,9 +35,9 @@ class HasTenantRole(permissions.BasePermission):
         if not allowed:
             return False
         method_roles = getattr(view, "method_roles", {}).get(request.method, allowed)
-        if principal.role not in method_roles:
+        if not principal.holds_any(method_roles):
             raise RoleNotAllowed(
-                f"This needs one of: {', '.join(sorted(method_roles))}; your role is "
+                f"This needs one of: {', '.join(sorted(method_roles))}; your roles: "
                 f"{principal.role}."
             )
         return True

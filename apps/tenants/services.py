@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -14,10 +16,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.core.errors import Conflict, NotFound, ValidationFailed
+from apps.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from apps.core.roles import TENANT_ROLES, Role
 from apps.core.tenancy import Principal
 from apps.tenants.access import TOKEN_PREFIX, digest_secret
+from apps.tenants.grants import KeyGrant, grant_check, grant_load, grant_of
 from apps.tenants.models import ApiToken, Domain, Membership, Tenant, TenantStatus
 from apps.tenants.shredding import terminated_roots_schedule
 
@@ -161,15 +164,41 @@ def user_create(*, username: str, password: str, email: str = "") -> User:
     return user
 
 
-def membership_set(*, tenant: Tenant, user: User, role: str) -> Membership:
-    """Grant or change `user`'s role in `tenant`."""
+def roles_validate(*, tenant: Tenant, roles: Iterable[str]) -> list[str]:
+    """`roles` as stored: a non-empty, sorted list of roles that exist in `tenant`."""
     allowed = {Role.PLATFORM_OPERATOR} if tenant.is_platform else set(TENANT_ROLES)
-    if role not in allowed:
+    wanted = sorted(set(roles))
+    if not wanted or not set(wanted) <= allowed:
         raise ValidationFailed(
-            f"Role must be one of {', '.join(sorted(allowed))}.", code="invalid_role"
+            f"Roles are one or more of {', '.join(sorted(allowed))}.", code="invalid_role"
         )
+    return wanted
+
+
+def _grant_for(
+    *, roles: Iterable[str], given: KeyGrant | None, actor: Principal | None
+) -> KeyGrant | None:
+    """The grant a key user gets: the one given, else the actor's own (a trusted caller, or an
+    operator bootstrapping a tenant, gives every key). None for anyone not a key user."""
+    if Role.KEY_USER not in set(roles):
+        if given is not None:
+            raise ValidationFailed("Only a key user holds a key grant.", code="invalid_grant")
+        return None
+    if given is not None:
+        return given
+    own = grant_of(actor) if actor is not None else None
+    return own or KeyGrant.everything()
+
+
+def membership_set(
+    *, tenant: Tenant, user: User, roles: Iterable[str], key_grant: KeyGrant | None = None
+) -> Membership:
+    """Give `user` exactly `roles` (and, as a key user, `key_grant`) in `tenant`. No checks of
+    who asks: callers that act for someone run `grant_check` first."""
+    stored = roles_validate(tenant=tenant, roles=roles)
+    grant = key_grant.to_json() if key_grant is not None and Role.KEY_USER in stored else None
     membership, _ = Membership.objects.update_or_create(
-        user=user, tenant=tenant, defaults={"role": role}
+        user=user, tenant=tenant, defaults={"roles": stored, "key_grant": grant}
     )
     return membership
 
@@ -184,9 +213,25 @@ def membership_remove(*, tenant: Tenant, membership_id: int, acting: Principal) 
         audit_record(
             action="member.remove",
             target=membership.user.username,
-            details={"role": membership.role},
+            details={"roles": membership.roles},
         )
         membership.delete()
+
+
+def _token_expiry(expires_at: datetime | None) -> datetime:
+    now = timezone.now()
+    latest = now + timedelta(days=settings.KCM_TOKEN_MAX_LIFETIME_DAYS)
+    if expires_at is None:
+        return latest
+    if expires_at <= now:
+        raise ValidationFailed("The expiry must be in the future.", code="invalid_expiry")
+    if expires_at > latest:
+        raise ValidationFailed(
+            f"A token lives at most {settings.KCM_TOKEN_MAX_LIFETIME_DAYS} days "
+            "(KCM_TOKEN_MAX_LIFETIME_DAYS).",
+            code="invalid_expiry",
+        )
+    return expires_at
 
 
 def api_token_create(
@@ -196,15 +241,24 @@ def api_token_create(
     role: str,
     created_by_id: int | None,
     expires_at: datetime | None = None,
+    key_grant: KeyGrant | None = None,
+    actor: Principal | None = None,
 ) -> tuple[ApiToken, str]:
-    """Create a token; returns it with its plaintext, which is never available again."""
+    """Create a token; returns it with its plaintext, which is never available again.
+
+    `actor` (the principal asking) must hold `role`, and a key_user token's grant (by default
+    the actor's own) must be within the actor's grant. Without an actor the caller is trusted
+    (a management command, a fixture): a key_user token then defaults to every key. The expiry
+    defaults to, and may not exceed, KCM_TOKEN_MAX_LIFETIME_DAYS from now."""
     if role not in TENANT_ROLES and not (tenant.is_platform and role == Role.PLATFORM_OPERATOR):
         raise ValidationFailed("That role cannot be given to a token here.", code="invalid_role")
     name = name.strip()
     if not name or len(name) > 100:
         raise ValidationFailed("A token needs a name of 1-100 characters.", code="invalid_name")
-    if expires_at is not None and expires_at <= timezone.now():
-        raise ValidationFailed("The expiry must be in the future.", code="invalid_expiry")
+    expires_at = _token_expiry(expires_at)
+    grant = _grant_for(roles=[role], given=key_grant, actor=actor)
+    if actor is not None:
+        grant_check(actor=actor, tenant=tenant, roles=[role], key_grant=grant)
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     with transaction.atomic():
@@ -212,6 +266,7 @@ def api_token_create(
             tenant=tenant,
             name=name,
             role=role,
+            key_grant=grant and grant.to_json(),
             prefix=prefix,
             digest=digest_secret(secret),
             created_by_id=created_by_id,
@@ -223,7 +278,8 @@ def api_token_create(
             details={
                 "name": name,
                 "role": role,
-                "expires_at": expires_at and expires_at.isoformat(),
+                "key_grant": token.key_grant,
+                "expires_at": expires_at.isoformat(),
             },
         )
     return token, f"{TOKEN_PREFIX}_{prefix}_{secret}"
@@ -242,9 +298,19 @@ def api_token_revoke(*, tenant: Tenant, token_id: int) -> ApiToken:
 
 
 def member_add(
-    *, tenant: Tenant, username: str, role: str, email: str = "", password: str | None = None
+    *,
+    tenant: Tenant,
+    username: str,
+    role: str,
+    email: str = "",
+    password: str | None = None,
+    actor: Principal | None = None,
 ) -> Membership:
-    """Give an existing user a role here, or create the user first when a password is given."""
+    """Give an existing user a role here, or create the user first when a password is given.
+    The actor must hold the role (a key user gets the actor's own grant)."""
+    grant = _grant_for(roles=[role], given=None, actor=actor)
+    if actor is not None:
+        grant_check(actor=actor, tenant=tenant, roles=[role], key_grant=grant)
     with transaction.atomic():
         user = User.objects.filter(username=username).first()
         if user is None:
@@ -256,25 +322,78 @@ def member_add(
             user = user_create(username=username, password=password, email=email)
         elif Membership.objects.filter(user=user, tenant=tenant).exists():
             raise Conflict(f"{username} is a member already.", code="member_exists")
-        membership = membership_set(tenant=tenant, user=user, role=role)
-        audit_record(action="member.add", target=username, details={"role": role})
+        membership = membership_set(tenant=tenant, user=user, roles=[role], key_grant=grant)
+        audit_record(action="member.add", target=username, details={"roles": membership.roles})
         return membership
 
 
-def member_role_change(*, tenant: Tenant, membership_id: int, role: str) -> Membership:
+_UNCHANGED: Any = object()
+
+
+def _given(key_grant: Any) -> KeyGrant | None:
+    return None if key_grant is _UNCHANGED else key_grant
+
+
+def _acting_user_id(actor: Principal) -> int | None:
+    """The person behind the actor: the user, or for a token the user who created it."""
+    if actor.kind == "token" and actor.token_id is not None:
+        rows = ApiToken.objects.filter(pk=actor.token_id).values_list("created_by_id", flat=True)
+        return rows.first()
+    return actor.user_id
+
+
+def member_update(
+    *,
+    tenant: Tenant,
+    membership_id: int,
+    actor: Principal,
+    roles: Iterable[str] | None = None,
+    key_grant: KeyGrant | None = _UNCHANGED,
+) -> Membership:
+    """Change another member's roles and/or key grant (None for `roles`: keep them).
+
+    Nobody changes their own (`cannot_change_own_role`); every role added must be held by the
+    actor and a new grant must be within the actor's (`grant_check`); taking roles away needs
+    tenant_admin. A member who becomes a key user without a grant given gets the actor's."""
     with transaction.atomic():
         membership = (
-            Membership.objects.select_related("user")
+            Membership.objects.select_for_update()
+            .select_related("user")
             .filter(pk=membership_id, tenant=tenant)
             .first()
         )
         if membership is None:
             raise NotFound("No such member.", code="member_not_found")
-        previous = membership.role
-        membership = membership_set(tenant=tenant, user=membership.user, role=role)
+        if membership.user_id == _acting_user_id(actor):
+            raise Forbidden(
+                "Nobody changes their own roles or key grant; ask another administrator.",
+                code="cannot_change_own_role",
+            )
+        before = set(membership.roles)
+        after = set(roles_validate(tenant=tenant, roles=before if roles is None else roles))
+        if before - after and Role.TENANT_ADMIN not in actor.roles:
+            raise Forbidden("Only a tenant admin takes roles away.", code="role_not_held")
+        old_grant = grant_load(membership.key_grant)
+        if Role.KEY_USER not in after:
+            grant = _grant_for(roles=after, given=_given(key_grant), actor=actor)
+        elif key_grant is not _UNCHANGED:
+            grant = key_grant  # None: a key user who may use no key
+        elif Role.KEY_USER in before:
+            grant = old_grant
+        else:
+            grant = _grant_for(roles=after, given=None, actor=actor)
+        changed_grant = grant if grant is not None and grant != old_grant else None
+        grant_check(actor=actor, tenant=tenant, roles=after - before, key_grant=changed_grant)
+        membership = membership_set(
+            tenant=tenant, user=membership.user, roles=after, key_grant=grant
+        )
         audit_record(
             action="member.role_change",
             target=membership.user.username,
-            details={"from": previous, "to": role},
+            details={
+                "from": sorted(before),
+                "to": membership.roles,
+                "key_grant": membership.key_grant,
+            },
         )
         return membership

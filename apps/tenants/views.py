@@ -16,18 +16,19 @@ from django.views.decorators.http import require_http_methods, require_POST
 from apps.audit import context as audit_context
 from apps.audit.models import Outcome
 from apps.audit.services import audit_record
-from apps.core.console import console_view, run_action
+from apps.core.console import console_view, invalid_form, run_action
 from apps.core.errors import KcmError
 from apps.core.roles import TENANT_ROLES, Role
+from apps.core.tenancy import Principal
 from apps.tenants import selectors, services
 from apps.tenants.access import current_tenant, principal_for_user
 from apps.tenants.forms import (
     MemberForm,
-    PlatformTokenForm,
     ReasonForm,
     RoleForm,
     TenantForm,
     TokenForm,
+    grant_initial,
 )
 
 ANY_ROLE = [*TENANT_ROLES, Role.PLATFORM_OPERATOR]
@@ -111,10 +112,15 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "console/dashboard.html", {"tenants": selectors.tenant_list()})
 
 
+def _principal(request: HttpRequest) -> Principal:
+    return request.kcm_principal  # type: ignore[attr-defined]
+
+
 @console_view([Role.TENANT_ADMIN])
 def members(request: HttpRequest) -> HttpResponse:
     tenant = current_tenant()
-    form = MemberForm(request.POST or None)
+    principal = _principal(request)
+    form = MemberForm(request.POST or None, held=principal.roles)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         return run_action(
@@ -125,35 +131,61 @@ def members(request: HttpRequest) -> HttpResponse:
                 email=data["email"],
                 password=data["password"] or None,
                 role=data["role"],
+                actor=principal,
             ),
             f"{data['username']} is now a member.",
             reverse("console:members"),
             audit_action="member.add",
         )
-    return render(
-        request,
-        "console/members.html",
+    rows = [
         {
-            "form": form,
-            "members": selectors.membership_list(tenant=tenant),
-            "role_form": RoleForm(),
-        },
-    )
+            "member": m,
+            "form": RoleForm(
+                initial={"roles": m.roles, **grant_initial(m.key_grant)},
+                held=principal.roles,
+                prefix=f"m{m.pk}",
+            ),
+            "kept": sorted(set(m.roles) - principal.roles),
+            "is_self": m.user_id == principal.user_id,
+        }
+        for m in selectors.membership_list(tenant=tenant)
+    ]
+    return render(request, "console/members.html", {"form": form, "rows": rows})
 
 
 @console_view([Role.TENANT_ADMIN])
 @require_POST
 def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
-    form = RoleForm(request.POST)
+    """Change a member's roles and grant. The form edits only the roles the actor holds; the
+    member's other roles are kept. A blank grant keeps the member's grant."""
+    principal = _principal(request)
+    tenant = current_tenant()
+    form = RoleForm(request.POST, held=principal.roles, prefix=f"m{membership_id}")
     if not form.is_valid():
-        messages.error(request, "Choose a valid role.")
-        return redirect("console:members")
+        return run_action(
+            request,
+            invalid_form(form),
+            "",
+            reverse("console:members"),
+            audit_action="member.role_change",
+        )
+
+    def change() -> object:
+        member = selectors.membership_list(tenant=tenant).filter(pk=membership_id).first()
+        kept = set(member.roles) - principal.roles if member is not None else set()
+        grant = form.cleaned_data["key_grant"]
+        return services.member_update(
+            tenant=tenant,
+            membership_id=membership_id,
+            actor=principal,
+            roles=set(form.cleaned_data["roles"]) | kept,
+            **({"key_grant": grant} if grant is not None else {}),
+        )
+
     return run_action(
         request,
-        lambda: services.member_role_change(
-            tenant=current_tenant(), membership_id=membership_id, role=form.cleaned_data["role"]
-        ),
-        "Role changed.",
+        change,
+        "Roles changed.",
         reverse("console:members"),
         audit_action="member.role_change",
     )
@@ -165,9 +197,7 @@ def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
     return run_action(
         request,
         lambda: services.membership_remove(
-            tenant=current_tenant(),
-            membership_id=membership_id,
-            acting=request.kcm_principal,  # type: ignore[attr-defined]
+            tenant=current_tenant(), membership_id=membership_id, acting=_principal(request)
         ),
         "Member removed.",
         reverse("console:members"),
@@ -178,8 +208,8 @@ def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
 @console_view([Role.TENANT_ADMIN, Role.PLATFORM_OPERATOR])
 def tokens(request: HttpRequest) -> HttpResponse:
     tenant = current_tenant()
-    form_class = PlatformTokenForm if tenant.is_platform else TokenForm
-    form = form_class(request.POST or None)
+    principal = _principal(request)
+    form = TokenForm(request.POST or None, held=principal.roles, platform=tenant.is_platform)
     created = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -188,14 +218,16 @@ def tokens(request: HttpRequest) -> HttpResponse:
                 tenant=tenant,
                 name=data["name"],
                 role=data["role"],
+                key_grant=data.get("key_grant"),
                 expires_at=data.get("expires_at"),
                 created_by_id=request.user.pk,
+                actor=principal,
             )
         except KcmError as exc:
             audit_record(action="token.create", outcome="error", error_code=exc.code)
             messages.error(request, exc.detail)
         else:
-            form = form_class()
+            form = TokenForm(held=principal.roles, platform=tenant.is_platform)
             messages.success(request, f"Token {token.name} created. Copy it now: it is shown once.")
     return render(
         request,

@@ -99,12 +99,15 @@ def test_a_tenant_admin_creates_a_token_that_is_shown_once_and_works(world: Any)
     token = _csrf(client, "/tokens/", host)
     page = client.post(
         "/tokens/",
-        {"name": "app", "role": "key_user", "csrfmiddlewaretoken": token},
+        {"name": "app", "role": "tenant_admin", "csrfmiddlewaretoken": token},
         HTTP_HOST=host,
     )
     plaintext = re.search(rb'data-testid="new-token">([^<]+)<', page.content)
     assert plaintext
-    assert Api(host, plaintext.group(1).decode()).get("/api/v1/me/").json_body["role"] == "key_user"
+    assert (
+        Api(host, plaintext.group(1).decode()).get("/api/v1/me/").json_body["role"]
+        == "tenant_admin"
+    )
     assert plaintext.group(1) not in client.get("/tokens/", HTTP_HOST=host).content
 
 

@@ -93,6 +93,8 @@ def test_tenant_admin_signs_in_creates_a_token_and_the_api_accepts_it(
         "kind": "token",
         "label": token.split("_")[1],
         "role": "key_user",
+        "roles": ["key_user"],
+        "key_grant": {"service_keys": ["*"], "context": {}},
         "tenant": "demo",
     }
     # The token belongs to demo only: the platform host refuses it.

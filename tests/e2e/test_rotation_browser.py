@@ -42,7 +42,7 @@ _KEY_ADMIN_USER = """
 from apps.tenants import services
 from apps.tenants.models import Tenant
 user = services.user_create(username="keys", password={password!r})
-services.membership_set(tenant=Tenant.objects.get(slug="bars"), user=user, role="key_admin")
+services.membership_set(tenant=Tenant.objects.get(slug="bars"), user=user, roles=["key_admin"])
 """
 
 

@@ -1,4 +1,6 @@
-"""API tokens: shown once, stored hashed, bound to one tenant and role, expire and revoke."""
+"""API tokens: shown once, stored hashed, bound to one tenant and role, expire and revoke.
+A tenant admin holds one role here, so its tokens and members get that role (nobody grants a
+role they do not hold: tests/security/test_separation_of_duties.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ ADMIN = ("acme", Role.TENANT_ADMIN)
 
 
 def test_a_new_token_is_shown_once_and_stored_hashed(api: Any) -> None:
-    response = api(*ADMIN).post("/api/v1/tokens/", {"name": "ci", "role": "key_user"})
+    response = api(*ADMIN).post("/api/v1/tokens/", {"name": "ci", "role": "tenant_admin"})
     assert response.status_code == 201
     plaintext = response.json_body["token"]
     stored = ApiToken.objects.get(pk=response.json_body["id"])
@@ -25,11 +27,13 @@ def test_a_new_token_is_shown_once_and_stored_hashed(api: Any) -> None:
     listed = api(*ADMIN).get("/api/v1/tokens/").json_body["results"]
     assert all("token" not in item for item in listed)
     me = Api("acme.localhost", plaintext).get("/api/v1/me/")
-    assert me.status_code == 200 and me.json_body["role"] == "key_user"
+    assert me.status_code == 200 and me.json_body["role"] == "tenant_admin"
 
 
 def test_a_revoked_token_stops_working(api: Any) -> None:
-    created = api(*ADMIN).post("/api/v1/tokens/", {"name": "temp", "role": "auditor"}).json_body
+    created = (
+        api(*ADMIN).post("/api/v1/tokens/", {"name": "temp", "role": "tenant_admin"}).json_body
+    )
     assert api(*ADMIN).call("DELETE", f"/api/v1/tokens/{created['id']}/").status_code == 204
     assert_problem(Api("acme.localhost", created["token"]).get("/api/v1/me/"), 401, "invalid_token")
 
@@ -41,7 +45,7 @@ def test_an_expired_token_stops_working(api: Any) -> None:
             "/api/v1/tokens/",
             {
                 "name": "short",
-                "role": "auditor",
+                "role": "tenant_admin",
                 "expires_at": (timezone.now() + timedelta(hours=1)).isoformat(),
             },
         )
@@ -58,7 +62,9 @@ def test_an_expired_token_stops_working(api: Any) -> None:
 def test_it_refuses_an_expiry_in_the_past_and_a_platform_role(api: Any) -> None:
     past = (timezone.now() - timedelta(days=1)).isoformat()
     assert_problem(
-        api(*ADMIN).post("/api/v1/tokens/", {"name": "x", "role": "auditor", "expires_at": past}),
+        api(*ADMIN).post(
+            "/api/v1/tokens/", {"name": "x", "role": "tenant_admin", "expires_at": past}
+        ),
         400,
         "invalid_expiry",
     )
@@ -78,7 +84,7 @@ def test_a_tampered_or_unknown_token_is_refused(world: Any) -> None:
 def test_a_foreign_tokens_id_cannot_be_revoked(api: Any) -> None:
     created = (
         api("globex", Role.TENANT_ADMIN)
-        .post("/api/v1/tokens/", {"name": "g", "role": "auditor"})
+        .post("/api/v1/tokens/", {"name": "g", "role": "tenant_admin"})
         .json_body
     )
     assert_problem(
@@ -91,21 +97,28 @@ def test_members_can_be_added_changed_and_removed(api: Any) -> None:
     admin = api(*ADMIN)
     added = admin.post(
         "/api/v1/members/",
-        {"username": "newbie", "password": "a long enough passphrase 9", "role": "auditor"},
+        {"username": "newbie", "password": "a long enough passphrase 9", "role": "tenant_admin"},
     )
     assert added.status_code == 201, added.content
+    assert added.json_body["roles"] == ["tenant_admin"]
     member_id = added.json_body["id"]
-    changed = admin.call("PATCH", f"/api/v1/members/{member_id}/", {"role": "key_admin"})
-    assert changed.json_body["role"] == "key_admin"
+    auditor = admin.get("/api/v1/members/").json_body["results"]
+    auditor_id = next(m["id"] for m in auditor if m["username"] == "acme-auditor")
+    changed = admin.call(
+        "PATCH", f"/api/v1/members/{auditor_id}/", {"roles": ["auditor", "tenant_admin"]}
+    )
+    assert changed.json_body["roles"] == ["auditor", "tenant_admin"]
     assert admin.call("DELETE", f"/api/v1/members/{member_id}/").status_code == 204
     assert_problem(admin.get(f"/api/v1/members/{member_id}/"), 404, "member_not_found")
     assert_problem(
-        admin.post("/api/v1/members/", {"username": "ghost", "role": "auditor"}),
+        admin.post("/api/v1/members/", {"username": "ghost", "role": "tenant_admin"}),
         400,
         "user_not_found",
     )
     assert_problem(
-        admin.post("/api/v1/members/", {"username": "weak", "password": "123", "role": "auditor"}),
+        admin.post(
+            "/api/v1/members/", {"username": "weak", "password": "123", "role": "tenant_admin"}
+        ),
         400,
         "weak_password",
     )

@@ -9,8 +9,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from apps.core.roles import Role
+from apps.core.roles import TENANT_ROLES, Role
 from apps.tenants import services
+from apps.tenants.grants import KeyGrant
 from apps.tenants.models import Tenant
 
 
@@ -34,13 +35,19 @@ class Command(BaseCommand):
             else:
                 user.set_password(password)
                 user.save()
-            services.membership_set(tenant=tenant, user=user, role=Role.TENANT_ADMIN)
+            # A demo to try everything with: every tenant role, and every service key to use.
+            services.membership_set(
+                tenant=tenant,
+                user=user,
+                roles=list(TENANT_ROLES),
+                key_grant=KeyGrant.everything(),
+            )
             platform = Tenant.objects.get(schema_name="public")
-            services.membership_set(tenant=platform, user=user, role=Role.PLATFORM_OPERATOR)
+            services.membership_set(tenant=platform, user=user, roles=[Role.PLATFORM_OPERATOR])
         self.stdout.write(
             self.style.WARNING(
                 "\n  Demo tenant created. Sign in (shown once, store it now):\n"
                 f"    user: admin   password: {password}\n"
-                "  admin is tenant admin of 'demo' and platform operator.\n"
+                "  admin holds every role of 'demo' and is platform operator.\n"
             )
         )
