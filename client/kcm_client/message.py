@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import itertools
 import json
 import os
@@ -141,19 +142,12 @@ def header_tail(service_key: str, envelope: bytes, context_json: bytes) -> bytes
     )  # fmt: skip
 
 
-def _v2_header_nonce(nonce_base: bytes) -> bytes:
-    return bytes([nonce_base[0] ^ 0x80]) + nonce_base[1:]  # B XOR 2^95
-
-
 class MessageKey:
-    """A data key ready to seal messages: its AES-GCM object, its header per frame size (made
-    once, tag included, under a fresh random header nonce) and a counter of its messages,
-    kept with the data key in the cache rather than remade per message.
-
-    Nonce bases are a counter (from a random start below 2^62, so its top bit stays clear)
-    followed by 4 random bytes drawn once: distinct for every message of this key, with frame
-    indexes XORed into the last 4 bytes. Nonce bases are never random per message, so no two
-    messages of a key can share a nonce however many it seals."""
+    """A data key ready to seal messages, kept with it in the cache: its AES-GCM object, its
+    header per frame size (made once, under a fresh random header nonce) and its messages'
+    nonce bases: a counter (from a random start below 2^62, so the top bit stays clear) then 4
+    random bytes drawn once, frame indexes XORed into those. Never random per message, so no
+    two messages of a key can share a nonce however many it seals."""
 
     def __init__(
         self, data_key: bytes, *, service_key: str, envelope: bytes, context_json: bytes
@@ -265,7 +259,8 @@ def header_read(read: object) -> Header:
         message_id = nonce_base = b""  # after the header
     else:
         message_id, nonce_base = _V2_IDS.unpack(reader.take(_V2_IDS.size, "header"))
-        header_nonce = _v2_header_nonce(nonce_base) if version == V2 else b""
+        flipped = bytes([nonce_base[0] ^ 0x80]) + nonce_base[1:]  # B XOR 2^95
+        header_nonce = flipped if version == V2 else b""
     name_len = reader.take(1, "header")[0]
     if name_len == 0:
         raise errors.MessageMalformed("empty service key name")
@@ -357,9 +352,7 @@ def frames_open(read: object, header: Header, aead: AESGCM) -> Iterator[tuple[by
     reader = _Reader(read)
     # What every frame's aad starts with, binding the header: its tag, which only a holder of
     # the data key can make (version 3), the header itself (2), or its SHA-256 (1).
-    bound = header.tag if header.version == FORMAT_VERSION else header.raw
-    if header.version == V1:
-        bound = header.hash
+    bound = {FORMAT_VERSION: header.tag, V2: header.raw}.get(header.version) or header.hash
     index = 0
     while True:
         flag = reader.take(1, "frames", keep=False)[0]
@@ -401,8 +394,6 @@ def seal_all(sealer: FrameSealer, data: bytes) -> bytes:
 
 def open_with_key(data: bytes, data_key: bytes) -> bytes:
     """A whole message's plaintext given its data key (test vectors; no server involved)."""
-    import io
-
     stream = io.BytesIO(data)
     header = header_read(stream.read)
     return b"".join(part for part, _ in frames_open(stream.read, header, opener(header, data_key)))

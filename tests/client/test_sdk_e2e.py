@@ -67,7 +67,9 @@ def _header_len(m: bytes) -> int:
 
 
 def _frames_at(m: bytes) -> int:
-    return _header_len(m) + 12  # after the nonce base
+    from kcm_client import message
+
+    return message.header_read(io.BytesIO(m).read).length  # the header, then the nonce base
 
 
 FRAME = 1 + F + 16
