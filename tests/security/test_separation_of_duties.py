@@ -148,7 +148,7 @@ def test_roles_given_to_a_member_must_be_held(api: Any, world: Any) -> None:
         "tenant_admin",
     ]
     assert_problem(
-        admin.post("/api/v1/members/", {"username": "acme-key_admin", "role": "key_user"}),
+        admin.post("/api/v1/invitations/", {"roles": ["key_user"]}),
         403,
         "role_not_held",
     )
@@ -222,6 +222,36 @@ def test_the_console_offers_only_held_roles_and_refuses_a_self_change(world: Any
     response = client.post(f"/members/{own}/role/", {f"m{own}-roles": []}, follow=True)
     assert "Nobody changes their own roles" in response.content.decode()
     assert Membership.objects.get(pk=own).roles == ["tenant_admin"]
+
+
+def test_the_console_changes_another_members_roles_within_the_admins_own(world: Any) -> None:
+    lead = services.user_create(username="lead", password=PASSWORD)
+    services.membership_set(
+        tenant=world.tenants["acme"],
+        user=lead,
+        roles=["tenant_admin", "key_user"],
+        key_grant=KeyGrant.parse({"service_keys": ["payments", "ledger"]}),
+    )
+    client = Client(HTTP_HOST="acme.localhost")
+    client.force_login(lead)
+    auditor = _membership_id("acme-auditor")
+    page = client.get("/members/").content.decode()
+    assert f'name="m{auditor}-roles" value="key_user"' in page
+    assert f'name="m{auditor}-roles" value="key_admin"' not in page
+    client.post(
+        f"/members/{auditor}/role/",
+        {f"m{auditor}-roles": ["key_user"], f"m{auditor}-service_keys": "payments"},
+    )
+    changed = Membership.objects.get(pk=auditor)
+    # auditor is not the admin's to give or take here: it is kept.
+    assert changed.roles == ["auditor", "key_user"]
+    assert changed.key_grant == {"service_keys": ["payments"], "context": {}}
+    client.post(
+        f"/members/{auditor}/role/",
+        {f"m{auditor}-roles": ["key_user"], f"m{auditor}-service_keys": "*"},
+        follow=True,
+    )
+    assert Membership.objects.get(pk=auditor).key_grant == changed.key_grant
 
 
 # --- key use is explicit --------------------------------------------------------------------
