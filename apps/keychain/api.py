@@ -7,6 +7,7 @@ from uuid import UUID
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -225,7 +226,10 @@ class CryptoAuditMixin(KcmAPIView):
         ) else None
 
     def audit_details(self, request: Request, response: Response) -> dict[str, Any]:
-        body = request.data if isinstance(request.data, dict) else {}
+        try:
+            body = request.data if isinstance(request.data, dict) else {}
+        except APIException:  # refused before its body was parsed, and it does not parse
+            return {}
         context = body.get("context")
         return {"context": context} if isinstance(context, dict) else {}
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from apps.core.roles import TENANT_ROLES
 from apps.tenants.models import ApiToken, Membership, Tenant
 from tests.helpers import Api, assert_problem, host_of
 from tests.urlmap import PUBLIC, Route, platform_routes, tenant_routes
@@ -105,3 +106,26 @@ def test_a_wrong_content_type_gets_415(client_for: Any) -> None:
 
 def test_unknown_api_paths_get_a_problem(client_for: Any) -> None:
     assert_problem(client_for("acme", "tenant_admin").get("/api/v1/nope/"), 404, "not_found")
+
+
+@pytest.mark.parametrize(("slug", "route", "method", "role"), _cases())
+def test_a_refused_role_with_a_body_that_does_not_parse_gets_its_403(
+    client_for: Any, slug: str, route: Route, method: str, role: str
+) -> None:
+    # Found by tests/fuzz: auditing a refused data-key call read the body, which then failed
+    # to parse inside the error path: a 500 instead of the refusal.
+    allowed = getattr(route.view_class, "method_roles", {}).get(
+        method, route.view_class.allowed_roles
+    )
+    wrong = [r for r in TENANT_ROLES if r not in allowed] if slug != "platform" else []
+    if not wrong:
+        pytest.skip("every role of this host may call it")
+    response = client_for(slug, wrong[0]).call(method, route.path, raw=b"\x12\xc3\x9a\xda\x98")
+    assert_problem(response, 403, "role_not_allowed")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tokens/", "/api/v1/audit/events/"])
+def test_a_cursor_that_is_not_ours_gets_a_400(client_for: Any, path: str) -> None:
+    # DRF answers 404 "Invalid cursor", as if the list were gone.
+    response = client_for("acme", "tenant_admin").get(f"{path}?cursor=not-a-cursor")
+    assert_problem(response, 400, "invalid_cursor")
