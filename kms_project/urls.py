@@ -5,6 +5,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from apps.keychain import views as keychain_views
 from apps.rotation import urls_console as rotation_console
 from apps.tenants import api as tenants_api
+from apps.tenants import api_invitations, views_invitations
 from apps.tenants import views as tenants_views
 from kms_project.urls_common import handler400, handler403, handler404, handler500
 from kms_project.urls_common import urlpatterns as common
@@ -16,6 +17,14 @@ console: list[URLPattern | URLResolver] = [
     path("members/", tenants_views.members, name="members"),
     path("members/<int:membership_id>/role/", tenants_views.member_role, name="member-role"),
     path("members/<int:membership_id>/remove/", tenants_views.member_remove, name="member-remove"),
+    path("members/invitations/", views_invitations.invitation_list, name="invitations"),
+    path(
+        "members/invitations/<int:invitation_id>/revoke/",
+        views_invitations.invitation_revoke,
+        name="invitation-revoke",
+    ),
+    # The page an invitation link opens: for people who are not members yet.
+    path("invitations/<str:secret>/", views_invitations.invitation_open, name="invitation"),
     path("tokens/", tenants_views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", tenants_views.token_revoke, name="token-revoke"),
     path("audit/", include("apps.audit.urls_console")),
@@ -28,6 +37,12 @@ api_v1: list[URLPattern | URLResolver] = [
     path("me/", tenants_api.MeView.as_view(), name="me"),
     path("members/", tenants_api.MemberListView.as_view(), name="members"),
     path("members/<int:membership_id>/", tenants_api.MemberDetailView.as_view(), name="member"),
+    path("invitations/", api_invitations.InvitationListView.as_view(), name="invitations"),
+    path(
+        "invitations/<int:invitation_id>/",
+        api_invitations.InvitationDetailView.as_view(),
+        name="invitation",
+    ),
     path("tokens/", tenants_api.TokenListView.as_view(), name="tokens"),
     path("tokens/<int:token_id>/", tenants_api.TokenDetailView.as_view(), name="token"),
     path("", include("apps.audit.urls_api")),

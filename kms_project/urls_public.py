@@ -3,6 +3,7 @@
 from django.urls import URLPattern, URLResolver, include, path
 
 from apps.tenants import api as tenants_api
+from apps.tenants import api_invitations, views_invitations
 from apps.tenants import views as tenants_views
 from kms_project.health import PlatformHealthView
 from kms_project.urls_common import handler400, handler403, handler404, handler500
@@ -16,6 +17,16 @@ console: list[URLPattern | URLResolver] = [
     path("tokens/<int:token_id>/revoke/", tenants_views.token_revoke, name="token-revoke"),
     path("audit/", include("apps.audit.urls_console")),
     path("tenants/", tenants_views.tenants, name="tenants"),
+    path(
+        "tenants/<slug:slug>/invitations/",
+        views_invitations.tenant_invitation_list,
+        name="tenant-invitations",
+    ),
+    path(
+        "tenants/<slug:slug>/invitations/<int:invitation_id>/revoke/",
+        views_invitations.tenant_invitation_revoke,
+        name="tenant-invitation-revoke",
+    ),
     path(
         "tenants/<slug:slug>/<str:action>/",
         tenants_views.tenant_action,
@@ -32,6 +43,16 @@ api_v1: list[URLPattern | URLResolver] = [
     path("platform/tenants/", tenants_api.TenantListView.as_view(), name="tenants"),
     path("", include("apps.rotation.urls_platform")),
     path("platform/tenants/<slug:slug>/", tenants_api.TenantDetailView.as_view(), name="tenant"),
+    path(
+        "platform/tenants/<slug:slug>/invitations/",
+        api_invitations.PlatformInvitationListView.as_view(),
+        name="tenant-invitations",
+    ),
+    path(
+        "platform/tenants/<slug:slug>/invitations/<int:invitation_id>/",
+        api_invitations.PlatformInvitationDetailView.as_view(),
+        name="tenant-invitation",
+    ),
     *[
         path(
             f"platform/tenants/<slug:slug>/{action}/",

@@ -21,10 +21,13 @@ SAMPLE_ARGS = {
     "manager_id": str(uuid.UUID(int=5)),
     "import_token_id": str(uuid.UUID(int=6)),
     "version": "1",
+    "invitation_id": "1",
+    "secret": "no-such-invitation-secret",
 }
 
-# Open on every host by design: liveness, the API description, and the sign-in form.
-PUBLIC = {"api-schema", "api-docs", "console:login", "console:logout"}
+# Open on every host by design: liveness, the API description, the sign-in form, and the page
+# an invitation link opens (for people who are not members yet; the link's secret is the key).
+PUBLIC = {"api-schema", "api-docs", "console:login", "console:logout", "console:invitation"}
 
 
 @dataclass(frozen=True)

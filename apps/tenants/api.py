@@ -112,13 +112,6 @@ class MembershipOut(serializers.ModelSerializer):
         fields = ["id", "username", "email", "roles", "key_grant", "created_at"]
 
 
-class MembershipIn(StrictSerializer):
-    username = serializers.CharField(max_length=150)
-    email = serializers.EmailField(required=False, allow_blank=True)
-    password = serializers.CharField(required=False, write_only=True, max_length=200)
-    role = serializers.ChoiceField(choices=[r.value for r in TENANT_ROLES])
-
-
 class MembershipPatch(StrictSerializer):
     roles = serializers.ListField(
         child=serializers.ChoiceField(choices=TENANT_ROLE_VALUES),
@@ -130,27 +123,16 @@ class MembershipPatch(StrictSerializer):
 
 
 class MemberListView(PaginatedListMixin, KcmAPIView):
+    """This tenant's members. People join by invitation only (apps.tenants.invitations):
+    nobody is attached by username."""
+
     allowed_roles = ADMIN
-    audit_actions = {"POST": "member.add"}
 
     @extend_schema(responses=MembershipOut(many=True))
     def get(self, request: Request) -> Response:
         return self.paginate(
             request, selectors.membership_list(tenant=current_tenant()), MembershipOut
         )
-
-    @extend_schema(request=MembershipIn, responses={201: MembershipOut})
-    def post(self, request: Request) -> Response:
-        data = parse(MembershipIn, request)
-        membership = services.member_add(
-            tenant=current_tenant(),
-            username=data["username"],
-            email=data.get("email", ""),
-            password=data.get("password"),
-            role=data["role"],
-            actor=principal_of(request),
-        )
-        return Response(MembershipOut(membership).data, status=status.HTTP_201_CREATED)
 
 
 class MemberDetailView(KcmAPIView):

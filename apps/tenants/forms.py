@@ -71,21 +71,6 @@ def grant_initial(raw: Any) -> dict[str, str]:
     }
 
 
-class MemberForm(forms.Form):
-    username = forms.CharField(max_length=150)
-    email = forms.EmailField(required=False)
-    password = forms.CharField(
-        required=False,
-        widget=forms.PasswordInput,
-        help_text="Only for a new user: their initial password.",
-    )
-    role = forms.ChoiceField(choices=[])
-
-    def __init__(self, *args: Any, held: Iterable[str] = (), **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.fields["role"].choices = role_choices(held)  # type: ignore[attr-defined]
-
-
 class RoleForm(KeyGrantFields):
     """A member's roles and grant. Only the roles the actor holds are offered; the others the
     member holds are kept as they are (the view merges them back)."""

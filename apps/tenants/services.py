@@ -297,36 +297,6 @@ def api_token_revoke(*, tenant: Tenant, token_id: int) -> ApiToken:
     return token
 
 
-def member_add(
-    *,
-    tenant: Tenant,
-    username: str,
-    role: str,
-    email: str = "",
-    password: str | None = None,
-    actor: Principal | None = None,
-) -> Membership:
-    """Give an existing user a role here, or create the user first when a password is given.
-    The actor must hold the role (a key user gets the actor's own grant)."""
-    grant = _grant_for(roles=[role], given=None, actor=actor)
-    if actor is not None:
-        grant_check(actor=actor, tenant=tenant, roles=[role], key_grant=grant)
-    with transaction.atomic():
-        user = User.objects.filter(username=username).first()
-        if user is None:
-            if not password:
-                raise ValidationFailed(
-                    f"There is no user {username!r}; give a password to create one.",
-                    code="user_not_found",
-                )
-            user = user_create(username=username, password=password, email=email)
-        elif Membership.objects.filter(user=user, tenant=tenant).exists():
-            raise Conflict(f"{username} is a member already.", code="member_exists")
-        membership = membership_set(tenant=tenant, user=user, roles=[role], key_grant=grant)
-        audit_record(action="member.add", target=username, details={"roles": membership.roles})
-        return membership
-
-
 _UNCHANGED: Any = object()
 
 

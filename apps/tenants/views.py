@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.audit import context as audit_context
 from apps.audit.models import Outcome
@@ -23,13 +23,13 @@ from apps.core.tenancy import Principal
 from apps.tenants import selectors, services
 from apps.tenants.access import current_tenant, principal_for_user
 from apps.tenants.forms import (
-    MemberForm,
     ReasonForm,
     RoleForm,
     TenantForm,
     TokenForm,
     grant_initial,
 )
+from apps.tenants.forms_invitations import InvitationForm
 
 ANY_ROLE = [*TENANT_ROLES, Role.PLATFORM_OPERATOR]
 
@@ -117,26 +117,12 @@ def _principal(request: HttpRequest) -> Principal:
 
 
 @console_view([Role.TENANT_ADMIN])
+@require_GET
 def members(request: HttpRequest) -> HttpResponse:
+    """This tenant's members, and the form that invites more (people join by invitation only:
+    apps.tenants.views_invitations)."""
     tenant = current_tenant()
     principal = _principal(request)
-    form = MemberForm(request.POST or None, held=principal.roles)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        return run_action(
-            request,
-            lambda: services.member_add(
-                tenant=tenant,
-                username=data["username"],
-                email=data["email"],
-                password=data["password"] or None,
-                role=data["role"],
-                actor=principal,
-            ),
-            f"{data['username']} is now a member.",
-            reverse("console:members"),
-            audit_action="member.add",
-        )
     rows = [
         {
             "member": m,
@@ -150,7 +136,8 @@ def members(request: HttpRequest) -> HttpResponse:
         }
         for m in selectors.membership_list(tenant=tenant)
     ]
-    return render(request, "console/members.html", {"form": form, "rows": rows})
+    invite = InvitationForm(held=principal.roles)
+    return render(request, "console/members.html", {"invite_form": invite, "rows": rows})
 
 
 @console_view([Role.TENANT_ADMIN])

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.test import Client
 from django.utils import timezone
 
 from apps.core.roles import Role
@@ -93,32 +94,35 @@ def test_a_foreign_tokens_id_cannot_be_revoked(api: Any) -> None:
     assert ApiToken.objects.get(pk=created["id"]).revoked_at is None
 
 
-def test_members_can_be_added_changed_and_removed(api: Any) -> None:
+def test_members_join_by_invitation_and_can_be_changed_and_removed(api: Any) -> None:
     admin = api(*ADMIN)
-    added = admin.post(
-        "/api/v1/members/",
-        {"username": "newbie", "password": "a long enough passphrase 9", "role": "tenant_admin"},
-    )
-    assert added.status_code == 201, added.content
-    assert added.json_body["roles"] == ["tenant_admin"]
-    member_id = added.json_body["id"]
-    auditor = admin.get("/api/v1/members/").json_body["results"]
-    auditor_id = next(m["id"] for m in auditor if m["username"] == "acme-auditor")
+    link = admin.post("/api/v1/invitations/", {"roles": ["tenant_admin"]}).json_body["link"]
+    path = link.removeprefix("http://acme.localhost")
+
+    def sign_up(username: str, password: str) -> Any:
+        return Client().post(
+            path,
+            {
+                "how": "sign-up",
+                "new_username": username,
+                "email": f"{username}@acme.example",
+                "new_password": password,
+                "new_password_again": password,
+            },
+            HTTP_HOST="acme.localhost",
+        )
+
+    weak = sign_up("weak", "123")
+    assert weak.status_code == 400 and b"too short" in weak.content
+    assert sign_up("newbie", "a long enough passphrase 9").status_code == 302
+    listed = admin.get("/api/v1/members/").json_body["results"]
+    added = next(m for m in listed if m["username"] == "newbie")
+    assert added["roles"] == ["tenant_admin"] and added["email"] == "newbie@acme.example"
+    member_id = added["id"]
+    auditor_id = next(m["id"] for m in listed if m["username"] == "acme-auditor")
     changed = admin.call(
         "PATCH", f"/api/v1/members/{auditor_id}/", {"roles": ["auditor", "tenant_admin"]}
     )
     assert changed.json_body["roles"] == ["auditor", "tenant_admin"]
     assert admin.call("DELETE", f"/api/v1/members/{member_id}/").status_code == 204
     assert_problem(admin.get(f"/api/v1/members/{member_id}/"), 404, "member_not_found")
-    assert_problem(
-        admin.post("/api/v1/members/", {"username": "ghost", "role": "tenant_admin"}),
-        400,
-        "user_not_found",
-    )
-    assert_problem(
-        admin.post(
-            "/api/v1/members/", {"username": "weak", "password": "123", "role": "tenant_admin"}
-        ),
-        400,
-        "weak_password",
-    )
