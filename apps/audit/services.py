@@ -69,6 +69,36 @@ _PENDING_INSERT = "INSERT INTO audit_auditpending (body) VALUES (%s)"
 _APPEND = "SELECT public.kcm_audit_append(%s)"
 
 
+def event_body(
+    *,
+    action: str,
+    outcome: str = Outcome.SUCCESS,
+    target: str = "",
+    target_version: int | None = None,
+    error_code: str = "",
+    details: dict[str, Any] | None = None,
+) -> str:
+    """The canonical body of one event, said by the current audit context's actor (what
+    `audit_record` writes; the data plane writes the same body in its own statement)."""
+    context = current()
+    # Every string made safe for PostgreSQL: the sealer parses the body as jsonb.
+    content: dict[str, Any] = {
+        "occurred_at": chain.timestamp(timezone.now()),
+        "actor": _no_nul(context.actor[:200]),
+        "role": _no_nul(context.role[:32]),
+        "source_ip": _ip(context.source_ip),
+        "user_agent": _no_nul(context.user_agent[:300]),
+        "request_id": _no_nul(context.request_id[:64]),
+        "action": _no_nul(action),
+        "target": _no_nul(str(target)[:200]),
+        "target_version": target_version,
+        "outcome": str(outcome),
+        "error_code": _no_nul(error_code[:64]),
+        "details": _details(details),
+    }
+    return chain.canonical(content)
+
+
 def audit_record(
     *,
     action: str,
@@ -88,24 +118,16 @@ def audit_record(
     KCM_AUDIT_SEAL_SECONDS by this process's sealer (or anyone's next seal)."""
     if not settings.KCM_AUDIT_ENABLED:
         return
-    context = current()
-    # Every string made safe for PostgreSQL: the sealer parses the body as jsonb.
-    content: dict[str, Any] = {
-        "occurred_at": chain.timestamp(timezone.now()),
-        "actor": _no_nul(context.actor[:200]),
-        "role": _no_nul(context.role[:32]),
-        "source_ip": _ip(context.source_ip),
-        "user_agent": _no_nul(context.user_agent[:300]),
-        "request_id": _no_nul(context.request_id[:64]),
-        "action": _no_nul(action),
-        "target": _no_nul(str(target)[:200]),
-        "target_version": target_version,
-        "outcome": str(outcome),
-        "error_code": _no_nul(error_code[:64]),
-        "details": _details(details),
-    }
+    body = event_body(
+        action=action,
+        outcome=outcome,
+        target=target,
+        target_version=target_version,
+        error_code=error_code,
+        details=details,
+    )
     with connection.cursor() as cursor:
-        cursor.execute(_APPEND if chained else _PENDING_INSERT, [chain.canonical(content)])
+        cursor.execute(_APPEND if chained else _PENDING_INSERT, [body])
     if not chained:
         note_pending(current_schema())
 
