@@ -41,14 +41,25 @@ def _trusted(address: Address, networks: tuple[Network, ...]) -> bool:
 
 def client_ip(request: HttpRequest) -> str:
     """The address of the client that sent `request` (empty if none is known)."""
-    peer = _address(request.META.get("REMOTE_ADDR", ""))
+    meta = request.META
+    return _client_ip(
+        meta.get("REMOTE_ADDR", ""),
+        meta.get("HTTP_X_FORWARDED_FOR", ""),
+        tuple(settings.KCM_TRUSTED_PROXIES),
+    )
+
+
+@lru_cache(maxsize=4096)
+def _client_ip(remote_addr: str, forwarded: str, proxies: tuple[str, ...]) -> str:
+    # Parsing addresses costs more than the rest of a data-key request's checks: every
+    # request asks twice (audit context, rate limit), and the same few peers ask again.
+    peer = _address(remote_addr)
     if peer is None:
         return ""
-    networks = _networks(tuple(settings.KCM_TRUSTED_PROXIES))
+    networks = _networks(proxies)
     if not networks or not _trusted(peer, networks):
         return str(peer)
     client = peer
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
     for hop in reversed([part for part in forwarded.split(",") if part.strip()]):
         address = _address(hop)
         if address is None:  # garbage from beyond the last trusted proxy: stop there
