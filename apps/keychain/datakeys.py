@@ -274,20 +274,20 @@ def run_batch(
         _count(loaded, operation, exc.code, len(items))
         raise
     results: list[dict[str, Any]] = []
-    outcomes: dict[str, int] = {}
+    failed: dict[str, int] = {}  # by code; nothing is counted per item that succeeds
     for index, item in enumerate(items):
         try:
             if isinstance(item, KcmError):
                 raise item
             result = func(loaded, version, item) if encrypts else func(loaded, item)
             results.append({"index": index, "ok": True, **result})
-            outcome = metrics.OK
         except KcmError as exc:
             results.append(
                 {"index": index, "ok": False, "error": {"code": exc.code, "detail": exc.detail}}
             )
-            outcome = exc.code
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    for outcome, count in outcomes.items():
-        _count(loaded, operation, outcome, count)
+            failed[exc.code] = failed.get(exc.code, 0) + 1
+    if len(items) > sum(failed.values()):
+        _count(loaded, operation, metrics.OK, len(items) - sum(failed.values()))
+    for code, count in failed.items():
+        _count(loaded, operation, code, count)
     return results

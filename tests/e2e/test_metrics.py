@@ -54,6 +54,7 @@ GENERATED = 40  # at least, spread over both web workers
 DECRYPTED = 4
 MISMATCHED = 5
 MISSING = 3
+BATCHED = 4  # and one more item, which fails
 
 
 @dataclass
@@ -169,26 +170,29 @@ def test_counters_match_the_traffic_summed_over_every_process(node: Node) -> Non
         for _ in range(MISSING)
     ]
     assert {(r.status, r.code) for r in missing} == {(404, "key_not_found")}
+    items = [{"context": CONTEXT}] * BATCHED + [{"context": "not an object"}]
+    batch = _post(
+        node, KEY_USER, f"{service_path(SERVICE)}/generate-data-key/batch/", {"items": items}
+    )
+    assert batch.status == 200, batch
+    assert [r["ok"] for r in batch.body["results"]] == [True] * BATCHED + [False]
+    batch_error = batch.body["results"][-1]["error"]["code"]
     time.sleep(1.5)  # the audit sealer's rounds (every 0.5 s) chain the events
     text = node.scrape()
     delta = Delta(before, text)
 
     ops = {"name": "kcm_datakey_operations_total", "tenant": "met"}
+
+    def operations(operation: str, outcome: str, key: str = key_id) -> float:
+        return delta(**ops, service_key_id=key, operation=operation, outcome=outcome)
+
     assert value(before, **ops, service_key_id=key_id, outcome="ok") == len(warm)
-    assert delta(**ops, service_key_id=key_id, operation="generate-data-key", outcome="ok") == len(
-        generated
-    )
-    assert (
-        delta(**ops, service_key_id=key_id, operation="decrypt-data-key", outcome="ok") == DECRYPTED
-    )
-    assert (
-        delta(
-            **ops, service_key_id=key_id, operation="decrypt-data-key", outcome="context_mismatch"
-        )
-        == MISMATCHED
-    )
-    assert delta(**ops, service_key_id="unknown", outcome="key_not_found") == MISSING
-    all_operations = len(generated) + DECRYPTED + MISMATCHED + MISSING
+    assert operations("generate-data-key", "ok") == len(generated) + BATCHED
+    assert operations("generate-data-key", batch_error) == 1
+    assert operations("decrypt-data-key", "ok") == DECRYPTED
+    assert operations("decrypt-data-key", "context_mismatch") == MISMATCHED
+    assert operations("generate-data-key", "key_not_found", key="unknown") == MISSING
+    all_operations = len(generated) + DECRYPTED + MISMATCHED + MISSING + BATCHED + 1
     assert delta(**ops) == all_operations
 
     # Requests by URL pattern name and status, each counted once, whichever worker served it.
@@ -196,6 +200,7 @@ def test_counters_match_the_traffic_summed_over_every_process(node: Node) -> Non
     route = "api:service-key-generate-data-key"
     assert delta(latency, route=route, method="POST", status="200") == len(generated)
     assert delta(latency, route=route, method="POST", status="404") == MISSING
+    assert delta(latency, route=f"{route}-batch", method="POST", status="200") == 1
     for status, count in Counter(str(r.status) for r in opened).items():
         assert delta(latency, route="api:service-key-decrypt-data-key", status=status) == count
     assert value(text, latency, route="api:customer-keys", status="201") == 1
@@ -203,7 +208,8 @@ def test_counters_match_the_traffic_summed_over_every_process(node: Node) -> Non
 
     # The key cache, warm: every lookup of the existing key hits, the missing one misses each
     # time, nothing is evicted, and neither the L2 nor the HSM is asked for anything.
-    assert delta("kcm_key_cache_hits_total", level="L3") == all_operations - MISSING
+    lookups = all_operations - BATCHED  # a batch looks its key up once
+    assert delta("kcm_key_cache_hits_total", level="L3") == lookups - MISSING
     assert delta("kcm_key_cache_misses_total", level="L3") == MISSING
     assert delta("kcm_key_cache_evictions_total") == 0
     assert delta("kcm_key_cache_hits_total", level="L2") == 0
@@ -220,7 +226,7 @@ def test_counters_match_the_traffic_summed_over_every_process(node: Node) -> Non
     # GCM usage: the gauge shows what the database says was reserved for the version.
     detail = call(node.stack, node.tenant, KEY_USER, "GET", f"{service_path(SERVICE)}/").body
     reserved = detail["versions"][0]["usage_reserved"]
-    assert reserved >= len(warm) + len(generated)
+    assert reserved >= len(warm) + len(generated) + BATCHED + 1
     assert value(text, "kcm_gcm_usage_reserved", service_key_id=key_id, version="1") == reserved
     assert value(text, "kcm_gcm_usage_limit") == 2**32 - 2**24
 
