@@ -1,0 +1,227 @@
+"""The data plane against Django's path: `python -m bench.dataplane` (issue 15).
+
+Two deployments side by side in one run, identical but for KCM_DATAPLANE (fast | django), each
+with BENCH_DP_WORKERS gunicorn workers (default 2, gthread) and auditing on. For each, in
+alternating rounds:
+
+1. Saturation: BENCH_DP_THREADS client threads (default 6) send single `generate-data-key`
+   requests back to back for BENCH_DP_SECONDS. `ops_per_server_cpu_s` is the requests answered
+   200 per CPU-second the web processes (gunicorn master and workers) used meanwhile, read from
+   their own CPU times, so the load generator's share of the cores does not count;
+   `ops_per_server_cpu_s_with_db` also counts the deployment's PostgreSQL backends.
+2. Latency: requests paced at half the saturated rate (open loop: each latency runs from the
+   moment the request was due, so a stall is not hidden); `p99_ms`.
+
+`vs_django` is the ratio of the two `ops_per_server_cpu_s`. `errors` counts every answer other
+than 200 and every failed request in both deployments. The rate limits are raised out of the
+way (their code still runs on every request): the load comes from one client address and
+token. Last line: one JSON object `{"bench": "dataplane", ...}`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.common import HttpClient, Operation, percentile, report, run_load
+from tests.e2e.stack import LiveStack
+from tests.e2e.tenantkit import CONTEXT, KEY_ADMIN, KEY_USER, create_chain, provision_tenant
+
+ROUNDS = int(os.environ.get("BENCH_DP_ROUNDS", "3"))
+SECONDS = float(os.environ.get("BENCH_DP_SECONDS", "8"))
+THREADS = int(os.environ.get("BENCH_DP_THREADS", "6"))
+WORKERS = int(os.environ.get("BENCH_DP_WORKERS", "2"))
+LATENCY_SECONDS = float(os.environ.get("BENCH_DP_LATENCY_SECONDS", "8"))
+PATH = "/api/v1/service-keys/payments/generate-data-key/"
+BODY = ("{" + f'"context": {{"purpose": "{CONTEXT["purpose"]}"}}' + "}").encode()
+
+
+@dataclass
+class Side:
+    label: str
+    stack: LiveStack
+    clients: list[HttpClient]
+    ops: int = 0
+    web_cpu: float = 0.0
+    db_cpu: float = 0.0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def web_processes(self) -> list[int]:
+        master = self.stack.procs["web"].pid
+        return [master, *_descendants(master)]
+
+    def db_processes(self) -> list[int]:
+        """The deployment's PostgreSQL backends (their title names the database)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                if title.startswith("postgres:") and f" {self.stack.database} " in title:
+                    found.append(int(entry.name))
+        return found
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
+
+
+def _descendants(pid: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None:
+                parents[int(entry.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def _cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds (user + system) of each process still running."""
+    times = {}
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is not None:
+            times[pid] = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    return times
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    # A process that ended in between counts what it used until its last reading.
+    return sum(after.get(pid, before[pid]) - before[pid] for pid in before) + sum(
+        cpu for pid, cpu in after.items() if pid not in before
+    )
+
+
+def _operation(client: HttpClient) -> Operation:
+    def send() -> int:
+        return client.send("POST", PATH, BODY)[0]
+
+    return send
+
+
+def saturate(side: Side) -> None:
+    web, db = side.web_processes(), side.db_processes()
+    web0, db0 = _cpu(web), _cpu(db)
+    result = run_load([_operation(c) for c in side.clients], SECONDS)
+    web1, db1 = _cpu(web), _cpu(db)
+    side.ops += result.statuses[200]
+    side.seconds += result.seconds
+    side.web_cpu += _spent(web0, web1)
+    side.db_cpu += _spent(db0, db1)
+    for status, count in result.statuses.items():
+        if status != 200:
+            side.errors[str(status)] += count
+    side.errors.update(result.failures)
+
+
+def paced(side: Side, rate: float) -> None:
+    """Open loop at `rate` requests/s over the side's clients, each on its own schedule."""
+    interval = len(side.clients) / rate
+    lock = threading.Lock()
+    began = time.monotonic() + 0.2
+
+    def loop(index: int, client: HttpClient) -> None:
+        due = began + index * interval / len(side.clients)
+        latencies: list[float] = []
+        errors: Counter[str] = Counter()
+        while due < began + LATENCY_SECONDS:
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            try:
+                status = client.send("POST", PATH, BODY)[0]
+                if status != 200:
+                    errors[str(status)] += 1
+            except OSError as exc:
+                errors[type(exc).__name__] += 1
+            latencies.append(time.monotonic() - due)
+            due += interval
+        with lock:
+            side.latencies.extend(latencies)
+            side.errors.update(errors)
+
+    threads = [
+        threading.Thread(target=loop, args=(i, c), daemon=True) for i, c in enumerate(side.clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _deploy(stack_of: ExitStack, label: str) -> Side:
+    env = {
+        **os.environ,
+        "KCM_DATAPLANE": label,
+        "KCM_WEB_WORKERS": str(WORKERS),
+        "KCM_API_RATE_PER_TOKEN": "1000000/s",
+        "KCM_API_RATE_PER_ADDRESS": "1000000/s",
+    }
+    stack = stack_of.enter_context(LiveStack(web_workers=WORKERS, env=env))
+    tenant = provision_tenant(stack, "bench", (KEY_ADMIN, KEY_USER))
+    create_chain(stack, tenant)
+    clients = [HttpClient(stack.port, tenant.host, tenant.tokens[KEY_USER]) for _ in range(THREADS)]
+    for client in clients:  # warm every worker's caches
+        for _ in range(20):
+            client.send("POST", PATH, BODY)
+    return Side(label, stack, clients)
+
+
+def main() -> None:
+    with ExitStack() as stack_of:
+        sides = [_deploy(stack_of, label) for label in ("fast", "django")]
+        for _ in range(ROUNDS):
+            for side in sides:
+                saturate(side)
+        for side in sides:
+            paced(side, side.ops / side.seconds / 2)
+    figures: dict[str, object] = {"bench": "dataplane"}
+    lines = []
+    for side in sides:
+        per_cpu = side.ops / side.web_cpu if side.web_cpu else 0.0
+        with_db = side.ops / (side.web_cpu + side.db_cpu) if side.web_cpu else 0.0
+        rate = side.ops / side.seconds
+        p50, p99 = (percentile(side.latencies, p) * 1000 for p in (50, 99))
+        lines.append(
+            f"{side.label:>6}: {rate:7.0f} req/s, {side.ops} ops on {side.web_cpu:.2f} web CPU-s"
+            f" + {side.db_cpu:.2f} PostgreSQL CPU-s: {per_cpu:.0f} ops/web CPU-s, {with_db:.0f}"
+            f" with PostgreSQL; at {rate / 2:.0f} req/s p50 {p50:.2f} ms p99 {p99:.2f} ms;"
+            f" errors {dict(side.errors) or 0}"
+        )
+        prefix = "" if side.label == "fast" else "django_"
+        figures[f"{prefix}ops_per_server_cpu_s"] = round(per_cpu, 1)
+        figures[f"{prefix}ops_per_server_cpu_s_with_db"] = round(with_db, 1)
+        figures[f"{prefix}rate"] = round(rate, 1)
+        figures[f"{prefix}p99_ms"] = round(p99, 2)
+    fast, django = sides
+    figures["vs_django"] = round((fast.ops / fast.web_cpu) / (django.ops / django.web_cpu), 2)
+    figures["errors"] = sum(sum(side.errors.values()) for side in sides)
+    figures.update(workers=WORKERS, threads=THREADS, rounds=ROUNDS, seconds=SECONDS)
+    report(lines, figures)
+
+
+if __name__ == "__main__":
+    main()
