@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import transaction
 from django.http import FileResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -39,11 +39,12 @@ class EventListView(KcmAPIView):
     ?outcome=success|denied|error; newest first, cursor-paginated."""
 
     allowed_roles = READERS
+    pagination_class = SeqPagination  # documents the page's shape and parameters
 
     @extend_schema(responses=EventOut(many=True))
     def get(self, request: Request) -> Response:
         filters = selectors.clean_filters(request.query_params)
-        paginator = SeqPagination()
+        paginator = self.pagination_class()
         page: Any = paginator.paginate_queryset(selectors.event_search(filters), request, view=self)
         return paginator.get_paginated_response(EventOut(page, many=True).data)
 
@@ -84,11 +85,13 @@ class ExportListView(KcmAPIView):
     allowed_roles = READERS
     audit_actions = {"POST": "audit.export"}
 
-    @extend_schema(responses=ExportOut(many=True))
+    @extend_schema(
+        responses=inline_serializer("AuditExportList", {"results": ExportOut(many=True)})
+    )
     def get(self, request: Request) -> Response:
         return Response({"results": ExportOut(AuditExport.objects.all()[:50], many=True).data})
 
-    @extend_schema(request=ExportIn, responses=ExportOut)
+    @extend_schema(request=ExportIn, responses={202: ExportOut})
     def post(self, request: Request) -> Response:
         data = parse(ExportIn, request)
         job = export_start(data, principal_of(request).actor)

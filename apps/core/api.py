@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from rest_framework.views import APIView
 
+from apps.core.schema import KcmAutoSchema
 from apps.core.signals import Outcome, request_outcome_send
 from apps.core.tenancy import Principal
 from apps.core.throttling import AddressRateThrottle
@@ -34,6 +35,8 @@ _JSON_TYPES: list[tuple[type[serializers.Field], tuple[type, ...]]] = [
 class StrictSerializer(serializers.Serializer):
     """Rejects unknown fields, wrongly typed values and non-object bodies instead of silently
     ignoring or coercing them."""
+
+    rejects_unknown_fields = True  # the API schema says so (apps.core.schema)
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -204,6 +207,7 @@ class KcmAPIView(APIView):
     own successes inside their transactions.
     """
 
+    schema = KcmAutoSchema()  # documents the problem+json refusals too
     audit_action: str = ""
     audit_actions: dict[str, str] = {}  # per HTTP method, overriding audit_action
     audit_success_here: bool = False

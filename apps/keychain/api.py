@@ -117,7 +117,10 @@ class KeyActionView(KcmAPIView):
     def audit_action(self) -> str:  # type: ignore[override]
         return "key." + self.action.replace("-", "_")
 
-    @extend_schema(request=ScheduleDeletionIn, responses=OpenApiResponse(description="The key"))
+    def schema_request(self) -> type[StrictSerializer]:
+        return ScheduleDeletionIn if self.action == "schedule-deletion" else EmptyIn
+
+    @extend_schema(responses=OpenApiResponse(description="The key"))
     def post(self, request: Request, key_id: UUID) -> Response:
         if self.action == "schedule-deletion":
             data = parse(ScheduleDeletionIn, request)
@@ -243,7 +246,10 @@ class CryptoView(CryptoAuditMixin):
     def audit_action(self) -> str:  # type: ignore[override]
         return AUDIT_ACTIONS[self.operation]
 
-    @extend_schema(request=GenerateIn, responses=OpenApiResponse(description="Result"))
+    def schema_request(self) -> type[StrictSerializer]:
+        return _INPUTS[self.operation]
+
+    @extend_schema(responses=OpenApiResponse(description="Result"))
     def post(self, request: Request, name: str) -> Response:
         item: dict[str, Any] = parse(_INPUTS[self.operation], request)
         result = datakeys.run(

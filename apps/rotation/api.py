@@ -56,7 +56,13 @@ class KeyRotateView(KcmAPIView):
     allowed_roles = KEY_ADMIN
     audit_action = "key.rotate"
 
-    @extend_schema(request=RotateIn, responses={202: OpenApiResponse(description="Key and job")})
+    @extend_schema(
+        request=RotateIn,
+        responses={
+            202: OpenApiResponse(description="Key and the rewrap job"),
+            200: OpenApiResponse(description="Key (nothing to rewrap, or a dry run)"),
+        },
+    )
     def post(self, request: Request, key_id: UUID) -> Response:
         data = parse(RotateIn, request)
         rotation = services.rotation_start(key_id=key_id, dry_run=data["dry_run"])
