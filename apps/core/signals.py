@@ -43,4 +43,6 @@ def request_outcome_send(
 # is dropped, with `tenant`. Each receiver returns (kind, handle) of the platform-keystore objects
 # that belong to the tenant, kind "root" or "wrapping" (apps.keychain: its L1 versions' keys and
 # BYOK wrapping keys); the tenants app destroys them after the waiting period (crypto-shredding).
+# A receiver may also release, in that transaction, what the tenant holds in the public schema
+# (apps.keychain: its registrations of customers' PKCS#11 tokens), returning an empty list.
 tenant_terminating = Signal()

@@ -114,7 +114,12 @@ class KeyManagerListView(KcmAPIView):
 
 
 class KeyManagerDetailView(KcmAPIView):
-    allowed_roles = KEY_READERS
+    """GET, DELETE /key-managers/<id>/: one key manager; deleting it (once no customer key
+    uses it) releases the PKCS#11 token it registered."""
+
+    method_roles = {"GET": KEY_READERS, "DELETE": KEY_ADMIN}
+    allowed_roles = KEY_READERS | KEY_ADMIN
+    audit_actions = {"DELETE": "key_manager.delete"}
 
     @extend_schema(responses=OpenApiResponse(description="The key manager"))
     def get(self, request: Request, manager_id: UUID) -> Response:
@@ -122,3 +127,8 @@ class KeyManagerDetailView(KcmAPIView):
         if manager is None:
             raise KeyManagerNotFound()
         return Response(selectors.key_manager_detail(manager))
+
+    @extend_schema(responses={204: OpenApiResponse(description="Deleted")})
+    def delete(self, request: Request, manager_id: UUID) -> Response:
+        hyok.key_manager_delete(manager_id=manager_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

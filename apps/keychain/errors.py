@@ -129,6 +129,11 @@ class KeyManagerNotFound(NotFound):
     title = "No such external key manager"
 
 
+class KeyManagerInUse(Conflict):
+    code = "key_manager_in_use"
+    title = "Customer keys still use this key manager"
+
+
 class KeyManagerNotAllowed(ValidationFailed):
     code = "key_manager_not_allowed"
     title = "The platform does not allow this key manager (host or library)"

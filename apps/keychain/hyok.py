@@ -27,6 +27,7 @@ from apps.keychain.errors import (
     ExternalKeyInvalid,
     ExternalKeyUnavailable,
     InvalidKeyState,
+    KeyManagerInUse,
     KeyManagerNotFound,
     KeyNotFound,
 )
@@ -38,6 +39,7 @@ from apps.keychain.models import (
     ExternalKeyManager,
     KeyState,
     Origin,
+    VersionState,
 )
 from apps.keychain.revocation import SYNCED_STATES, external_key_missing, external_state_apply
 from apps.keychain.roots import connection_for, credentials_seal, manager_connection
@@ -57,6 +59,7 @@ from apps.keystores.base import (
     RootKeyIntegrityError,
     RootKeyNotFound,
 )
+from apps.keystores.claims import token_claims_release, token_identity
 from apps.keystores.registry import external_keystore
 
 logger = logging.getLogger(__name__)
@@ -104,6 +107,47 @@ def key_manager_create(
             details={"name": name, "kind": kind, **public_settings(kind, clean_config)},
         )
     return manager
+
+
+def key_manager_delete(*, manager_id: UUID | str) -> None:
+    """Remove a key manager no customer key uses any more (every version it holds is destroyed,
+    or belongs to a destroyed key: those keep their reference, not the manager). A PKCS#11
+    token this tenant registered is released when no other of its key managers loads the same
+    library (a serial is only known by asking the token), so another tenant may link it."""
+    with transaction.atomic():
+        manager = ExternalKeyManager.objects.select_for_update().filter(pk=manager_id).first()
+        if manager is None:
+            raise KeyManagerNotFound()
+        versions = CustomerKeyVersion.objects.filter(external_manager=manager)
+        in_use = sorted(
+            versions.exclude(state=VersionState.DESTROYED)
+            .exclude(key__state=KeyState.DESTROYED)
+            .values_list("key__name", flat=True)
+            .distinct()
+        )
+        if in_use:
+            raise KeyManagerInUse(
+                f"Customer keys still use this key manager: {', '.join(in_use)}. Delete them "
+                "(or their versions held there) first."
+            )
+        versions.update(external_manager=None, state=VersionState.DESTROYED)
+        released = 0
+        if manager.kind == ExternalKeyManager.Kind.PKCS11:
+            library = token_identity(manager.settings.get("library", ""))
+            others = ExternalKeyManager.objects.filter(kind=manager.kind).exclude(pk=manager.pk)
+            if not any(token_identity(m.settings.get("library", "")) == library for m in others):
+                released = token_claims_release(owner=str(tenant().uid), library=library)
+        manager.delete()
+        audit_record(
+            action="key_manager.delete",
+            target=str(manager_id),
+            details={
+                "name": manager.name,
+                "kind": manager.kind,
+                **public_settings(manager.kind, manager.settings),
+                "tokens_released": released,
+            },
+        )
 
 
 def _manager(manager_id: UUID | str) -> ExternalKeyManager:

@@ -1,5 +1,6 @@
 """Which owner a customer's PKCS#11 token belongs to: the first owner to use a (library, token
-serial) registers it, and nobody else may use it afterwards (see `TokenClaim`)."""
+serial) registers it, and nobody else may use it afterwards (see `TokenClaim`), until the owner
+gives it up (`token_claims_release`: its key manager removed, or the owner gone)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,13 @@ def token_claim(*, library: str, serial: bytes, owner: str) -> None:
             claim = TokenClaim.objects.get(library=library, serial=serial_hex)
     if claim.owner != owner:
         raise TokenClaimedElsewhere("the token is registered to another tenant")
+
+
+def token_claims_release(*, owner: str, library: str | None = None) -> int:
+    """Give up `owner`'s registrations: of the tokens behind `library`, or all of them. Another
+    owner may then register those tokens (with their PINs). Returns how many were released."""
+    claims = TokenClaim.objects.filter(owner=owner)
+    if library is not None:
+        claims = claims.filter(library=token_identity(library))
+    released, _ = claims.delete()
+    return released

@@ -174,6 +174,15 @@ def _customer_controlled_scenarios() -> dict[str, tuple[str, Scenario]]:
         finally:
             token.delete()
 
+    def manager_delete(api: Any, c: dict[str, Any]) -> tuple[Any, str, str]:
+        with override_settings(KCM_AUDIT_ENABLED=False):  # preparation, not under test
+            made = c["admin"].post("/api/v1/key-managers/", {"name": "gone", "kind": "pkcs11", "settings": {"library": settings.KCM_PKCS11_LIBRARY, "token_label": "customer"}, "credentials": {"pin": "1234"}})  # fmt: skip
+        return (
+            c["admin"].call("DELETE", f"/api/v1/key-managers/{made.json_body['id']}/"),
+            "t_acme",
+            "",
+        )
+
     return {
         "byok create": ("key.create", lambda api, c: (c["admin"].post("/api/v1/customer-keys/byok/", {"name": "b"}), "t_acme", "")),
         "import parameters": ("key.import_parameters", lambda api, c: (c["admin"].post(f"/api/v1/keys/{byok_key(c)}/import-parameters/", {"algorithm": "RSAES_OAEP_SHA_1", "wrapping_key_bits": 2048}), "t_acme", "")),
@@ -181,6 +190,7 @@ def _customer_controlled_scenarios() -> dict[str, tuple[str, Scenario]]:
         "delete imported material": ("key.import_delete", lambda api, c: (c["admin"].post(f"/api/v1/keys/{byok_key(c, imported=True)}/delete-imported-material/", {}), "t_acme", "")),
         "key manager create": ("key_manager.create", lambda api, c: (c["admin"].post("/api/v1/key-managers/", {"name": "m", "kind": "pkcs11", "settings": {"library": settings.KCM_PKCS11_LIBRARY, "token_label": "customer"}, "credentials": {"pin": "1234"}}), "t_acme", "")),
         "hyok sync": ("key.sync", sync),
+        "key manager delete": ("key_manager.delete", manager_delete),
     }  # fmt: skip
 
 
