@@ -95,11 +95,14 @@ def test_bad_waiting_periods_versions_and_keys_are_refused(chain: Any, world: An
     for days in (6, 31):
         assert_problem(admin.post(url, {"pending_days": days}), 400, "invalid_pending_days")
     assert_problem(admin.post(url, {}), 400, "validation_error")
-    assert_problem(
-        admin.post(f"/api/v1/keys/{l1_id}/versions/9/schedule-deletion/", {"pending_days": 7}),
-        404,
-        "key_version_not_found",
-    )
+    for version in (9, 0, 2**31, 10**30):  # none, and beyond what a version number can be
+        assert_problem(
+            admin.post(
+                f"/api/v1/keys/{l1_id}/versions/{version}/schedule-deletion/", {"pending_days": 7}
+            ),
+            404,
+            "key_version_not_found",
+        )
     with tenant_context(world.tenants["acme"]):
         l2_id = str(CustomerKeyVersion.objects.get(version=1).key.tenant_key.pk)
     assert_problem(
