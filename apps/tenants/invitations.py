@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -76,7 +76,7 @@ def invitation_list_pending(*, tenant: Tenant, actor: Principal) -> QuerySet[Inv
 def invitation_pending_get(*, tenant: Tenant, secret: str) -> Invitation:
     """The pending invitation of `tenant` that `secret` opens; InvitationInvalid otherwise."""
     invitation = _by_secret(Invitation.objects.all(), tenant=tenant, secret=secret)
-    if invitation is None or not invitation.is_pending():
+    if invitation is None or not _usable(invitation):
         raise InvitationInvalid()
     return invitation
 
@@ -155,7 +155,7 @@ def invitation_accept(*, tenant: Tenant, secret: str, user: User) -> Membership:
             Invitation.objects.select_for_update(), tenant=tenant, secret=secret
         )
         now = timezone.now()
-        if invitation is None or not invitation.is_pending(now):
+        if invitation is None or not _usable(invitation, now):
             raise InvitationInvalid()
         if Membership.objects.filter(tenant=tenant, user=user).exists():
             raise Conflict(
@@ -231,6 +231,25 @@ def _by_secret(queryset: QuerySet[Invitation], *, tenant: Tenant, secret: str) -
     if not secret or len(secret) > 100:
         return None
     return queryset.filter(tenant=tenant, digest=digest_secret(secret)).first()
+
+
+def _usable(invitation: Invitation, now: datetime | None = None) -> bool:
+    """Pending, and its inviter may still offer it: a member who has since lost the roles
+    offered (or been removed) can no longer bring anyone in, nor themselves back. A platform
+    operator's invitation lasts while they are an operator; one made on the command line
+    (no inviter) while it is pending."""
+    if not invitation.is_pending(now):
+        return False
+    inviter = invitation.created_by_id
+    if inviter is None:
+        return True
+    holds = Membership.objects.filter(user_id=inviter)
+    return (
+        holds.filter(tenant_id=invitation.tenant_id, roles__contains=invitation.roles).exists()
+        or holds.filter(
+            tenant__schema_name="public", roles__contains=[Role.PLATFORM_OPERATOR]
+        ).exists()
+    )
 
 
 def _person_of(actor: Principal) -> int | None:

@@ -244,6 +244,28 @@ def test_an_expired_or_revoked_link_fails_exactly_like_an_unknown_one(
     assert timedelta(hours=1, minutes=59) < made.expires_at - made.created_at <= timedelta(hours=2)
 
 
+def test_a_removed_inviter_cannot_come_back_through_a_link_sent_before(
+    api: Any, world: World
+) -> None:
+    """An admin about to be removed sends themselves a link: once they are out (or lose the
+    roles offered), their pending links are dead too."""
+    inviter = world.users[("acme", Role.KEY_ADMIN)]
+    kept = _secret(_invite(api, "acme", Role.TENANT_ADMIN, ["tenant_admin"]))
+    mine = _secret(_invite(api, "acme", Role.KEY_ADMIN, ["key_admin"]))  # token of key_admin
+    assert Invitation.objects.get(digest=digest_secret(mine)).created_by == inviter
+    Membership.objects.filter(user=inviter, tenant=world.tenants["acme"]).delete()
+    assert Client().get(f"/invitations/{mine}/", HTTP_HOST="acme.localhost").status_code == 404
+    try:
+        invitations.invitation_accept(tenant=world.tenants["acme"], secret=mine, user=inviter)
+    except invitations.InvitationInvalid:
+        pass
+    else:
+        raise AssertionError("a removed member came back through their own link")
+    assert _roles(inviter.username, "acme") is None
+    # Other inviters' links are untouched.
+    assert _sign_up("acme.localhost", kept, "still-welcome").status_code == 302
+
+
 def test_nobody_invites_to_a_role_they_do_not_hold(api: Any, world: World) -> None:
     assert_problem(_invite(api, "acme", Role.KEY_ADMIN, ["tenant_admin"]), 403, "role_not_held")
     assert_problem(_invite(api, "acme", Role.TENANT_ADMIN, ["key_user"]), 403, "role_not_held")
