@@ -23,7 +23,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
@@ -59,18 +59,14 @@ class InvitationInvalid(KcmError):
 
 
 def invitation_list_pending(*, tenant: Tenant, actor: Principal) -> QuerySet[Invitation]:
-    """Pending invitations of `tenant`, newest first: all of them for a tenant admin (and for a
-    platform operator), otherwise those the actor sent."""
-    pending = Invitation.objects.filter(
-        tenant=tenant,
-        accepted_at__isnull=True,
-        revoked_at__isnull=True,
-        expires_at__gt=timezone.now(),
-    ).order_by("-created_at", "-pk")
-    if _sees_all(actor, tenant):
-        return pending
-    person = _person_of(actor)
-    return pending.none() if person is None else pending.filter(created_by_id=person)
+    """Pending invitations of `tenant`, newest first, that the actor may see: all of them for
+    its tenant admins; for a platform operator those of the platform (its operators' and the
+    command line's), not the tenant's own; for other members those they sent."""
+    return (
+        _visible(actor, tenant)
+        .filter(accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now())
+        .order_by("-created_at", "-pk")
+    )
 
 
 def invitation_pending_get(*, tenant: Tenant, secret: str) -> Invitation:
@@ -198,19 +194,11 @@ def invitation_accept_new_user(
 
 
 def invitation_revoke(*, tenant: Tenant, invitation_id: int, actor: Principal) -> Invitation:
-    """Revoke a pending invitation: its link stops working. Tenant admins revoke any; others
-    the ones they sent. Revoking one that is no longer pending changes nothing."""
+    """Revoke a pending invitation the actor may see (see invitation_list_pending): its link
+    stops working. Revoking one that is no longer pending changes nothing."""
     with transaction.atomic():
-        invitation = (
-            Invitation.objects.select_for_update().filter(pk=invitation_id, tenant=tenant).first()
-        )
-        if invitation is None or not (
-            _sees_all(actor, tenant)
-            or (
-                invitation.created_by_id is not None
-                and invitation.created_by_id == _person_of(actor)
-            )
-        ):
+        invitation = _visible(actor, tenant).select_for_update().filter(pk=invitation_id).first()
+        if invitation is None:
             raise NotFound("No such invitation.", code="invitation_not_found")
         if invitation.is_pending():
             invitation.revoked_at = timezone.now()
@@ -260,10 +248,20 @@ def _person_of(actor: Principal) -> int | None:
     return actor.user_id
 
 
-def _sees_all(actor: Principal, tenant: Tenant) -> bool:
+def _visible(actor: Principal, tenant: Tenant) -> QuerySet[Invitation]:
+    """The invitations of `tenant` the actor may list and revoke (see invitation_list_pending)."""
+    mine = Invitation.objects.filter(tenant=tenant)
     if actor.tenant_id == tenant.pk:
-        return Role.TENANT_ADMIN in actor.roles
-    return Role.PLATFORM_OPERATOR in actor.roles
+        if Role.TENANT_ADMIN in actor.roles:
+            return mine
+        person = _person_of(actor)
+        return mine.none() if person is None else mine.filter(created_by_id=person)
+    if Role.PLATFORM_OPERATOR not in actor.roles:
+        return mine.none()
+    operators = Membership.objects.filter(
+        tenant__schema_name="public", roles__contains=[Role.PLATFORM_OPERATOR]
+    ).values("user_id")
+    return mine.filter(Q(created_by__isnull=True) | Q(created_by__in=operators))
 
 
 def _valid_roles(roles: Iterable[str]) -> list[str]:

@@ -95,10 +95,31 @@ def test_the_platform_endpoints_are_for_operators_on_the_base_domain(
         404,
         "tenant_not_found",
     )
+    # The operator sees the platform's invitations to a tenant, not the tenant's own notes.
+    _invite(api, ADMIN, ["tenant_admin"], email="private@acme.example")
     listed = api("platform", Role.PLATFORM_OPERATOR).get(
         "/api/v1/platform/tenants/acme/invitations/"
     )
     assert listed.status_code == 200 and listed.json_body["results"] == []
+    tenant_own = Invitation.objects.get(tenant__slug="acme").pk
+    assert_problem(
+        api("platform", Role.PLATFORM_OPERATOR).call(
+            "DELETE", f"/api/v1/platform/tenants/acme/invitations/{tenant_own}/"
+        ),
+        404,
+        "invitation_not_found",
+    )
+
+
+def test_an_operator_lists_and_revokes_the_first_admins_invitation(api: Any) -> None:
+    operator = api("platform", Role.PLATFORM_OPERATOR)
+    assert operator.post("/api/v1/platform/tenants/", {"slug": "fresh"}).status_code == 201
+    base = "/api/v1/platform/tenants/fresh/invitations/"
+    made = operator.post(base, {"roles": ["tenant_admin"]}).json_body
+    assert [i["id"] for i in operator.get(base).json_body["results"]] == [made["id"]]
+    assert operator.call("DELETE", f"{base}{made['id']}/").status_code == 204
+    assert operator.get(base).json_body["results"] == []
+    assert Invitation.objects.get(pk=made["id"]).revoked_at is not None
 
 
 def test_the_old_add_by_username_is_gone_from_the_api(api: Any) -> None:
