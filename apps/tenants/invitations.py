@@ -32,7 +32,7 @@ from apps.core.errors import Conflict, Forbidden, KcmError, NotFound, Validation
 from apps.core.roles import TENANT_ROLES, Role
 from apps.core.tenancy import Principal
 from apps.tenants.access import digest_secret
-from apps.tenants.grants import KeyGrant, grant_check, grant_of
+from apps.tenants.grants import KeyGrant, grant_check, grant_of, tenant_has_admin
 from apps.tenants.models import ApiToken, Invitation, Membership, Tenant, TenantStatus
 from apps.tenants.selectors import tenant_primary_domain
 from apps.tenants.services import user_create
@@ -111,8 +111,15 @@ def invitation_create(
             f"Tenant {tenant.slug} is not active: nobody can be invited to it.",
             code="tenant_not_active",
         )
-    if actor.tenant_id != tenant.pk and Role.PLATFORM_OPERATOR not in actor.roles:
-        raise Forbidden("You can only invite people to your own tenant.", code="wrong_tenant")
+    if actor.tenant_id != tenant.pk:
+        if Role.PLATFORM_OPERATOR not in actor.roles:
+            raise Forbidden("You can only invite people to your own tenant.", code="wrong_tenant")
+        if tenant_has_admin(tenant):
+            # What grant_check would refuse, said in the operator's terms.
+            raise Forbidden(
+                f"Tenant {tenant.slug} has a tenant admin already: its admins invite its members.",
+                code="role_not_held",
+            )
     secret = secrets.token_urlsafe(32)
     with transaction.atomic():
         grant_check(actor=actor, tenant=tenant, roles=roles, key_grant=grant)
