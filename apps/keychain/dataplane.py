@@ -49,6 +49,7 @@ from apps.core.middleware import _REQUEST_ID, _log_request
 from apps.core.parsers import JSONParser
 from apps.core.throttling import AddressRateThrottle, PrincipalRateThrottle
 from apps.keychain import api, dataplane_state
+from apps.keychain.dataplane_commit import CommitFailed
 from apps.keychain.dataplane_state import Route
 from apps.tenants.permissions import RoleNotAllowed, WrongTenant
 
@@ -203,7 +204,7 @@ class DataPlane:
             finally:
                 logcontext.unbind_request(log_token)
                 audit_context.reset_context(context)
-        except DatabaseError as exc:
+        except (DatabaseError, CommitFailed) as exc:
             return self._database_unavailable(call, exc)
         return status, _render(data, status, call.batch), extra
 

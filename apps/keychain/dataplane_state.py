@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from apps.audit.models import AuditPending
 from apps.core.tenancy import Principal
+from apps.keychain.dataplane_commit import group_commit
 from apps.tenants.access import principal_for_token
 from apps.tenants.models import ApiToken, Domain, Tenant, TenantStatus
 
@@ -152,8 +153,13 @@ def _insert_sql(schema: str) -> str:
 
 
 def commit(route: Route, principal: Principal, epoch: int, body: str | None) -> bool:
-    """Insert the request's audit event (`body`; None when auditing is off) if the request is
-    still allowed, in one autocommitted statement; whether it was."""
+    """Commit the request's audit event (`body`; None when auditing is off) if the request is
+    still allowed; whether it was. Outside a transaction the event goes to the group commit
+    (dataplane_commit); inside one (tests) it joins it, in one statement."""
+    assert principal.token_id is not None
+    if body is not None and not connection.in_atomic_block:
+        checked = (route.domain, principal.token_id, route.tenant.pk, epoch)
+        return group_commit(route.tenant.schema_name, body, checked)
     params = [route.domain, principal.token_id, route.tenant.pk, TenantStatus.ACTIVE, epoch]
     with connection.cursor() as cursor:
         if body is None:
