@@ -7,8 +7,8 @@ that has none. The invitation is a link carrying a 256-bit secret, of which only
 digest is stored: shown once, usable once, until it expires or is revoked. Whoever opens it
 signs in or creates their own account (the inviter never sets a password) and becomes a
 member. A link is looked up in the tenant of the host it was opened on only, and every way a
-link can fail (unknown, other tenant's, expired, revoked, used) answers the same
-`invitation_invalid`, so a link reveals nothing about other links.
+link can fail (unknown, other tenant's, expired, revoked, used, or its inviter no longer holds
+what it offers) answers the same `invitation_invalid`, so a link reveals nothing.
 """
 
 from __future__ import annotations
