@@ -127,6 +127,7 @@ class ExportDetailView(KcmAPIView):
 class ExportDownloadView(KcmAPIView):
     allowed_roles = READERS
     audit_action = "audit.export_download"
+    schema_refusals = {"GET": ("409",)}  # the export has not finished
 
     @extend_schema(responses=OpenApiResponse(description="The file (CSV or JSON Lines)"))
     def get(self, request: Request, export_id: str) -> Any:

@@ -4,8 +4,10 @@ what the API really answers (tests/fuzz holds it to that)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django.urls.converters import get_converters
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ResolvedComponent
 
@@ -43,7 +45,8 @@ _REASONS = {
 class KcmAutoSchema(AutoSchema):
     """drf-spectacular's AutoSchema, adding the refusals each operation can answer, closing
     the request bodies that refuse unknown fields (`rejects_unknown_fields`), and asking views
-    that take a body per action which one (`schema_request`)."""
+    that take a body per action which one (`schema_request`); a view lists refusals beyond the
+    usual ones in `schema_refusals` ({method: statuses})."""
 
     def get_request_serializer(self) -> Any:
         # A view served under several actions (as_view(action=...)) may take a different body
@@ -52,6 +55,20 @@ class KcmAutoSchema(AutoSchema):
         if callable(per_action):
             return per_action()
         return super().get_request_serializer()
+
+    def _resolve_path_parameters(self, variables: Any) -> Any:
+        # `<slug:name>` and `<str:x>` come out as any string; say what the URL matches, so
+        # that clients (and generated requests) know what reaches the view.
+        parameters = super()._resolve_path_parameters(variables)
+        for parameter in parameters:
+            schema = parameter["schema"]
+            if schema.get("type") != "string" or {"pattern", "format", "enum"} & set(schema):
+                continue
+            route = re.search(rf"<(\w+):{re.escape(parameter['name'])}>", self.path_regex)
+            converter = get_converters().get(route.group(1)) if route else None
+            if converter is not None:
+                schema["pattern"] = f"^{converter.regex}$"
+        return parameters
 
     def _map_serializer(self, serializer: Any, direction: Any, *args: Any, **kwargs: Any) -> Any:
         schema = super()._map_serializer(serializer, direction, *args, **kwargs)
@@ -68,7 +85,8 @@ class KcmAutoSchema(AutoSchema):
         )
         self.registry.register_on_missing(component)
         responses = operation.setdefault("responses", {})
-        for status in _error_statuses(self.method, operation):
+        extra = getattr(self.view, "schema_refusals", {}).get(self.method, ())
+        for status in [*_error_statuses(self.method, operation), *extra]:
             responses.setdefault(
                 status,
                 {

@@ -44,6 +44,8 @@ def test_refusals_are_documented_as_problems() -> None:
     listing = schema["paths"]["/api/v1/tokens/"]["get"]["responses"]
     assert "400" in listing  # a bad cursor
     assert "404" not in listing
+    name = schema["paths"]["/api/v1/service-keys/{name}/"]["get"]["parameters"][0]
+    assert name["schema"]["pattern"] == "^[-a-zA-Z0-9_]+$"  # what <slug:name> matches
 
 
 @pytest.mark.django_db
