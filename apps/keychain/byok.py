@@ -45,6 +45,7 @@ from apps.keychain.models import (
     KeyState,
     Origin,
     TenantKey,
+    VersionState,
 )
 from apps.keychain.revocation import broadcast_revocation
 from apps.keychain.roots import platform_error, root_destroy
@@ -247,6 +248,13 @@ def material_import(
                         "again as it was. Import other material as a new version instead."
                     )
                 version = same
+                if version.state == VersionState.DESTROYED:
+                    # Its scheduled deletion came due: nothing may bring it back (and no sweep
+                    # would ever destroy an object restored under a destroyed version).
+                    raise InvalidKeyState(
+                        f"Version {version.version} of the key was destroyed; its material "
+                        "cannot be imported again."
+                    )
                 if not version.handle:  # deleted or expired: restore it with the new object
                     version.handle = handle
                     keep_new_object = True

@@ -4,6 +4,7 @@ tests/security/test_l1_version_deletion.py checks what it erases."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from apps.keystores.registry import platform_keystore
 from apps.rotation import runner
 from apps.rotation.models import JobState, RewrapJob
 from tests.helpers import Api, assert_problem
+from tests.keychain.byokkit import Byok
 
 HOST = "acme.localhost"
 
@@ -180,3 +182,25 @@ def test_the_console_versions_table_schedules_and_cancels(chain: Any, world: Any
     page = auditor.get("/keys/").content.decode()
     assert 'data-testid="l1-versions"' in page and "versions/1/schedule-deletion" not in page
     assert auditor.post(f"/keys/{l1_id}/versions/1/schedule-deletion/").status_code == 403
+
+
+def test_a_destroyed_byok_version_cannot_be_imported_back(byok_api: Byok, world: Any) -> None:
+    l1 = byok_api.create()
+    first, second = os.urandom(32), os.urandom(32)
+    assert byok_api.import_material(l1["id"], first).status_code == 200
+    assert byok_api.import_material(l1["id"], second, new_version=True).status_code == 200
+    rewrap = byok_api.admin.post(f"/api/v1/rotation/keys/{l1['id']}/rewrap/", {})
+    assert rewrap.status_code == 202, rewrap.content
+    with tenant_context(world.tenants["acme"]):
+        assert runner.rewrap_job_run(job_id=rewrap.json_body["id"]) == JobState.SUCCEEDED
+    url = f"/api/v1/keys/{l1['id']}/versions/1/schedule-deletion/"
+    assert byok_api.admin.post(url, {"pending_days": 7}).status_code == 200
+    with tenant_context(world.tenants["acme"]):
+        late = timezone.now() + timedelta(days=8)
+        assert version_deletion.l1_version_deletion_sweep(now=late) == [f"{l1['id']}/v1"]
+
+    again = byok_api.import_material(l1["id"], first)
+    assert_problem(again, 409, "invalid_key_state")
+    assert "destroyed" in again.json_body["detail"]
+    versions = byok_api.material(l1["id"])["versions"]
+    assert [(v["version"], v["state"]) for v in versions] == [(1, "DESTROYED"), (2, "ENABLED")]
