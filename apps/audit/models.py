@@ -24,7 +24,7 @@ class EventFields(models.Model):
 
     occurred_at = models.DateTimeField()
     actor = models.CharField(max_length=200)
-    role = models.CharField(max_length=32, blank=True)
+    role = models.CharField(max_length=100, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
     request_id = models.CharField(max_length=64, blank=True)

@@ -85,7 +85,7 @@ def event_body(
     content: dict[str, Any] = {
         "occurred_at": chain.timestamp(timezone.now()),
         "actor": _no_nul(context.actor[:200]),
-        "role": _no_nul(context.role[:32]),
+        "role": _no_nul(context.role[:100]),
         "source_ip": _ip(context.source_ip),
         "user_agent": _no_nul(context.user_agent[:300]),
         "request_id": _no_nul(context.request_id[:64]),

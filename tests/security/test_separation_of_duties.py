@@ -8,6 +8,7 @@ encryption contexts) their grant lists, and tokens live at most KCM_TOKEN_MAX_LI
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 from typing import Any
 
@@ -18,11 +19,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.core.errors import Forbidden
-from apps.core.roles import Role
+from apps.core.roles import TENANT_ROLES, Role
 from apps.core.tenancy import Principal
 from apps.tenants import services
 from apps.tenants.grants import KeyGrant, grant_check
 from apps.tenants.models import ApiToken, Membership
+from tests.audit.coveragekit import Log
 from tests.conftest import PASSWORD
 from tests.helpers import Api, assert_problem
 
@@ -402,3 +404,45 @@ def test_grant_within_is_at_most_as_broad() -> None:
     assert KeyGrant.parse(grant(["b", "a"], {"k": None}).to_json()) == grant(
         ["a", "b"], {"k": None}
     )
+
+
+def test_tokens_made_before_the_lifetime_limit_get_one_at_upgrade(
+    world: Any, settings: Any
+) -> None:
+    """Migration 0009: an unrevoked token without an expiry (made before the setting existed)
+    expires KCM_TOKEN_MAX_LIFETIME_DAYS after the upgrade; revoked ones are left alone."""
+    from django.apps import apps as django_apps
+
+    upgrade = importlib.import_module("apps.tenants.migrations.0009_tokens_expire")
+    settings.KCM_TOKEN_MAX_LIFETIME_DAYS = 10
+    tenant = world.tenants["acme"]
+    old, _ = services.api_token_create(
+        tenant=tenant, name="old", role="auditor", created_by_id=world.users[("acme", "auditor")].pk
+    )
+    gone, _ = services.api_token_create(
+        tenant=tenant,
+        name="gone",
+        role="auditor",
+        created_by_id=world.users[("acme", "auditor")].pk,
+    )
+    ApiToken.objects.filter(pk__in=[old.pk, gone.pk]).update(expires_at=None)
+    ApiToken.objects.filter(pk=gone.pk).update(revoked_at=timezone.now())
+
+    upgrade.tokens_expire(django_apps, None)
+
+    old.refresh_from_db()
+    gone.refresh_from_db()
+    assert old.expires_at is not None
+    assert abs(old.expires_at - (timezone.now() + timedelta(days=10))) < timedelta(minutes=1)
+    assert gone.expires_at is None
+
+
+def test_the_audit_log_records_every_role_a_member_acts_with(world: Any) -> None:
+    """A member holding all four tenant roles acts with "auditor,key_admin,key_user,
+    tenant_admin" (39 characters): the audit log keeps all of it, not the first 32."""
+    every = _member(world, "everything", list(TENANT_ROLES), {"service_keys": ["*"]})
+    log = Log("t_acme")
+    assert every.post("/api/v1/customer-keys/", {"name": "all-roles"}).status_code == 201
+    (event,) = [e for e in log.new() if e.action == "key.create"]
+    assert event.role == ",".join(sorted(TENANT_ROLES))
+    assert event.actor == "user:everything"
