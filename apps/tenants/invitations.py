@@ -32,7 +32,7 @@ from apps.core.errors import Conflict, Forbidden, KcmError, NotFound, Validation
 from apps.core.roles import TENANT_ROLES, Role
 from apps.core.tenancy import Principal
 from apps.tenants.access import digest_secret
-from apps.tenants.grants import KeyGrant, grant_check, grant_of, tenant_has_admin
+from apps.tenants.grants import KeyGrant, grant_check, grant_load, grant_of, tenant_has_admin
 from apps.tenants.models import ApiToken, Invitation, Membership, Tenant, TenantStatus
 from apps.tenants.selectors import tenant_primary_domain
 from apps.tenants.services import user_create
@@ -239,12 +239,15 @@ def _usable(invitation: Invitation, now: datetime | None = None) -> bool:
     if inviter is None:
         return True
     holds = Membership.objects.filter(user_id=inviter)
-    return (
-        holds.filter(tenant_id=invitation.tenant_id, roles__contains=invitation.roles).exists()
-        or holds.filter(
-            tenant__schema_name="public", roles__contains=[Role.PLATFORM_OPERATOR]
-        ).exists()
-    )
+    member = holds.filter(tenant_id=invitation.tenant_id, roles__contains=invitation.roles).first()
+    if member is not None:
+        # ... and the key grant offered is still within the inviter's own (it may have narrowed).
+        offered = grant_load(invitation.key_grant)
+        own = grant_load(member.key_grant)
+        return offered is None or (own is not None and offered.within(own))
+    return holds.filter(
+        tenant__schema_name="public", roles__contains=[Role.PLATFORM_OPERATOR]
+    ).exists()
 
 
 def _person_of(actor: Principal) -> int | None:

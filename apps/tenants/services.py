@@ -215,7 +215,39 @@ def membership_remove(*, tenant: Tenant, membership_id: int, acting: Principal) 
             target=membership.user.username,
             details={"roles": membership.roles},
         )
+        tokens_hold_no_more(tenant=tenant, user_id=membership.user_id, roles=(), grant=None)
         membership.delete()
+
+
+def tokens_hold_no_more(
+    *, tenant: Tenant, user_id: int, roles: Iterable[str], grant: KeyGrant | None
+) -> list[str]:
+    """A token holds no more than the member who created it: revoke (and audit) the member's
+    tokens in `tenant` whose role the member no longer holds, or whose key grant is no longer
+    within theirs. Called whenever a member loses roles, their grant or their membership; a
+    token's own grant never changes. Returns the revoked tokens' prefixes."""
+    held = set(roles)
+    now = timezone.now()
+    revoked = []
+    live = ApiToken.objects.select_for_update().filter(
+        tenant=tenant, created_by_id=user_id, revoked_at__isnull=True
+    )
+    for token in live:
+        if token.role in held:
+            token_grant = grant_load(token.key_grant)
+            if token.role != Role.KEY_USER or (
+                token_grant is not None and grant is not None and token_grant.within(grant)
+            ):
+                continue
+        token.revoked_at = now
+        token.save(update_fields=["revoked_at"])
+        audit_record(
+            action="token.revoke",
+            target=token.prefix,
+            details={"name": token.name, "reason": "creator_no_longer_holds_it"},
+        )
+        revoked.append(token.prefix)
+    return revoked
 
 
 def _token_expiry(expires_at: datetime | None) -> datetime:
@@ -357,6 +389,13 @@ def member_update(
         membership = membership_set(
             tenant=tenant, user=membership.user, roles=after, key_grant=grant
         )
+        if before - after or changed_grant is not None or (grant is None and old_grant):
+            tokens_hold_no_more(
+                tenant=tenant,
+                user_id=membership.user_id,
+                roles=membership.roles,
+                grant=grant_load(membership.key_grant),
+            )
         audit_record(
             action="member.role_change",
             target=membership.user.username,

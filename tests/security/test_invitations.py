@@ -404,3 +404,24 @@ def _lock_waiters() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted")
         return int(cursor.fetchone()[0])
+
+
+def test_a_link_offering_more_than_its_inviters_grant_now_holds_is_dead(
+    api: Any, world: World
+) -> None:
+    """A key user invites with its grant of every key; an admin then narrows that grant to
+    'payments': the link, which still offers every key, no longer works."""
+    wide = _secret(_invite(api, "acme", Role.KEY_USER, ["key_user"]))
+    narrow = _secret(
+        _invite(api, "acme", Role.KEY_USER, ["key_user"], key_grant={"service_keys": ["payments"]})
+    )
+    inviter = Membership.objects.get(
+        user=world.users[("acme", Role.KEY_USER)], tenant=world.tenants["acme"]
+    )
+    inviter.key_grant = {"service_keys": ["payments"], "context": {}}
+    inviter.save(update_fields=["key_grant"])
+    assert Client().get(f"/invitations/{wide}/", HTTP_HOST="acme.localhost").status_code == 404
+    assert _sign_up("acme.localhost", wide, "too-wide").status_code == 404
+    assert _roles("too-wide", "acme") is None
+    assert _sign_up("acme.localhost", narrow, "just-right").status_code == 302
+    assert _roles("just-right", "acme") == ["key_user"]

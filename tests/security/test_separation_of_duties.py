@@ -25,7 +25,7 @@ from apps.tenants import services
 from apps.tenants.grants import KeyGrant, grant_check
 from apps.tenants.models import ApiToken, Membership
 from tests.audit.coveragekit import Log
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, World
 from tests.helpers import Api, assert_problem
 
 ADMIN = ("acme", Role.TENANT_ADMIN)
@@ -446,3 +446,41 @@ def test_the_audit_log_records_every_role_a_member_acts_with(world: Any) -> None
     (event,) = [e for e in log.new() if e.action == "key.create"]
     assert event.role == ",".join(sorted(TENANT_ROLES))
     assert event.actor == "user:everything"
+
+
+def test_a_members_tokens_hold_no_more_than_the_member(api: Any, world: World) -> None:
+    """Tokens are the member's power in another form: when a tenant admin takes a role or a
+    grant away, or removes the member, the member's tokens that held it stop working."""
+    _keys(api)
+    admin = api(*ADMIN)
+    lead = _member(
+        world, "lead", ["tenant_admin", "key_admin", "key_user"], {"service_keys": ["*"]}
+    )
+    use_all = _token(lead)  # key_user, grant: every key (the creator's)
+    use_payments = _token(lead, {"service_keys": ["payments"]})
+    manage = _token(lead, role="key_admin")
+    generate = "/api/v1/service-keys/{}/generate-data-key/"
+    for token in (use_all, use_payments):
+        assert token.post(generate.format("payments"), {}).status_code == 200
+
+    path = f"/api/v1/members/{_membership_id('lead')}/"
+    narrowed = admin.call("PATCH", path, {"key_grant": {"service_keys": ["payments"]}})
+    assert narrowed.status_code == 403  # a tenant admin holding no grant gives none ...
+    # ... so the narrowing is done by a key user whose grant covers it.
+    keeper = _member(world, "keeper", ["tenant_admin", "key_user"], {"service_keys": ["*"]})
+    narrowed = keeper.call("PATCH", path, {"key_grant": {"service_keys": ["payments"]}})
+    assert narrowed.status_code == 200, narrowed.content
+    assert_problem(use_all.post(generate.format("payments"), {}), 401, "invalid_token")
+    assert use_payments.post(generate.format("payments"), {}).status_code == 200
+    assert manage.get("/api/v1/keys/").status_code == 200
+
+    demoted = keeper.call("PATCH", path, {"roles": ["tenant_admin", "key_user"]})
+    assert demoted.status_code == 200, demoted.content
+    assert_problem(manage.get("/api/v1/keys/"), 401, "invalid_token")
+    assert use_payments.post(generate.format("payments"), {}).status_code == 200
+
+    removed = admin.call("DELETE", path)
+    assert removed.status_code == 204, removed.content
+    assert_problem(use_payments.post(generate.format("payments"), {}), 401, "invalid_token")
+    revocations = ApiToken.objects.filter(created_by__username="lead", revoked_at__isnull=False)
+    assert revocations.count() == 3
