@@ -12,6 +12,7 @@ alternating rounds:
 2. Latency: requests paced at half the saturated rate (open loop: each latency runs from the
    moment the request was due, so a stall is not hidden); `p99_ms`.
 
+BENCH_DP_SIDES adds variants: `fast-group` (the data plane with KCM_AUDIT_GROUP_COMMIT=true).
 `vs_django` is the ratio of the two `ops_per_server_cpu_s`. `errors` counts every answer other
 than 200 and every failed request in both deployments. The rate limits are raised out of the
 way (their code still runs on every request): the load comes from one client address and
@@ -36,6 +37,8 @@ ROUNDS = int(os.environ.get("BENCH_DP_ROUNDS", "3"))
 SECONDS = float(os.environ.get("BENCH_DP_SECONDS", "8"))
 THREADS = int(os.environ.get("BENCH_DP_THREADS", "6"))
 WORKERS = int(os.environ.get("BENCH_DP_WORKERS", "2"))
+# Deployments compared; the first is reported plainly, the others with their label as prefix.
+SIDES = os.environ.get("BENCH_DP_SIDES", "fast,django").split(",")
 LATENCY_SECONDS = float(os.environ.get("BENCH_DP_LATENCY_SECONDS", "8"))
 PATH = "/api/v1/service-keys/payments/generate-data-key/"
 BODY = ("{" + f'"context": {{"purpose": "{CONTEXT["purpose"]}"}}' + "}").encode()
@@ -175,7 +178,9 @@ def paced(side: Side, rate: float) -> None:
 def _deploy(stack_of: ExitStack, label: str) -> Side:
     env = {
         **os.environ,
-        "KCM_DATAPLANE": label,
+        "KCM_DATAPLANE": "django" if label == "django" else "fast",
+        # fast-group: the data plane with the audit group commit (KCM_AUDIT_GROUP_COMMIT).
+        "KCM_AUDIT_GROUP_COMMIT": "true" if label == "fast-group" else "false",
         "KCM_WEB_WORKERS": str(WORKERS),
         "KCM_API_RATE_PER_TOKEN": "1000000/s",
         "KCM_API_RATE_PER_ADDRESS": "1000000/s",
@@ -192,7 +197,7 @@ def _deploy(stack_of: ExitStack, label: str) -> Side:
 
 def main() -> None:
     with ExitStack() as stack_of:
-        sides = [_deploy(stack_of, label) for label in ("fast", "django")]
+        sides = [_deploy(stack_of, label) for label in SIDES]
         for _ in range(ROUNDS):
             for side in sides:
                 saturate(side)
@@ -211,12 +216,12 @@ def main() -> None:
             f" with PostgreSQL; at {rate / 2:.0f} req/s p50 {p50:.2f} ms p99 {p99:.2f} ms;"
             f" errors {dict(side.errors) or 0}"
         )
-        prefix = "" if side.label == "fast" else "django_"
+        prefix = "" if side is sides[0] else side.label.replace("-", "_") + "_"
         figures[f"{prefix}ops_per_server_cpu_s"] = round(per_cpu, 1)
         figures[f"{prefix}ops_per_server_cpu_s_with_db"] = round(with_db, 1)
         figures[f"{prefix}rate"] = round(rate, 1)
         figures[f"{prefix}p99_ms"] = round(p99, 2)
-    fast, django = sides
+    fast, django = sides[0], next(side for side in sides if side.label == "django")
     figures["vs_django"] = round((fast.ops / fast.web_cpu) / (django.ops / django.web_cpu), 2)
     figures["errors"] = sum(sum(side.errors.values()) for side in sides)
     figures.update(workers=WORKERS, threads=THREADS, rounds=ROUNDS, seconds=SECONDS)

@@ -343,6 +343,8 @@ KCM_AUDIT_ENABLED = env_bool("KCM_AUDIT_ENABLED", True)
 KCM_AUDIT_RETENTION_DAYS = env_int("KCM_AUDIT_RETENTION_DAYS", 3650, minimum=1)
 # Hot-path events are committed at once and chained by each process every this many seconds.
 KCM_AUDIT_SEAL_SECONDS = float(env_int("KCM_AUDIT_SEAL_MILLISECONDS", 500, minimum=0)) / 1000
+# The data plane commits concurrent requests' events in one transaction (docs/dataplane.md).
+KCM_AUDIT_GROUP_COMMIT = env_bool("KCM_AUDIT_GROUP_COMMIT", False)
 CELERY_BEAT_SCHEDULE["audit-seal"] = {"task": "apps.tenants.tasks.audit_seal_all", "schedule": 30}
 CELERY_BEAT_SCHEDULE["audit-checkpoints"] = {
     "task": "apps.tenants.tasks.audit_checkpoint_all",

@@ -157,7 +157,7 @@ def commit(route: Route, principal: Principal, epoch: int, body: str | None) -> 
     still allowed; whether it was. Outside a transaction the event goes to the group commit
     (dataplane_commit); inside one (tests) it joins it, in one statement."""
     assert principal.token_id is not None
-    if body is not None and not connection.in_atomic_block:
+    if body is not None and settings.KCM_AUDIT_GROUP_COMMIT and not connection.in_atomic_block:
         checked = (route.domain, principal.token_id, route.tenant.pk, epoch)
         return group_commit(route.tenant.schema_name, body, checked)
     params = [route.domain, principal.token_id, route.tenant.pk, TenantStatus.ACTIVE, epoch]

@@ -4,6 +4,8 @@ the very next request (the group commit's check), as Django's path refuses it.""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from .stack import LiveStack
@@ -41,8 +43,12 @@ def _warm(stack: LiveStack, tenant: Tenant) -> list[Reply]:
     )
 
 
-def test_revoked_tokens_and_suspended_tenants_are_refused_by_every_warm_worker() -> None:
-    with LiveStack(web_workers=2) as stack:
+@pytest.mark.parametrize("group_commit", ["false", "true"])
+def test_revoked_tokens_and_suspended_tenants_are_refused_by_every_warm_worker(
+    group_commit: str,
+) -> None:
+    env = {**os.environ, "KCM_DATAPLANE": "fast", "KCM_AUDIT_GROUP_COMMIT": group_commit}
+    with LiveStack(web_workers=2, env=env) as stack:
         tenants = {}
         for slug in ("revoked", "suspended"):
             tenants[slug] = provision_tenant(stack, slug, (KEY_ADMIN, KEY_USER))

@@ -33,10 +33,12 @@ pytestmark = pytest.mark.e2e
 THREADS = 6
 
 
-def test_every_acknowledged_operation_survives_a_sigkill_of_the_workers() -> None:
+@pytest.mark.parametrize("group_commit", ["false", "true"])
+def test_every_acknowledged_operation_survives_a_sigkill_of_the_workers(group_commit: str) -> None:
     env = {
         **os.environ,
         "KCM_DATAPLANE": "fast",
+        "KCM_AUDIT_GROUP_COMMIT": group_commit,
         "KCM_API_RATE_PER_TOKEN": "1000000/s",
         "KCM_API_RATE_PER_ADDRESS": "1000000/s",
     }
