@@ -31,10 +31,10 @@ from io import BytesIO
 from typing import Any
 
 from django.conf import settings
+from django.core.handlers.wsgi import WSGIRequest
 from django.db import Error as DatabaseError
 from django.db import connection
 from django.http import HttpResponse
-from django.test import RequestFactory
 from rest_framework import exceptions as drf
 from rest_framework.renderers import JSONRenderer
 
@@ -289,7 +289,16 @@ class DataPlane:
             from django.middleware.clickjacking import XFrameOptionsMiddleware
             from django.middleware.security import SecurityMiddleware
 
-            request = RequestFactory().post("/api/v1/", secure=secure)
+            request = WSGIRequest(
+                {
+                    "REQUEST_METHOD": "POST",
+                    "PATH_INFO": "/api/v1/",
+                    "SERVER_NAME": "localhost",
+                    "SERVER_PORT": "443" if secure else "80",
+                    "wsgi.url_scheme": "https" if secure else "http",
+                    "wsgi.input": BytesIO(b""),
+                }
+            )
             response = HttpResponse()
             for middleware in (SecurityMiddleware, CSPMiddleware, XFrameOptionsMiddleware):
                 middleware(lambda r: response).process_response(request, response)
