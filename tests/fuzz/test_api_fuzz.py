@@ -1,8 +1,8 @@
 """Schemathesis fuzzing of a live KCM from its own OpenAPI schema (issue 11, acceptance 2).
 
 One live stack (gunicorn on PostgreSQL and SoftHSM2, its own database) with a tenant `fuzz`
-(a key chain and a token for every tenant role), a tenant `decoy` that platform actions may
-suspend or terminate, and a platform operator token. For each host (platform and tenant) the
+(a key chain, two members and a token for every tenant role), a tenant `decoy` that platform
+actions may suspend or terminate, and a platform operator token. For each host (platform and tenant) the
 schema is loaded from `/api/schema/` on that host, and every operation gets generated requests
 (valid and invalid) as each role of the host and with no token. Every response must be no 5xx
 and must conform to the schema: a documented status, content type, headers and body shape.
@@ -47,6 +47,7 @@ from schemathesis.specs.openapi.checks import (
 from apps.core.roles import TENANT_ROLES, Role
 from tests.e2e.stack import LiveStack
 from tests.e2e.tenantkit import Tenant, call, create_chain
+from tests.fuzz.conftest import SUMMARY
 
 MIN_REQUESTS = 2000
 EXAMPLES = int(os.environ.get("KCM_FUZZ_EXAMPLES", "10"))
@@ -67,6 +68,7 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 _PROVISION = """
 import json
+import secrets
 from apps.core.roles import TENANT_ROLES, Role
 from apps.tenants import services
 from apps.tenants.models import Tenant
@@ -88,6 +90,9 @@ for host, tenant, roles in (("platform", platform, [Role.PLATFORM_OPERATOR]),
         in_use.append(pk)
     for n in range(4):
         spare.append(mint(tenant, Role.AUDITOR, "spare %d" % n)[0])
+for n, roles in enumerate(([Role.AUDITOR], [Role.KEY_ADMIN, Role.AUDITOR])):
+    user = services.user_create(username="fuzz-member-%d" % n, password=secrets.token_urlsafe())
+    services.membership_set(tenant=fuzz, user=user, roles=roles)
 print(json.dumps({"tokens": tokens, "in_use": in_use, "spare": spare}))
 """
 
@@ -239,8 +244,8 @@ def _operations(schema: Any) -> list[Any]:
         method, path = operation.method.upper(), operation.path
         if method == "DELETE" or DESTRUCTIVE.search(path):
             return (3, operation.label)
-        if method == "POST" and "{" not in path:
-            return (0, operation.label)
+        if method == "POST" and ("{" not in path or path.endswith("/rotate/")):
+            return (0, operation.label)  # creations (a rotation makes a job)
         return (2 if re.search(r"/(decrypt|rewrap)", path) else 1, operation.label)
 
     return sorted(operations, key=order)
@@ -365,6 +370,7 @@ def test_api_answers_generated_requests_without_5xx_or_schema_violations(fuzz: F
                 _fuzz_operation(fuzz, tally, operation, host, role, examples)
     seconds = time.monotonic() - started
     summary = f"{tally.summary()} in {seconds:.0f} s"
+    SUMMARY.append(summary)
     print(f"\n{summary}\n{tally.coverage()}")
     problems = tally.server_errors + tally.transport_errors + tally.violations
     report = os.environ.get("KCM_FUZZ_REPORT")
