@@ -49,6 +49,8 @@ from tests.e2e.stack import LiveStack
 from tests.e2e.tenantkit import Tenant, call, create_chain
 from tests.fuzz.conftest import SUMMARY
 
+pytestmark = pytest.mark.e2e
+
 MIN_REQUESTS = 2000
 EXAMPLES = int(os.environ.get("KCM_FUZZ_EXAMPLES", "10"))
 ANONYMOUS_EXAMPLES = max(1, EXAMPLES // 3)
