@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
@@ -35,8 +36,20 @@ class ServiceKeyIn(StrictSerializer):
     customer_key_id = serializers.UUIDField(required=False)
 
 
+@extend_schema_field(
+    {
+        "type": "integer",
+        "minimum": settings.KCM_DELETION_MIN_DAYS,
+        "maximum": settings.KCM_DELETION_MAX_DAYS,
+    }
+)
+class PendingDaysField(serializers.IntegerField):
+    """A deletion's waiting period in days. The service checks the range (code
+    `invalid_pending_days`); the schema states it."""
+
+
 class ScheduleDeletionIn(StrictSerializer):
-    pending_days = serializers.IntegerField()
+    pending_days = PendingDaysField()
 
 
 class ChainView(KcmAPIView):

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from apps.core.errors import PROBLEM_CONTENT_TYPE
 from tests.helpers import Api
@@ -63,7 +64,11 @@ def test_request_bodies_are_the_ones_each_action_takes() -> None:
     assert "plaintext" in encrypt["properties"] and encrypt["additionalProperties"] is False
     assert "ciphertext" in body_of("/api/v1/service-keys/{name}/decrypt/")["properties"]
     assert "pending_days" not in body_of("/api/v1/keys/{key_id}/disable/").get("properties", {})
-    assert "pending_days" in body_of("/api/v1/keys/{key_id}/schedule-deletion/")["properties"]
+    pending_days = body_of("/api/v1/keys/{key_id}/schedule-deletion/")["properties"]["pending_days"]
+    assert (pending_days["minimum"], pending_days["maximum"]) == (
+        settings.KCM_DELETION_MIN_DAYS,
+        settings.KCM_DELETION_MAX_DAYS,
+    )
 
 
 @pytest.mark.django_db
