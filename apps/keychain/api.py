@@ -167,7 +167,10 @@ class KeyVersionActionView(KcmAPIView):
     def audit_target(self, request: Request, response: Response) -> tuple[str, int | None]:
         return str(self.kwargs["key_id"]), self.kwargs["version"]
 
-    @extend_schema(request=ScheduleDeletionIn, responses=OpenApiResponse(description="Version"))
+    def schema_request(self) -> type[StrictSerializer]:
+        return ScheduleDeletionIn if self.action == "schedule-deletion" else EmptyIn
+
+    @extend_schema(responses=OpenApiResponse(description="Version"))
     def post(self, request: Request, key_id: UUID, version: int) -> Response:
         if self.action == "schedule-deletion":
             data = parse(ScheduleDeletionIn, request)

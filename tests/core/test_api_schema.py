@@ -64,6 +64,8 @@ def test_request_bodies_are_the_ones_each_action_takes() -> None:
     assert "plaintext" in encrypt["properties"] and encrypt["additionalProperties"] is False
     assert "ciphertext" in body_of("/api/v1/service-keys/{name}/decrypt/")["properties"]
     assert "pending_days" not in body_of("/api/v1/keys/{key_id}/disable/").get("properties", {})
+    cancel = "/api/v1/keys/{key_id}/versions/{version}/cancel-deletion/"
+    assert "pending_days" not in body_of(cancel).get("properties", {})
     pending_days = body_of("/api/v1/keys/{key_id}/schedule-deletion/")["properties"]["pending_days"]
     assert (pending_days["minimum"], pending_days["maximum"]) == (
         settings.KCM_DELETION_MIN_DAYS,
