@@ -12,7 +12,8 @@ alternating rounds:
 2. Latency: requests paced at half the saturated rate (open loop: each latency runs from the
    moment the request was due, so a stall is not hidden); `p99_ms`.
 
-BENCH_DP_SIDES adds variants: `fast-group` (the data plane with KCM_AUDIT_GROUP_COMMIT=true).
+BENCH_DP_SIDES adds variants: `fast-group` (the data plane with KCM_AUDIT_GROUP_COMMIT=true),
+`fast-granian` (the data plane served by granian: kms_project/granian_serve.py).
 `vs_django` is the ratio of the two `ops_per_server_cpu_s`. `errors` counts every answer other
 than 200 and every failed request in both deployments. The rate limits are raised out of the
 way (their code still runs on every request): the load comes from one client address and
@@ -22,6 +23,8 @@ token. Last line: one JSON object `{"bench": "dataplane", ...}`.
 from __future__ import annotations
 
 import os
+import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import HttpClient, Operation, percentile, report, run_load
-from tests.e2e.stack import LiveStack
+from tests.e2e.stack import LiveStack, free_port
 from tests.e2e.tenantkit import CONTEXT, KEY_ADMIN, KEY_USER, create_chain, provision_tenant
 
 ROUNDS = int(os.environ.get("BENCH_DP_ROUNDS", "3"))
@@ -38,7 +41,7 @@ SECONDS = float(os.environ.get("BENCH_DP_SECONDS", "8"))
 THREADS = int(os.environ.get("BENCH_DP_THREADS", "6"))
 WORKERS = int(os.environ.get("BENCH_DP_WORKERS", "2"))
 # Deployments compared; the first is reported plainly, the others with their label as prefix.
-SIDES = os.environ.get("BENCH_DP_SIDES", "fast,django").split(",")
+SIDES = os.environ.get("BENCH_DP_SIDES", "fast,django,fast-granian").split(",")
 LATENCY_SECONDS = float(os.environ.get("BENCH_DP_LATENCY_SECONDS", "8"))
 PATH = "/api/v1/service-keys/payments/generate-data-key/"
 BODY = ("{" + f'"context": {{"purpose": "{CONTEXT["purpose"]}"}}' + "}").encode()
@@ -49,6 +52,7 @@ class Side:
     label: str
     stack: LiveStack
     clients: list[HttpClient]
+    server: int  # the web server's master process
     ops: int = 0
     web_cpu: float = 0.0
     db_cpu: float = 0.0
@@ -57,8 +61,7 @@ class Side:
     errors: Counter[str] = field(default_factory=Counter)
 
     def web_processes(self) -> list[int]:
-        master = self.stack.procs["web"].pid
-        return [master, *_descendants(master)]
+        return [self.server, *_descendants(self.server)]
 
     def db_processes(self) -> list[int]:
         """The deployment's PostgreSQL backends (their title names the database)."""
@@ -175,6 +178,16 @@ def paced(side: Side, rate: float) -> None:
         thread.join()
 
 
+def _wait_for(port: int) -> None:
+    for _ in range(300):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
 def _deploy(stack_of: ExitStack, label: str) -> Side:
     env = {
         **os.environ,
@@ -188,11 +201,19 @@ def _deploy(stack_of: ExitStack, label: str) -> Side:
     stack = stack_of.enter_context(LiveStack(web_workers=WORKERS, env=env))
     tenant = provision_tenant(stack, "bench", (KEY_ADMIN, KEY_USER))
     create_chain(stack, tenant)
-    clients = [HttpClient(stack.port, tenant.host, tenant.tokens[KEY_USER]) for _ in range(THREADS)]
+    port, server = stack.port, stack.procs["web"].pid
+    if label.endswith("-granian"):
+        # The same deployment served by granian instead (its gunicorn idles, uncounted).
+        port = free_port()
+        command = [sys.executable, "-m", "kms_project.granian_serve", "--bind", f"127.0.0.1:{port}"]
+        stack._spawn("granian", command)
+        _wait_for(port)
+        server = stack.procs["granian"].pid
+    clients = [HttpClient(port, tenant.host, tenant.tokens[KEY_USER]) for _ in range(THREADS)]
     for client in clients:  # warm every worker's caches
         for _ in range(20):
             client.send("POST", PATH, BODY)
-    return Side(label, stack, clients)
+    return Side(label, stack, clients, server)
 
 
 def main() -> None:
