@@ -69,7 +69,8 @@ class Chaos:
             **private_softhsm(folder / "hsm"),
             "KCM_REWRAP_BATCH_SIZE": str(args.batch_size),
             "KCM_REWRAP_BATCH_PAUSE_MS": str(args.pause_ms),
-            "KCM_LOG_LEVEL": "WARNING",
+            # INFO: the worker says "ready." at that level (KCM_LOG_LEVEL overrides `-l`).
+            "KCM_LOG_LEVEL": "INFO",
         }
         self.stack = LiveStack(web_workers=1, celery_pool=None, env=env)
         self.workers = 0

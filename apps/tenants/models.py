@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -180,11 +181,8 @@ class Invitation(models.Model):
     def __str__(self) -> str:
         return f"invitation {self.pk} to {self.tenant_id}: {','.join(sorted(self.roles))}"
 
-    def is_pending(self, now: object | None = None) -> bool:
+    def is_pending(self, now: datetime | None = None) -> bool:
         """Not accepted, not revoked, not expired: the link still works."""
         moment = now or timezone.now()
-        return (
-            self.accepted_at is None
-            and self.revoked_at is None
-            and self.expires_at > moment  # type: ignore[operator]
-        )
+        live = self.accepted_at is None and self.revoked_at is None
+        return live and self.expires_at > moment

@@ -210,22 +210,24 @@ def membership_remove(*, tenant: Tenant, membership_id: int, acting: Principal) 
     if membership.user_id == acting.user_id:
         raise Conflict("You cannot remove yourself.", code="cannot_remove_self")
     with transaction.atomic():
+        revoked = tokens_hold_no_more(
+            tenant=tenant, user_id=membership.user_id, roles=(), grant=None
+        )
         audit_record(
             action="member.remove",
             target=membership.user.username,
-            details={"roles": membership.roles},
+            details={"roles": membership.roles, "revoked_tokens": revoked},
         )
-        tokens_hold_no_more(tenant=tenant, user_id=membership.user_id, roles=(), grant=None)
         membership.delete()
 
 
 def tokens_hold_no_more(
     *, tenant: Tenant, user_id: int, roles: Iterable[str], grant: KeyGrant | None
 ) -> list[str]:
-    """A token holds no more than the member who created it: revoke (and audit) the member's
-    tokens in `tenant` whose role the member no longer holds, or whose key grant is no longer
-    within theirs. Called whenever a member loses roles, their grant or their membership; a
-    token's own grant never changes. Returns the revoked tokens' prefixes."""
+    """A token holds no more than the member who created it: revoke the member's tokens in
+    `tenant` whose role they no longer hold, or whose key grant is no longer within theirs,
+    whenever they lose roles, grant or membership. Returns the revoked tokens' prefixes, for
+    the caller's audit event."""
     held = set(roles)
     now = timezone.now()
     revoked = []
@@ -241,11 +243,6 @@ def tokens_hold_no_more(
                 continue
         token.revoked_at = now
         token.save(update_fields=["revoked_at"])
-        audit_record(
-            action="token.revoke",
-            target=token.prefix,
-            details={"name": token.name, "reason": "creator_no_longer_holds_it"},
-        )
         revoked.append(token.prefix)
     return revoked
 
@@ -389,13 +386,12 @@ def member_update(
         membership = membership_set(
             tenant=tenant, user=membership.user, roles=after, key_grant=grant
         )
-        if before - after or changed_grant is not None or (grant is None and old_grant):
-            tokens_hold_no_more(
-                tenant=tenant,
-                user_id=membership.user_id,
-                roles=membership.roles,
-                grant=grant_load(membership.key_grant),
-            )
+        revoked = tokens_hold_no_more(
+            tenant=tenant,
+            user_id=membership.user_id,
+            roles=membership.roles,
+            grant=grant_load(membership.key_grant),
+        )
         audit_record(
             action="member.role_change",
             target=membership.user.username,
@@ -403,6 +399,7 @@ def member_update(
                 "from": sorted(before),
                 "to": membership.roles,
                 "key_grant": membership.key_grant,
+                "revoked_tokens": revoked,
             },
         )
         return membership

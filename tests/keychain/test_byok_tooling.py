@@ -127,11 +127,11 @@ def test_the_console_wizard_creates_imports_and_shows_the_check_value(world: Any
         HTTP_HOST="acme.localhost",
     )
     assert uploaded.status_code == 302
-    page = client.get(wizard_url, HTTP_HOST="acme.localhost").content.decode()
+    html = client.get(wizard_url, HTTP_HOST="acme.localhost").content.decode()
     # Both check values, each under the heading that says which it is.
-    assert f'<code data-testid="kcv-classic">{customer_kcv(material)}</code>' in page
-    assert f'<code data-testid="kcv-cmac">{customer_cmac_kcv(material)}</code>' in page
-    assert "Key check value (classic, AES-ECB)" in page and "Key check value (CMAC)" in page
-    assert "ENABLED" in page
+    assert f'<code data-testid="kcv-classic">{customer_kcv(material)}</code>' in html
+    assert f'<code data-testid="kcv-cmac">{customer_cmac_kcv(material)}</code>' in html
+    assert "Key check value (classic, AES-ECB)" in html and "Key check value (CMAC)" in html
+    assert "ENABLED" in html
     listing = client.get("/keys/", HTTP_HOST="acme.localhost")
     assert wizard_url.encode() in listing.content

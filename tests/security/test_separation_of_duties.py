@@ -479,8 +479,12 @@ def test_a_members_tokens_hold_no_more_than_the_member(api: Any, world: World) -
     assert_problem(manage.get("/api/v1/keys/"), 401, "invalid_token")
     assert use_payments.post(generate.format("payments"), {}).status_code == 200
 
+    log = Log("t_acme")
     removed = admin.call("DELETE", path)
     assert removed.status_code == 204, removed.content
     assert_problem(use_payments.post(generate.format("payments"), {}), 401, "invalid_token")
     revocations = ApiToken.objects.filter(created_by__username="lead", revoked_at__isnull=False)
     assert revocations.count() == 3
+    # Each revocation is in the audit event of the change that caused it.
+    (event,) = [e for e in log.new() if e.action == "member.remove"]
+    assert event.details["revoked_tokens"] == [str(use_payments.token).split("_")[1]]
