@@ -12,8 +12,10 @@ alternating rounds:
 2. Latency: requests paced at half the saturated rate (open loop: each latency runs from the
    moment the request was due, so a stall is not hidden); `p99_ms`.
 
-BENCH_DP_SIDES adds variants: `fast-group` (the data plane with KCM_AUDIT_GROUP_COMMIT=true),
-`fast-granian` (the data plane served by granian: kms_project/granian_serve.py).
+BENCH_DP_SIDES (default fast,django,fast-granian) names the deployments, the first reported
+plainly and the others with their name as prefix: `fast` and `django` (KCM_DATAPLANE),
+`fast-granian` (the data plane served by granian: kms_project/granian_serve.py), `fast-group`
+(the data plane with KCM_AUDIT_GROUP_COMMIT=true).
 `vs_django` is the ratio of the two `ops_per_server_cpu_s`. `errors` counts every answer other
 than 200 and every failed request in both deployments. The rate limits are raised out of the
 way (their code still runs on every request): the load comes from one client address and
@@ -40,7 +42,6 @@ ROUNDS = int(os.environ.get("BENCH_DP_ROUNDS", "3"))
 SECONDS = float(os.environ.get("BENCH_DP_SECONDS", "8"))
 THREADS = int(os.environ.get("BENCH_DP_THREADS", "6"))
 WORKERS = int(os.environ.get("BENCH_DP_WORKERS", "2"))
-# Deployments compared; the first is reported plainly, the others with their label as prefix.
 SIDES = os.environ.get("BENCH_DP_SIDES", "fast,django,fast-granian").split(",")
 LATENCY_SECONDS = float(os.environ.get("BENCH_DP_LATENCY_SECONDS", "8"))
 PATH = "/api/v1/service-keys/payments/generate-data-key/"
