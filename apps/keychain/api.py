@@ -221,13 +221,7 @@ _INPUTS: dict[str, type[StrictSerializer]] = {
 }
 
 
-AUDIT_ACTIONS = {
-    "generate-data-key": "datakey.generate",
-    "decrypt-data-key": "datakey.decrypt",
-    "encrypt": "data.encrypt",
-    "decrypt": "data.decrypt",
-    "rewrap": "data.rewrap",
-}
+AUDIT_ACTIONS = datakeys.AUDIT_ACTIONS
 
 
 class CryptoAuditMixin(KcmAPIView):
@@ -281,7 +275,7 @@ class CryptoBatchView(CryptoAuditMixin):
 
     @property
     def audit_action(self) -> str:  # type: ignore[override]
-        return AUDIT_ACTIONS[self.operation] + ".batch"
+        return AUDIT_ACTIONS[self.operation] + datakeys.BATCH_SUFFIX
 
     def audit_details(self, request: Request, response: Response) -> dict[str, Any]:
         data = response.data if isinstance(response.data, dict) else {}

@@ -34,6 +34,17 @@ DATA_KEY_BYTES = 32
 MAX_PAYLOAD_BYTES = 4096
 MAX_BATCH = 1000
 
+# The audit action of each operation; a batch request is audited once as "<action>.batch" with
+# its item counts. The dashboard counts operations from these events.
+AUDIT_ACTIONS = {
+    "generate-data-key": "datakey.generate",
+    "decrypt-data-key": "datakey.decrypt",
+    "encrypt": "data.encrypt",
+    "decrypt": "data.decrypt",
+    "rewrap": "data.rewrap",
+}
+BATCH_SUFFIX = ".batch"
+
 
 def b64decode(value: Any, field: str) -> bytes:
     """Strict base64 (docs/envelope.md): the standard alphabet, padded, nothing else, and

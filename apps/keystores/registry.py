@@ -137,6 +137,14 @@ def external_connection(key: Any, *, stamp: str, build: Callable[[], Keystore]) 
     return fresh
 
 
+def breaker_open(key: Any) -> bool | None:
+    """Whether this process's circuit breaker for the key manager `key` is open; None when this
+    process has not talked to it yet (nothing is built here: a health view must not connect)."""
+    with _lock:
+        current = _connections.get(key)
+    return None if current is None else current.breaker.is_open
+
+
 def forget_connections() -> None:
     """Close and drop every key-manager keystore of this process (tests; settings changes)."""
     with _lock:

@@ -1,8 +1,9 @@
 from django.urls import path
 
-from apps.rotation import api
+from apps.rotation import api, api_dashboard
 
 urlpatterns = [
+    path("dashboard/", api_dashboard.DashboardView.as_view(), name="dashboard"),
     # The key chain's rotate action, at the chain's URL; rotation owns it (it queues the rewrap).
     path("keys/<uuid:key_id>/rotate/", api.ChainKeyRotateView.as_view(), name="key-rotate"),
     path(

@@ -1,0 +1,155 @@
+"""GET /api/v1/dashboard/: counts drawn from known traffic, and who may read them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apps.audit.models import AuditEvent
+from apps.core.roles import Role
+from apps.rotation import dashboard
+from tests.helpers import assert_problem
+
+URL = "/api/v1/dashboard/"
+
+
+def _traffic(chain: Any) -> None:
+    """7 data keys on payments, 4 on orders (2 single, and a batch of 2 that counts 2),
+    2 denied requests and 1 failed one."""
+    assert chain.admin.post("/api/v1/service-keys/", {"name": "orders"}).status_code == 201
+    for _ in range(7):
+        made = chain.user.post("/api/v1/service-keys/payments/generate-data-key/", {})
+        assert made.status_code == 200, made.content
+    for _ in range(2):
+        made = chain.user.post("/api/v1/service-keys/orders/generate-data-key/", {})
+        assert made.status_code == 200, made.content
+    batch = chain.user.post(
+        "/api/v1/service-keys/orders/generate-data-key/batch/", {"items": [{}, {}]}
+    )
+    assert batch.status_code == 200, batch.content
+    for _ in range(2):  # a key admin never uses keys
+        assert_problem(
+            chain.admin.post("/api/v1/service-keys/payments/generate-data-key/", {}),
+            403,
+            "role_not_allowed",
+        )
+    broken = chain.user.post(
+        "/api/v1/service-keys/payments/decrypt-data-key/", {"ciphertext": "AAAA"}
+    )
+    assert broken.status_code == 400, broken.content
+
+
+def _expected(chain: Any, unit: str, buckets: list[str]) -> dict[str, list[int]]:
+    """Counts per bucket, computed here from the events themselves (not by SQL)."""
+    starts = [datetime.fromisoformat(b.replace("Z", "+00:00")) for b in buckets]
+    counts: dict[str, Counter[int]] = {
+        k: Counter() for k in ("payments", "orders", "denied", "error")
+    }
+    with chain.inside():
+        events = AuditEvent.objects.filter(action__in=dashboard.crypto_actions())
+        for event in events:
+            at = event.occurred_at.astimezone(UTC)
+            at = at.replace(second=0, microsecond=0)
+            at = at.replace(minute=0) if unit == "hour" else at
+            position = starts.index(at)
+            if event.outcome == "success":
+                name = event.target.removeprefix("service_key:")
+                counts[name][position] += event.details.get("items", 1)
+            else:
+                counts[event.outcome][position] += 1
+    return {k: [c[i] for i in range(len(starts))] for k, c in counts.items()}
+
+
+def test_it_counts_known_traffic_per_service_key_and_bucket(make_chain: Any) -> None:
+    chain = make_chain()
+    _traffic(chain)
+    body = chain.admin.get(URL).json_body
+    for name, unit, count in (("day", "hour", 24), ("hour", "minute", 60)):
+        window = body["operations"][name]
+        assert window["unit"] == unit and len(window["buckets"]) == count
+        series = {s["service_key"]: s["counts"] for s in window["series"]}
+        assert sorted(series) == ["orders", "payments"]
+        assert sum(series["payments"]) == 7 and sum(series["orders"]) == 4
+        assert sum(window["denied"]) == 2 and sum(window["error"]) == 1
+        expected = _expected(chain, unit, window["buckets"])
+        assert series["payments"] == expected["payments"]
+        assert series["orders"] == expected["orders"]
+        assert (window["denied"], window["error"]) == (expected["denied"], expected["error"])
+        assert all(len(s) == count for s in series.values())
+    usage = body["gcm_usage"]
+    by_key = {v["service_key"]: v for v in usage["versions"]}
+    # Usage is reserved in blocks (KCM_USAGE_BLOCK): at least what was used, never over.
+    assert by_key["payments"]["used"] >= 7 and by_key["orders"]["used"] >= 4
+    assert usage["limit"] > usage["safety_limit"] > 0
+    assert by_key["payments"]["primary"] is True
+
+
+def test_it_shows_recent_events_without_contexts(make_chain: Any) -> None:
+    chain = make_chain()
+    secret_context = {"record": "do-not-show-this"}
+    made = chain.user.post(
+        "/api/v1/service-keys/payments/generate-data-key/", {"context": secret_context}
+    )
+    assert made.status_code == 200
+    body = chain.admin.get(URL)
+    assert body.status_code == 200
+    events = body.json_body["recent_events"]
+    assert len(events) <= 10
+    assert events[0]["action"] == "datakey.generate"
+    assert events[0]["target"] == "service_key:payments" and events[0]["outcome"] == "success"
+    assert set(events[0]) == {
+        "seq", "occurred_at", "action", "target", "outcome", "error_code", "actor"
+    }  # fmt: skip
+    assert b"do-not-show-this" not in body.content
+    assert [e["seq"] for e in events] == sorted((e["seq"] for e in events), reverse=True)
+
+
+def test_it_lists_keys_due_and_running_jobs(make_chain: Any) -> None:
+    chain = make_chain()
+    set_default = chain.admin.call(
+        "PUT", "/api/v1/rotation/defaults/", {"level": "L3", "period_days": 3}
+    )
+    assert set_default.status_code == 200, set_default.content
+    started = chain.admin.post(f"/api/v1/rotation/keys/{chain.l2_id}/rotate/", {})
+    assert started.status_code == 202
+    body = chain.admin.get(URL).json_body
+    assert [(d["name"], d["level"], d["when"]) for d in body["rotations_due"]] == [
+        ("payments", "L3", "soon")
+    ]
+    job = started.json_body["job"]
+    assert [j["id"] for j in body["running_jobs"]] == [job["id"]]
+    assert body["running_jobs"][0]["key_name"] == "tenant key of root"
+    with chain.inside():
+        later = dashboard.rotations_due(now=datetime.now(UTC) + timedelta(days=4))
+    assert [(d["name"], d["when"]) for d in later] == [("payments", "due")]
+    assert body["key_managers"] == []
+
+
+def test_readers_of_the_chain_may_read_it_and_key_users_may_not(make_chain: Any, api: Any) -> None:
+    make_chain()
+    for role in (Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR):
+        assert api("acme", role).get(URL).status_code == 200
+    assert_problem(api("acme", Role.KEY_USER).get(URL), 403, "role_not_allowed")
+    assert api("acme").get(URL).status_code == 401
+
+
+def test_another_tenants_traffic_is_invisible(make_chain: Any, api: Any) -> None:
+    chain = make_chain()
+    _traffic(chain)
+    globex = api("globex", Role.AUDITOR).get(URL).json_body
+    assert globex["operations"]["day"]["series"] == []
+    assert sum(globex["operations"]["day"]["denied"]) == 0
+    assert globex["gcm_usage"]["versions"] == []
+    assert all(not e["target"].startswith("service_key:") for e in globex["recent_events"])
+    assert_problem(api("acme", Role.AUDITOR, on="globex").get(URL), 403, "wrong_tenant")
+
+
+def test_it_is_documented_in_the_openapi_schema(make_chain: Any) -> None:
+    chain = make_chain()
+    schema = chain.admin.get("/api/schema/?format=json").json_body
+    operation = schema["paths"]["/api/v1/dashboard/"]["get"]
+    ref = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    body = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert {"operations", "rotations_due", "gcm_usage", "key_managers"} <= set(body["properties"])
+    assert {"running_jobs", "recent_events"} <= set(body["properties"])
