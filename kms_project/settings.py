@@ -350,6 +350,13 @@ CELERY_BEAT_SCHEDULE["audit-checkpoints"] = {
     "task": "apps.tenants.tasks.audit_checkpoint_all",
     "schedule": env_int("KCM_AUDIT_CHECKPOINT_SECONDS", 300, minimum=1),
 }
+# Streaming to sinks (apps.audit.streaming, docs/audit.md): per-step timeout, backoff, batch.
+KCM_AUDIT_SINK_TIMEOUT_SECONDS = env_int("KCM_AUDIT_SINK_TIMEOUT_SECONDS", 5, minimum=1)
+KCM_AUDIT_SINK_MAX_BACKOFF_SECONDS = env_int("KCM_AUDIT_SINK_MAX_BACKOFF_SECONDS", 300, minimum=1)
+KCM_AUDIT_SINK_BATCH = env_int("KCM_AUDIT_SINK_BATCH", 100, minimum=1)
+_STREAM_SECONDS = env_int("KCM_AUDIT_STREAM_SECONDS", 5, minimum=1)
+CELERY_BEAT_SCHEDULE["audit-stream"] = {"task": "apps.tenants.tasks.audit_stream_all",
+                                        "schedule": _STREAM_SECONDS}  # fmt: skip
 KCM_AUDIT_EXPORT_DIR = Path(env_str("KCM_AUDIT_EXPORT_DIR", str(KCM_STATE_DIR / "audit-exports")))
 
 # Rotation: policy sweep (beat), rewrap batches, and when a silent job counts as stalled.

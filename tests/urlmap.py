@@ -23,6 +23,7 @@ SAMPLE_ARGS = {
     "version": "1",
     "invitation_id": "1",
     "secret": "no-such-invitation-secret",
+    "sink_id": str(uuid.UUID(int=7)),
 }
 
 # Open on every host by design: liveness, the API description, the sign-in form, and the page

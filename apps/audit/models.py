@@ -118,3 +118,40 @@ class AuditExport(models.Model):
 
     def __str__(self) -> str:
         return f"export {self.id} ({self.state})"
+
+
+class SinkKind(models.TextChoices):
+    SYSLOG = "syslog"
+    WEBHOOK = "webhook"
+
+
+class AuditSink(models.Model):
+    """Where this tenant's events are streamed as they are sealed (apps.audit.streaming):
+    a syslog receiver (RFC 5424, octet counting, TCP or TLS) or an HTTPS webhook signed with
+    HMAC-SHA256. `cursor` is the last seq delivered: it moves only after the sink accepted
+    every event up to it, so delivery is at least once and in order."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=8, choices=SinkKind.choices)
+    name = models.CharField(max_length=100, blank=True)
+    host = models.CharField(max_length=255, blank=True)  # syslog
+    port = models.IntegerField(null=True, blank=True)  # syslog
+    tls = models.BooleanField(default=False)  # syslog
+    ca_pem = models.TextField(blank=True)  # syslog over TLS: trust this CA instead of the system's
+    url = models.CharField(max_length=2000, blank=True)  # webhook
+    # The webhook's HMAC secret, sealed under the platform's credentials key (never returned).
+    secret_sealed = models.BinaryField(null=True, blank=True)
+    cursor = models.BigIntegerField(default=0)
+    failures = models.IntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_delivered_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} sink {self.id}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from apps.audit import export
+from apps.audit import export, streaming
 from apps.audit.context import AuditContext, reset_context, set_context
 
 
@@ -17,3 +17,10 @@ def export_run(export_id: str) -> str:
         return str(export.export_run(export_id=export_id).state)
     finally:
         reset_context(token)
+
+
+@shared_task(name="apps.audit.tasks.audit_stream_sink")
+def audit_stream_sink(sink_id: str, tenant: str) -> str:
+    """Deliver one sink (in its tenant's schema): one task per sink, so a sink that is down
+    holds up only its own task, for at most KCM_AUDIT_SINK_TIMEOUT_SECONDS per round."""
+    return streaming.sink_deliver(sink_id, tenant=tenant)

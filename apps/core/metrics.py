@@ -130,6 +130,19 @@ AUDIT_SEAL_FAILURES = Counter(
     "Background seals that failed (retried next round; events stay pending, none is lost).",
     registry=REGISTRY,
 )
+AUDIT_STREAM_DELIVERED = Counter(
+    "kcm_audit_stream_delivered",
+    "Audit events a sink accepted (at least once: a batch resent after a crash counts twice).",
+    ["tenant", "sink_id"],
+    registry=REGISTRY,
+)
+AUDIT_STREAM_LAG = Gauge(
+    "kcm_audit_stream_lag_events",
+    "Sealed events a sink has not yet accepted, as of that sink's last delivery round.",
+    ["tenant", "sink_id"],
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
 
 
 def tenant_label() -> str:

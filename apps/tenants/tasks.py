@@ -9,6 +9,8 @@ from django_tenants.utils import schema_context
 from apps.audit.context import AuditContext, reset_context, set_context
 from apps.audit.sealer import seal_here
 from apps.audit.services import audit_checkpoint_here
+from apps.audit.streaming import sinks_due
+from apps.audit.tasks import audit_stream_sink
 from apps.tenants.selectors import tenants_for_upkeep
 
 
@@ -39,3 +41,19 @@ def audit_checkpoint_all() -> int:
         return signed
     finally:
         reset_context(token)
+
+
+@shared_task(name="apps.tenants.tasks.audit_stream_all")
+def audit_stream_all() -> int:
+    """Queue one delivery task per due audit sink of every live schema (the platform log's
+    sinks are labelled "platform"); the number queued."""
+    queued = 0
+    schemas = [("public", "platform")]
+    schemas += [(tenant.schema_name, tenant.slug) for tenant in tenants_for_upkeep()]
+    for schema, slug in schemas:
+        with schema_context(schema):
+            for sink_id in sinks_due():
+                # Sent in the schema: tenant-schemas-celery runs the task there.
+                audit_stream_sink.delay(sink_id, slug)
+                queued += 1
+    return queued

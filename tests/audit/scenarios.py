@@ -210,6 +210,8 @@ def _rotation_job(action: str) -> Scenario:
     return run
 
 
+_SINK = {"kind": "syslog", "host": "127.0.0.1", "port": 6514}
+
 SUCCESS: dict[str, tuple[str, Scenario]] = {
     "customer-keys POST": ("key.create", lambda api, c: (c["admin"].post("/api/v1/customer-keys/", {"name": "second"}), "t_acme", "")),
     "service-keys POST": ("key.create", lambda api, c: (c["admin"].post("/api/v1/service-keys/", {"name": "ledger", "customer_key_id": c["l1"]["id"]}), "t_acme", "")),
@@ -233,6 +235,8 @@ SUCCESS: dict[str, tuple[str, Scenario]] = {
     "members PATCH": ("member.role_change", lambda api, c: (api("acme", Role.TENANT_ADMIN).call("PATCH", f"/api/v1/members/{_membership('acme-auditor')}/", {"roles": ["auditor", "tenant_admin"]}), "t_acme", "")),
     "members DELETE": ("member.remove", lambda api, c: (api("acme", Role.TENANT_ADMIN).call("DELETE", f"/api/v1/members/{_membership('acme-auditor')}/"), "t_acme", "")),
     "audit export": ("audit.export", lambda api, c: (api("acme", Role.AUDITOR).post("/api/v1/audit/exports/", {"format": "jsonl"}), "t_acme", "")),
+    "audit sinks POST": ("audit.sink.create", lambda api, c: (api("acme", Role.TENANT_ADMIN).post("/api/v1/audit/sinks/", _SINK), "t_acme", "")),
+    "audit sinks DELETE": ("audit.sink.delete", lambda api, c: (api("acme", Role.TENANT_ADMIN).call("DELETE", f"/api/v1/audit/sinks/{api('acme', Role.TENANT_ADMIN).post('/api/v1/audit/sinks/', _SINK).json_body['id']}/"), "t_acme", "audit.sink.create")),
     "tenant create": ("tenant.create", lambda api, c: (api("platform", Role.PLATFORM_OPERATOR).post("/api/v1/platform/tenants/", {"slug": "newco"}), "public", "")),
     "tenant suspend": ("tenant.suspend", lambda api, c: (api("platform", Role.PLATFORM_OPERATOR).post("/api/v1/platform/tenants/globex/suspend/", {}), "public", "")),
     "tenant resume": ("tenant.resume", lambda api, c: (api("platform", Role.PLATFORM_OPERATOR).post("/api/v1/platform/tenants/globex/resume/", {}), "public", "tenant.suspend")),

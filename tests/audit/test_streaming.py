@@ -1,0 +1,182 @@
+"""Streaming a tenant's sealed events to real receivers: a webhook server and a TCP syslog
+server started here. Every event arrives, in order, signed, and verifies against the chain;
+a sink that is down (refusing or hanging) delays no other sink."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from apps.audit import chain
+from apps.audit.context import AuditContext, reset_context, set_context
+from apps.audit.models import AuditSink
+from apps.audit.services import audit_record
+from apps.audit.streaming import sink_deliver, sinks_due
+from apps.core import metrics
+from apps.core.roles import Role
+from tests.audit.sinkkit import (
+    SECRET,
+    SilentServer,
+    SyslogReceiver,
+    WebhookReceiver,
+    closed_port,
+)
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def syslog() -> Iterator[SyslogReceiver]:
+    receiver = SyslogReceiver()
+    yield receiver
+    receiver.close()
+
+
+def _create(api: Any, body: dict[str, Any]) -> dict[str, Any]:
+    response = api("acme", Role.TENANT_ADMIN).post("/api/v1/audit/sinks/", body)
+    assert response.status_code == 201, response.content
+    result: dict[str, Any] = response.json_body
+    return result
+
+
+def _events(count: int) -> None:
+    token = set_context(AuditContext(actor="system:stream-test"))
+    try:
+        with schema_context("t_acme"):
+            for index in range(count):
+                audit_record(action="test.stream", target=f"item:{index}", details={"i": index})
+    finally:
+        reset_context(token)
+
+
+def _deliver(sink_id: str) -> str:
+    with schema_context("t_acme"):
+        return sink_deliver(sink_id, tenant="acme")
+
+
+def _sink(sink_id: str) -> AuditSink:
+    with schema_context("t_acme"):
+        return AuditSink.objects.get(pk=sink_id)
+
+
+def _assert_chained(events: list[dict[str, Any]], first_seq: int) -> None:
+    """Contiguous from first_seq, in order, and each event verifies against the chain."""
+    assert [e["seq"] for e in events] == list(range(first_seq, first_seq + len(events)))
+    count, _, problem = chain.verify_events(
+        events, start_seq=first_seq, start_hash=events[0]["prev_hash"]
+    )
+    assert problem is None and count == len(events)
+    assert all(e["tenant"] == "acme" for e in events)
+
+
+def _wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@override_settings(KCM_AUDIT_SINK_BATCH=7)
+def test_webhook_receives_every_event_in_signed_ordered_batches(
+    world: Any, api: Any, webhook: WebhookReceiver
+) -> None:
+    sink = _create(api, {"kind": "webhook", "url": webhook.url, "secret": SECRET})
+    start = sink["cursor"]
+    _events(20)
+    assert _deliver(sink["id"]) == "idle"
+    batches = webhook.verified_batches()
+    assert [len(b) for b in batches][:3] == [7, 7, 7]  # the sink's own create event is first
+    delivered = [event for batch in batches for event in batch]
+    _assert_chained(delivered, start + 1)
+    assert [e["action"] for e in delivered][-20:] == ["test.stream"] * 20
+    state = _sink(sink["id"])
+    assert state.cursor == delivered[-1]["seq"] and state.failures == 0
+    assert (
+        metrics.REGISTRY.get_sample_value(
+            "kcm_audit_stream_lag_events", {"tenant": "acme", "sink_id": sink["id"]}
+        )
+        == 0
+    )
+    # Nothing new: nothing is sent again.
+    assert _deliver(sink["id"]) == "idle" and len(webhook.requests) == len(batches)
+
+
+def test_syslog_receives_rfc5424_octet_counted_messages(
+    world: Any, api: Any, syslog: SyslogReceiver
+) -> None:
+    sink = _create(api, {"kind": "syslog", "host": "127.0.0.1", "port": syslog.port})
+    _events(5)
+    _deliver(sink["id"])
+    _wait_for(lambda: len(syslog.messages) >= 6)
+    events = [m["event"] for m in syslog.messages]
+    _assert_chained(events, sink["cursor"] + 1)
+    last = syslog.messages[-1]
+    assert last["pri"] == 13 * 8 + 6 and last["msgid"] == "test.stream"
+    assert f'seq="{events[-1]["seq"]}"' in last["sd"] and 'tenant="acme"' in last["sd"]
+
+
+def test_a_failing_webhook_keeps_its_cursor_records_the_error_and_backs_off(
+    world: Any, api: Any, webhook: WebhookReceiver
+) -> None:
+    sink = _create(api, {"kind": "webhook", "url": webhook.url, "secret": SECRET})
+    _events(3)
+    webhook.status = 503
+    assert _deliver(sink["id"]) == "failed"
+    state = _sink(sink["id"])
+    assert state.cursor == sink["cursor"] and state.failures == 1
+    assert state.last_error == "webhook: HTTP 503" and state.next_attempt_at > timezone.now()
+    shown = api("acme", Role.AUDITOR).get(f"/api/v1/audit/sinks/{sink['id']}/").json_body
+    assert shown["last_error"] == "webhook: HTTP 503" and shown["next_attempt_at"]
+    with schema_context("t_acme"):
+        assert sink["id"] not in sinks_due()  # waits out its backoff
+    # The receiver is back: the same events again, from the cursor, and the cursor moves.
+    webhook.status = 200
+    assert _deliver(sink["id"]) == "idle"
+    retried = webhook.verified_batches()[-1]
+    _assert_chained(retried, sink["cursor"] + 1)
+    assert webhook.verified_batches()[0] == retried  # at least once: the failed batch again
+    assert _sink(sink["id"]).failures == 0
+
+
+@override_settings(KCM_AUDIT_SINK_TIMEOUT_SECONDS=1)
+def test_a_dead_or_hanging_sink_does_not_delay_a_healthy_one(
+    world: Any, api: Any, webhook: WebhookReceiver
+) -> None:
+    silent = SilentServer()
+    try:
+        refused = _create(
+            api, {"kind": "syslog", "host": "127.0.0.1", "port": closed_port(), "name": "dead"}
+        )
+        hanging = _create(
+            api, {"kind": "webhook", "url": silent.url, "secret": SECRET, "name": "hangs"}
+        )
+        healthy = _create(api, {"kind": "webhook", "url": webhook.url, "secret": SECRET})
+        _events(10)
+        timings = {}
+        for sink in (refused, hanging, healthy):
+            started = time.monotonic()
+            timings[sink["name"] or "healthy"] = (_deliver(sink["id"]), time.monotonic() - started)
+    finally:
+        silent.close()
+    assert timings["dead"][0] == "failed" and timings["dead"][1] < 0.5
+    assert timings["hangs"][0] == "failed" and timings["hangs"][1] < 2.0  # the 1 s timeout
+    assert timings["healthy"][0] == "idle"
+    assert [e["action"] for b in webhook.verified_batches() for e in b][-10:] == [
+        "test.stream"
+    ] * 10
+    assert "Connection" in _sink(refused["id"]).last_error
+    assert _sink(hanging["id"]).last_error.startswith("webhook: ")
+    # The next round skips both until their backoff ends, so it costs nothing.
+    with schema_context("t_acme"):
+        assert sinks_due() == [healthy["id"]]
