@@ -51,7 +51,8 @@
     labels.forEach(function (label, index) {
       if (index % every !== 0 && index !== labels.length - 1) { return; }
       var x = PAD.left + plotW * (labels.length === 1 ? 0.5 : index / (labels.length - 1));
-      el("text", { x: x, y: height - 8, "text-anchor": "middle", "font-size": 11, fill: "#667085" }, svg)
+      var anchor = index === 0 ? "start" : (index === labels.length - 1 ? "end" : "middle");
+      el("text", { x: x, y: height - 8, "text-anchor": anchor, "font-size": 11, fill: "#667085" }, svg)
         .textContent = label;
     });
   }
