@@ -84,12 +84,15 @@ def world(db: None) -> World:
 
 @pytest.fixture(autouse=True)
 def _fresh_process_state() -> Iterator[None]:
+    from apps.core.throttling import buckets
     from apps.keychain.cache import key_cache
 
     key_cache().reset()
+    buckets.reset()
     yield
     connection.set_schema_to_public()  # type: ignore[attr-defined]
     key_cache().reset()
+    buckets.reset()
 
 
 @pytest.fixture

@@ -1,57 +1,120 @@
 """API rate limits, per client address and per credential (API token or console user).
 
-Counts live in Django's cache, so they are per web process unless a shared cache is
-configured. An exceeded limit is DRF's `Throttled`: 429, `Retry-After`, problem+json code
-`throttled` (apps.core.errors). A rate is "<count>/<s|min|h|d>", or "off".
+A rate is "<count>/<s|min|h|d>", or "off". Each limit is a token bucket per key, kept in the
+web process (so limits are per web process, as documented): it holds up to <count> requests
+and refills at <count> per period, so a client may use its whole allowance at once and then
+waits for the refill. Checking it is O(1) and writes nothing: DRF's own throttle kept a list of
+every request's time per key in Django's cache (one pickle and unpickle of up to <count>
+floats per request and limit). An exceeded limit is DRF's `Throttled`: 429, `Retry-After`,
+problem+json code `throttled` (apps.core.errors).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from django.conf import settings
 from rest_framework.request import Request
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 
 from apps.core.clientip import client_ip
 from apps.core.tenancy import Principal
 
+_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}  # by first letter, as DRF reads them
+MAX_KEYS = 100_000  # beyond this, full buckets are forgotten (they would refill to full anyway)
 
-class _SettingRateThrottle(SimpleRateThrottle):
+
+def parse_rate(rate: str) -> tuple[int, float]:
+    """(requests, period in seconds) of "<count>/<s|min|h|d>"."""
+    count, _, period = rate.partition("/")
+    return int(count), _PERIODS[period.strip()[:1]]
+
+
+class Buckets:
+    """Token buckets by key: (tokens left, time of the last refill)."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, capacity: int, period: float) -> float:
+        """Take one request from `key`'s bucket: 0.0 if allowed, else the seconds to wait."""
+        rate = capacity / period
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(capacity), now))
+            tokens = min(float(capacity), tokens + (now - last) * rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                if len(self._buckets) > MAX_KEYS:
+                    self._forget_full(now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / rate
+
+    def _forget_full(self, now: float) -> None:
+        # A bucket idle long enough to be full again is the same as no bucket. Keys' periods
+        # differ, so "long enough" is taken as a day: the longest period a rate can name.
+        stale = [key for key, (_, last) in self._buckets.items() if now - last > 86400.0]
+        for key in stale or list(self._buckets)[: len(self._buckets) // 2]:
+            del self._buckets[key]
+
+    def reset(self) -> None:
+        with self._lock:
+            self._buckets.clear()
+
+
+buckets = Buckets()
+
+
+class _SettingRateThrottle(BaseThrottle):
     setting = ""
 
     def __init__(self) -> None:
-        # Read at each request (not at import, as DRF does) so that a changed setting applies.
-        self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
+        self._wait = 0.0
 
-    def get_rate(self) -> str | None:
+    def rate(self) -> tuple[int, float] | None:
+        # Read at each request (not at import, as DRF does) so that a changed setting applies.
         rate = str(getattr(settings, self.setting)).strip().lower()
-        return None if rate in ("", "off", "0") else rate
+        return None if rate in ("", "off", "0") else parse_rate(rate)
+
+    def key(self, request: Request) -> str | None:
+        raise NotImplementedError
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        rate = self.rate()
+        key = None if rate is None else self.key(request)
+        if rate is None or key is None:
+            return True
+        self._wait = buckets.take(key, *rate)
+        return self._wait == 0.0
+
+    def wait(self) -> float | None:
+        return max(1.0, self._wait) if self._wait else None
 
 
 class AddressRateThrottle(_SettingRateThrottle):
     """Every API request from one client address, checked before authentication so that
     guessing tokens is limited too (see KcmAPIView.initial)."""
 
-    scope = "address"
     setting = "KCM_API_RATE_PER_ADDRESS"
 
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
+    def key(self, request: Request) -> str | None:
         address = client_ip(request._request)
-        return f"kcm-throttle:address:{address}" if address else None
+        return f"address:{address}" if address else None
 
 
 class PrincipalRateThrottle(_SettingRateThrottle):
     """Every API request made with one API token (or one console user's session)."""
 
-    scope = "principal"
     setting = "KCM_API_RATE_PER_TOKEN"
 
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
+    def key(self, request: Request) -> str | None:
         principal = request.auth
         if not isinstance(principal, Principal):
             return None
         if principal.token_id is not None:
-            return f"kcm-throttle:token:{principal.token_id}"
-        return f"kcm-throttle:user:{principal.user_id}"
+            return f"token:{principal.token_id}"
+        return f"user:{principal.user_id}"

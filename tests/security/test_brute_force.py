@@ -14,6 +14,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 
+from apps.core.throttling import buckets
 from tests.conftest import PASSWORD, World
 from tests.helpers import Api, assert_problem, host_of
 
@@ -22,9 +23,11 @@ HOST = "acme.localhost"
 
 @pytest.fixture(autouse=True)
 def _fresh_counts() -> Iterator[None]:
-    cache.clear()
+    cache.clear()  # django-axes' counts
+    buckets.reset()  # the API's rate limits
     yield
     cache.clear()
+    buckets.reset()
 
 
 def _sign_in(username: str, password: str, address: str = "127.0.0.1") -> Any:
