@@ -8,6 +8,7 @@ import hmac
 import json
 import re
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -89,11 +90,13 @@ def parse_frames(data: bytes) -> list[dict[str, Any]]:
 
 
 class SyslogReceiver:
-    """A TCP syslog server: each connection's bytes, parsed once the sender closes it."""
+    """A TCP (or, with `tls`, TLS) syslog server: each connection's bytes, parsed once the
+    sender closes it. `port` reopens a closed receiver's port (a restarted receiver)."""
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, *, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        self.listener = socket.create_server(("127.0.0.1", port))
         self.port = self.listener.getsockname()[1]
+        self.tls = tls
         self.messages: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         threading.Thread(target=self._serve, daemon=True).start()
@@ -108,6 +111,12 @@ class SyslogReceiver:
 
     def _read(self, conn: socket.socket) -> None:
         chunks = []
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except ssl.SSLError:  # a client that does not trust us hangs up
+                conn.close()
+                return
         with conn:
             while chunk := conn.recv(65536):
                 chunks.append(chunk)
@@ -115,6 +124,8 @@ class SyslogReceiver:
             self.messages += parse_frames(b"".join(chunks))
 
     def close(self) -> None:
+        # shutdown wakes the thread blocked in accept(); close alone leaves the port listening.
+        self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
 
 

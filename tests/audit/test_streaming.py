@@ -4,6 +4,7 @@ a sink that is down (refusing or hanging) delays no other sink."""
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +28,7 @@ from tests.audit.sinkkit import (
     WebhookReceiver,
     closed_port,
 )
+from tests.keychain.kmip_server import make_pki
 
 
 @pytest.fixture
@@ -180,3 +182,50 @@ def test_a_dead_or_hanging_sink_does_not_delay_a_healthy_one(
     # The next round skips both until their backoff ends, so it costs nothing.
     with schema_context("t_acme"):
         assert sinks_due() == [healthy["id"]]
+
+
+def test_syslog_over_tls_trusts_the_given_ca_and_refuses_an_unknown_one(
+    world: Any, api: Any, tmp_path: Any
+) -> None:
+    pki, other = make_pki(), make_pki()
+    (tmp_path / "cert.pem").write_text(pki.server_cert_pem)
+    (tmp_path / "key.pem").write_text(pki.server_key_pem)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    receiver = SyslogReceiver(tls=context)
+    try:
+        body = {"kind": "syslog", "host": "127.0.0.1", "port": receiver.port, "tls": True}
+        trusted = _create(api, {**body, "ca_pem": pki.ca_pem})
+        stranger = _create(api, {**body, "ca_pem": other.ca_pem})
+        _events(3)
+        assert _deliver(trusted["id"]) == "idle"
+        _wait_for(lambda: len(receiver.messages) >= 5)  # two create events, three of the test's
+        _assert_chained([m["event"] for m in receiver.messages], trusted["cursor"] + 1)
+        assert _deliver(stranger["id"]) == "failed"
+        assert "SSL" in _sink(stranger["id"]).last_error
+    finally:
+        receiver.close()
+
+
+def test_a_syslog_receiver_killed_and_restarted_mid_stream_misses_nothing(
+    world: Any, api: Any
+) -> None:
+    first = SyslogReceiver()
+    sink = _create(api, {"kind": "syslog", "host": "127.0.0.1", "port": first.port})
+    _events(4)
+    _deliver(sink["id"])
+    _wait_for(lambda: len(first.messages) >= 5)
+    first.close()  # the receiver dies
+    _events(4)
+    assert _deliver(sink["id"]) == "failed"
+    second = SyslogReceiver(port=first.port)  # and comes back on its port
+    try:
+        with schema_context("t_acme"):
+            AuditSink.objects.filter(pk=sink["id"]).update(next_attempt_at=timezone.now())
+        assert _deliver(sink["id"]) == "idle"
+        _wait_for(lambda: len(second.messages) >= 4)
+        events = [m["event"] for m in first.messages + second.messages]
+        _assert_chained(events, sink["cursor"] + 1)
+        assert len(events) == 9
+    finally:
+        second.close()

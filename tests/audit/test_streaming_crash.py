@@ -125,3 +125,24 @@ def test_a_killed_delivery_resumes_from_its_cursor_with_no_gap(crash_schema: str
     count, _, problem = chain.verify_events(events)
     assert problem is None and count == EVENTS
     assert _cursor(sink_id) == EVENTS
+
+
+def test_a_sink_another_worker_is_delivering_is_skipped_not_sent_twice(
+    crash_schema: str,
+) -> None:
+    webhook = WebhookReceiver()
+    try:
+        sink_id = _add_sink(webhook.url)
+        worker = dedicated_connection(application_name="kcm-test")
+        with worker, worker.transaction():  # the first worker holds the sink's row
+            worker.execute(
+                f"SELECT id FROM {SCHEMA}.audit_auditsink WHERE id = %s FOR UPDATE", [sink_id]
+            )
+            second = _deliverer(sink_id)
+            out, _ = second.communicate(timeout=60)
+            assert out.strip() == "busy" and webhook.requests == []
+        third = _deliverer(sink_id)
+        out, _ = third.communicate(timeout=60)
+        assert out.strip() == "idle" and len(webhook.requests) == EVENTS // BATCH + 1
+    finally:
+        webhook.close()
