@@ -68,6 +68,7 @@ TENANT_APPS = [
     "apps.keychain",
     "apps.audit",
     "apps.rotation",
+    "apps.approvals",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -115,6 +116,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.core.context_processors.kcm",
+                "apps.approvals.context_processors.approvals",
             ],
         },
     },

@@ -31,6 +31,7 @@ console: list[URLPattern | URLResolver] = [
     path("keys/", include(rotation_console.chain_urlpatterns)),
     path("keys/", include("apps.keychain.urls_console")),
     path("rotation/", include("apps.rotation.urls_console")),
+    path("approvals/", include("apps.approvals.urls_console")),
 ]
 
 api_v1: list[URLPattern | URLResolver] = [
@@ -48,6 +49,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.audit.urls_api")),
     path("", include("apps.keychain.urls_api")),
     path("", include("apps.rotation.urls_api")),
+    path("", include("apps.approvals.urls_api")),
 ]
 
 urlpatterns = [

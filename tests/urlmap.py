@@ -23,6 +23,7 @@ SAMPLE_ARGS = {
     "version": "1",
     "invitation_id": "1",
     "secret": "no-such-invitation-secret",
+    "request_id": str(uuid.UUID(int=8)),
     "sink_id": str(uuid.UUID(int=7)),
 }
 

@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse, principal_of
+from apps.core.approvals import approval_gate
 from apps.core.errors import KcmError, ValidationFailed
 from apps.core.roles import Role
 from apps.keychain import datakeys, selectors, services, version_deletion
@@ -133,13 +134,28 @@ class KeyActionView(KcmAPIView):
     def schema_request(self) -> type[StrictSerializer]:
         return ScheduleDeletionIn if self.action == "schedule-deletion" else EmptyIn
 
-    @extend_schema(responses=OpenApiResponse(description="The key"))
+    @extend_schema(
+        responses={
+            200: OpenApiResponse(description="The key"),
+            202: OpenApiResponse(description="The approval request the action became"),
+        }
+    )
     def post(self, request: Request, key_id: UUID) -> Response:
+        params = parse(
+            ScheduleDeletionIn if self.action == "schedule-deletion" else EmptyIn, request
+        )
+        # The tenant's approval policy may gate this: then it waits for approvers (202).
+        pending = approval_gate(
+            principal=principal_of(request),
+            action=self.audit_action,
+            target=str(key_id),
+            params=params,
+        )
+        if pending is not None:
+            return Response(pending, status=status.HTTP_202_ACCEPTED)
         if self.action == "schedule-deletion":
-            data = parse(ScheduleDeletionIn, request)
-            key = services.key_schedule_deletion(key_id=key_id, pending_days=data["pending_days"])
+            key = services.key_schedule_deletion(key_id=key_id, pending_days=params["pending_days"])
         else:
-            parse(EmptyIn, request)
             key = services.LIFECYCLE_ACTIONS[self.action](key_id=key_id)
         return Response(key_body(key))
 

@@ -9,6 +9,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from apps.core.approvals import console_gate
 from apps.core.console import console_view, invalid_form, run_action
 from apps.core.roles import Role
 from apps.keychain import hyok, selectors, services, version_deletion
@@ -93,6 +94,15 @@ def key_action(request: HttpRequest, key_id: UUID, action: str) -> HttpResponse:
                 request, invalid_form(form), "", reverse("console:keys"), audit_action=audit
             )
         days = form.cleaned_data["pending_days"]
+        gated = console_gate(
+            request,
+            action=audit,
+            target=str(key_id),
+            params={"pending_days": days},
+            next_url=reverse("console:keys"),
+        )
+        if gated is not None:
+            return gated
         return run_action(
             request,
             lambda: services.key_schedule_deletion(key_id=key_id, pending_days=days),
@@ -102,6 +112,11 @@ def key_action(request: HttpRequest, key_id: UUID, action: str) -> HttpResponse:
         )
     if action not in simple:
         raise Http404
+    gated = console_gate(
+        request, action=audit, target=str(key_id), params={}, next_url=reverse("console:keys")
+    )
+    if gated is not None:
+        return gated
     return run_action(
         request,
         lambda: simple[action](key_id=key_id),

@@ -11,7 +11,8 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse
+from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse, principal_of
+from apps.core.approvals import approval_gate
 from apps.core.errors import ValidationFailed
 from apps.core.roles import Role
 from apps.keychain.api import KEY_ADMIN, KEY_READERS, key_body
@@ -48,6 +49,13 @@ def rotation_body(rotation: services.Rotation) -> dict[str, Any]:
     }
 
 
+def _gate(request: Request, key_id: UUID) -> dict[str, Any] | None:
+    """The approval request a rotation becomes when the tenant's policy gates it, or None."""
+    return approval_gate(
+        principal=principal_of(request), action="key.rotate", target=str(key_id), params={}
+    )
+
+
 class KeyRotateView(KcmAPIView):
     """Rotate a key now. For an L1 or L2 this queues the rewrap job that moves its children
     (202, with the job); an L3's children are data keys held by their owners (200, no job).
@@ -65,6 +73,10 @@ class KeyRotateView(KcmAPIView):
     )
     def post(self, request: Request, key_id: UUID) -> Response:
         data = parse(RotateIn, request)
+        if not data["dry_run"]:
+            pending = _gate(request, key_id)
+            if pending is not None:
+                return Response(pending, status=status.HTTP_202_ACCEPTED)
         rotation = services.rotation_start(key_id=key_id, dry_run=data["dry_run"])
         return Response(
             rotation_body(rotation),
@@ -79,9 +91,18 @@ class ChainKeyRotateView(KcmAPIView):
     allowed_roles = KEY_ADMIN
     audit_action = "key.rotate"
 
-    @extend_schema(request=EmptyIn, responses=OpenApiResponse(description="The key"))
+    @extend_schema(
+        request=EmptyIn,
+        responses={
+            200: OpenApiResponse(description="The key"),
+            202: OpenApiResponse(description="The approval request the rotation became"),
+        },
+    )
     def post(self, request: Request, key_id: UUID) -> Response:
         parse(EmptyIn, request)
+        pending = _gate(request, key_id)
+        if pending is not None:
+            return Response(pending, status=status.HTTP_202_ACCEPTED)
         return Response(key_body(services.key_rotate_with_rewrap(key_id=key_id)))
 
 

@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from apps.core.approvals import console_gate
 from apps.core.console import console_view, invalid_form, run_action
 from apps.core.roles import Role
 from apps.keychain.selectors import chain_tree
@@ -75,6 +76,16 @@ def job(request: HttpRequest, job_id: UUID) -> HttpResponse:
 def key_rotate(request: HttpRequest, key_id: UUID) -> HttpResponse:
     form = RotateForm(request.POST)
     dry_run = form.is_valid() and form.cleaned_data["dry_run"]
+    if not dry_run:
+        gated = console_gate(
+            request,
+            action="key.rotate",
+            target=str(key_id),
+            params={},
+            next_url=reverse("console:rotation"),
+        )
+        if gated is not None:
+            return gated
     started: list[services.Rotation] = []
     response = run_action(
         request,
@@ -92,6 +103,15 @@ def key_rotate(request: HttpRequest, key_id: UUID) -> HttpResponse:
 @require_POST
 def chain_key_rotate(request: HttpRequest, key_id: UUID) -> HttpResponse:
     """The rotate button of the key chain page: rotate (queueing the rewrap), back to the chain."""
+    gated = console_gate(
+        request,
+        action="key.rotate",
+        target=str(key_id),
+        params={},
+        next_url=reverse("console:keys"),
+    )
+    if gated is not None:
+        return gated
     return run_action(
         request,
         lambda: services.key_rotate_with_rewrap(key_id=key_id),

@@ -34,6 +34,7 @@ def test_the_contract_lists_the_layers_top_first_without_exceptions() -> None:
     assert contract["type"] == "layers"
     assert contract["layers"] == [
         "kms_project",
+        "apps.approvals",
         "apps.rotation",
         "apps.keychain",
         "apps.tenants",

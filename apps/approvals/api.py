@@ -1,0 +1,135 @@
+"""Approvals API: the requests (list, get, approve, deny, withdraw) and the tenant's policy."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.approvals import policy, selectors, services
+from apps.approvals.actions import ACTIONS, POLICY_SET
+from apps.approvals.models import RequestState
+from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse, principal_of
+from apps.core.approvals import approval_gate
+from apps.core.roles import Role
+
+READERS = frozenset({Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR})
+DECIDERS = frozenset({Role.KEY_ADMIN, Role.TENANT_ADMIN})
+TENANT_ADMIN = frozenset({Role.TENANT_ADMIN})
+
+
+class DenyIn(StrictSerializer):
+    reason = serializers.CharField(max_length=500)
+
+
+class PolicyIn(StrictSerializer):
+    actions = serializers.ListField(
+        child=serializers.ChoiceField(choices=sorted(ACTIONS)), max_length=len(ACTIONS)
+    )
+    required = serializers.IntegerField(  # type: ignore[assignment]
+        required=False, default=2, min_value=1, max_value=policy.MAX_REQUIRED
+    )
+    approver_role = serializers.ChoiceField(
+        choices=list(policy.APPROVER_ROLES), required=False, default=Role.KEY_ADMIN
+    )
+    expiry_days = serializers.IntegerField(
+        required=False, default=7, min_value=1, max_value=policy.MAX_EXPIRY_DAYS
+    )
+
+
+class ApprovalListView(KcmAPIView):
+    """Approval requests, newest first (`?state=PENDING` for those waiting)."""
+
+    allowed_roles = READERS
+
+    @extend_schema(
+        parameters=[OpenApiParameter("state", str, enum=RequestState.values, required=False)],
+        responses=OpenApiResponse(description="Approval requests"),
+    )
+    def get(self, request: Request) -> Response:
+        services.expire_due()
+        requests = selectors.request_list(state=request.query_params.get("state"))
+        return Response({"results": [selectors.request_body(r) for r in requests]})
+
+
+class ApprovalDetailView(KcmAPIView):
+    """One approval request: the action and parameters it would run, approvals, outcome."""
+
+    allowed_roles = READERS
+
+    @extend_schema(responses=OpenApiResponse(description="The approval request"))
+    def get(self, request: Request, request_id: UUID) -> Response:
+        return Response(selectors.request_body(selectors.request_get(request_id=request_id)))
+
+
+class ApprovalActionView(KcmAPIView):
+    """POST /approvals/<id>/approve/, /deny/ (with a reason) or /withdraw/ (the requester).
+    The approval that reaches the required count runs the action, as the requester."""
+
+    allowed_roles = DECIDERS
+    action: str = ""
+
+    @property
+    def audit_action(self) -> str:  # type: ignore[override]
+        return f"approval.{self.action}"
+
+    def audit_target(self, request: Request, response: Response) -> tuple[str, int | None]:
+        return str(self.kwargs["request_id"]), None
+
+    def schema_request(self) -> type[StrictSerializer]:
+        return DenyIn if self.action == "deny" else EmptyIn
+
+    @extend_schema(responses=OpenApiResponse(description="The approval request"))
+    def post(self, request: Request, request_id: UUID) -> Response:
+        principal = principal_of(request)
+        if self.action == "deny":
+            data = parse(DenyIn, request)
+            row = services.request_deny(
+                request_id=request_id, principal=principal, reason=data["reason"]
+            )
+        else:
+            parse(EmptyIn, request)
+            act = {"approve": services.request_approve, "withdraw": services.request_withdraw}
+            row = act[self.action](request_id=request_id, principal=principal)
+        return Response(selectors.request_body(row))
+
+
+class ApprovalPolicyView(KcmAPIView):
+    """The tenant's approval policy. PUT sets it (tenant admins); when the policy itself
+    covers `approval.policy.set`, the change becomes an approval request (202)."""
+
+    method_roles = {"GET": READERS, "PUT": TENANT_ADMIN}
+    allowed_roles = READERS | TENANT_ADMIN
+    audit_actions = {"PUT": "approval.policy.set"}
+
+    @extend_schema(responses=OpenApiResponse(description="The policy"))
+    def get(self, request: Request) -> Response:
+        return Response(policy.policy_body(policy.policy_get()))
+
+    @extend_schema(
+        request=PolicyIn,
+        responses={
+            200: OpenApiResponse(description="The policy, set"),
+            202: OpenApiResponse(description="The approval request the change became"),
+        },
+    )
+    def put(self, request: Request) -> Response:
+        data = parse(PolicyIn, request)
+        principal = principal_of(request)
+        params: dict[str, Any] = policy.policy_check(
+            actions=list(data["actions"]),
+            required=data["required"],
+            approver_role=data["approver_role"],
+            expiry_days=data["expiry_days"],
+            requester=services.person_of(principal),
+        )
+        pending = approval_gate(
+            principal=principal, action=POLICY_SET, target="policy", params=params
+        )
+        if pending is not None:
+            return Response(pending, status=status.HTTP_202_ACCEPTED)
+        return Response(policy.policy_body(policy.policy_apply(**params)))

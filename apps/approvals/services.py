@@ -1,0 +1,303 @@
+"""Approval requests: made by the gate, approved, denied, withdrawn, expired, and executed
+exactly once, as the requester, when the last approval arrives.
+
+Every step locks the request's row (select_for_update) and records an audit event in the same
+transaction, so of concurrent approvals exactly one sees the count reached and runs the action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.approvals.actions import ACTIONS
+from apps.approvals.models import Approval, ApprovalRequest, RequestState
+from apps.approvals.policy import policy_get
+from apps.approvals.selectors import request_body
+from apps.audit.context import current, reset_context, set_context
+from apps.audit.services import audit_record
+from apps.core.errors import Conflict, Forbidden, KcmError, NotFound
+from apps.core.tenancy import Principal
+from apps.keychain.chain import find_key
+from apps.keychain.errors import KeyNotFound
+from apps.keychain.models import CustomerKey
+from apps.tenants.models import ApiToken
+
+
+class ApprovalPending(Conflict):
+    code = "approval_pending"
+    title = "An approval request for this action on this key is already pending"
+
+
+class RequestNotPending(Conflict):
+    code = "approval_not_pending"
+    title = "The approval request is no longer pending"
+
+
+def person_of(principal: Principal) -> int | None:
+    """The person behind a principal: the user, or the user who created the API token (so
+    that one person's tokens never count as several approvers)."""
+    if principal.user_id is not None:
+        return principal.user_id
+    if principal.token_id is not None:
+        return (
+            ApiToken.objects.filter(pk=principal.token_id)
+            .values_list("created_by_id", flat=True)
+            .first()
+        )
+    return None
+
+
+# --- the gate --------------------------------------------------------------------------------
+
+
+def gate(
+    principal: Principal, action: str, target: str, params: dict[str, Any]
+) -> dict[str, Any] | None:
+    """apps.core.approvals' gate: the request body when the policy covers `action` (on an L1
+    for key actions), else None. A missing key is left to the service to report."""
+    gated = ACTIONS.get(action)
+    if gated is None:
+        return None
+    policy = policy_get()
+    if action not in policy.actions:
+        return None
+    if gated.l1_only:
+        try:
+            if not isinstance(find_key(target), CustomerKey):
+                return None
+        except KeyNotFound:
+            return None
+    return request_body(
+        request_create(
+            principal=principal,
+            action=action,
+            target=target,
+            params=params,
+            required=policy.required,
+            approver_role=policy.approver_role,
+            expiry_days=policy.expiry_days,
+        )
+    )
+
+
+def request_create(
+    *,
+    principal: Principal,
+    action: str,
+    target: str,
+    params: dict[str, Any],
+    required: int,
+    approver_role: str,
+    expiry_days: int,
+) -> ApprovalRequest:
+    """Store the exact action and parameters; 409 `approval_pending` if the same action on the
+    same target is already waiting."""
+    expire_due(action=action, target=target)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            request = ApprovalRequest.objects.create(
+                action=action,
+                target=target,
+                params=params,
+                required=required,
+                approver_role=approver_role,
+                requester_person=person_of(principal),
+                requester_actor=principal.actor,
+                requester_role=principal.role,
+                created_at=now,
+                expires_at=now + timedelta(days=expiry_days),
+            )
+            audit_record(
+                action="approval.request",
+                target=str(request.pk),
+                details={
+                    "action": action,
+                    "target": target,
+                    "params": params,
+                    "required": required,
+                    "approver_role": approver_role,
+                },
+            )
+    except IntegrityError:
+        raise ApprovalPending() from None
+    return request
+
+
+# --- decisions -------------------------------------------------------------------------------
+
+
+def _locked(request_id: UUID | str) -> ApprovalRequest:
+    request = ApprovalRequest.objects.select_for_update().filter(pk=request_id).first()
+    if request is None:
+        raise NotFound("No such approval request.", code="approval_not_found")
+    return request
+
+
+def _expire(request: ApprovalRequest, now: Any) -> None:
+    request.state = RequestState.EXPIRED
+    request.decided_at = now
+    request.save(update_fields=["state", "decided_at"])
+    audit_record(
+        action="approval.expire",
+        target=str(request.pk),
+        details={"action": request.action, "target": request.target},
+    )
+
+
+def _open(request_id: UUID | str) -> ApprovalRequest | None:
+    """The locked request if it is still pending; None (after recording its expiry) if it has
+    expired; RequestNotPending otherwise. Call inside a transaction."""
+    request = _locked(request_id)
+    if request.state != RequestState.PENDING:
+        raise RequestNotPending(f"The approval request is {request.state}.")
+    now = timezone.now()
+    if request.expires_at <= now:
+        _expire(request, now)
+        return None
+    return request
+
+
+def _expired() -> Conflict:
+    return Conflict("The approval request has expired.", code="approval_expired")
+
+
+def _check_approver(request: ApprovalRequest, principal: Principal, person: int | None) -> None:
+    if person is not None and person == request.requester_person:
+        raise Forbidden(
+            "The requester cannot approve or deny their own request.",
+            code="requester_cannot_approve",
+        )
+    if person is None or request.approver_role not in principal.roles:
+        raise Forbidden(
+            f"Only members holding {request.approver_role} approve this request.",
+            code="not_an_approver",
+        )
+
+
+def request_approve(*, request_id: UUID | str, principal: Principal) -> ApprovalRequest:
+    """Add `principal`'s approval; the approval that reaches the count runs the action."""
+    person = person_of(principal)
+    with transaction.atomic():
+        request = _open(request_id)
+        if request is not None:
+            _check_approver(request, principal, person)
+            assert person is not None
+            if request.approvals.filter(person=person).exists():
+                raise Conflict("You have approved this request already.", code="already_approved")
+            Approval.objects.create(request=request, person=person, actor=principal.actor)
+            count = request.approvals.count()
+            audit_record(
+                action="approval.approve",
+                target=str(request.pk),
+                details={
+                    "action": request.action,
+                    "approvals": count,
+                    "required": request.required,
+                },
+            )
+            if count >= request.required:
+                _execute(request)
+    if request is None:
+        raise _expired()
+    return request
+
+
+def _execute(request: ApprovalRequest) -> None:
+    """Run the stored payload as the requester (their name on the action's own audit event),
+    in a savepoint: a refusal by the service marks the request FAILED with its code."""
+    token = set_context(
+        replace(current(), actor=request.requester_actor, role=request.requester_role)
+    )
+    try:
+        with transaction.atomic():
+            request.result = ACTIONS[request.action].run(request.target, dict(request.params))
+        request.state = RequestState.EXECUTED
+    except KcmError as exc:
+        request.state = RequestState.FAILED
+        request.error_code = exc.code
+        request.reason = exc.detail[:500]
+    finally:
+        reset_context(token)
+    request.decided_at = timezone.now()
+    request.save()
+    audit_record(
+        action="approval.execute",
+        outcome="success" if request.state == RequestState.EXECUTED else "error",
+        error_code=request.error_code,
+        target=str(request.pk),
+        details={
+            "action": request.action,
+            "target": request.target,
+            "params": request.params,
+            "requested_by": request.requester_actor,
+            "approved_by": [a.actor for a in request.approvals.all()],
+        },
+    )
+
+
+def request_deny(*, request_id: UUID | str, principal: Principal, reason: str) -> ApprovalRequest:
+    """An approver refuses the request, with a reason; it never runs."""
+    person = person_of(principal)
+    with transaction.atomic():
+        request = _open(request_id)
+        if request is not None:
+            _check_approver(request, principal, person)
+            _close(request, RequestState.DENIED, principal, reason)
+            audit_record(
+                action="approval.deny",
+                target=str(request.pk),
+                details={"action": request.action, "reason": reason},
+            )
+    if request is None:
+        raise _expired()
+    return request
+
+
+def request_withdraw(*, request_id: UUID | str, principal: Principal) -> ApprovalRequest:
+    """The requester takes the request back."""
+    person = person_of(principal)
+    with transaction.atomic():
+        request = _open(request_id)
+        if request is not None:
+            if person is None or person != request.requester_person:
+                raise Forbidden("Only the requester withdraws a request.", code="not_the_requester")
+            _close(request, RequestState.WITHDRAWN, principal, "")
+            audit_record(
+                action="approval.withdraw",
+                target=str(request.pk),
+                details={"action": request.action},
+            )
+    if request is None:
+        raise _expired()
+    return request
+
+
+def _close(request: ApprovalRequest, state: str, principal: Principal, reason: str) -> None:
+    request.state = state
+    request.decided_at = timezone.now()
+    request.decided_by = principal.actor
+    request.reason = reason
+    request.save()
+
+
+def expire_due(*, action: str | None = None, target: str | None = None) -> int:
+    """Mark every pending request past its expiry EXPIRED (one audit event each)."""
+    due = ApprovalRequest.objects.filter(state=RequestState.PENDING, expires_at__lte=timezone.now())
+    if action is not None:
+        due = due.filter(action=action, target=target)
+    count = 0
+    for request_id in due.values_list("pk", flat=True):
+        with transaction.atomic():
+            request = _locked(request_id)
+            now = timezone.now()
+            if request.state == RequestState.PENDING and request.expires_at <= now:
+                _expire(request, now)
+                count += 1
+    return count

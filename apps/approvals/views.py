@@ -1,0 +1,85 @@
+"""Console page of approvals: pending requests with approve, deny and withdraw buttons."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django import forms
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from apps.approvals import policy, selectors, services
+from apps.approvals.actions import ACTIONS
+from apps.approvals.models import RequestState
+from apps.core.console import console_view, invalid_form, run_action
+from apps.core.roles import Role
+
+READERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR]
+DECIDERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN]
+
+
+class DenyForm(forms.Form):
+    reason = forms.CharField(max_length=500)
+
+
+@console_view(READERS)
+def index(request: HttpRequest) -> HttpResponse:
+    principal = request.kcm_principal  # type: ignore[attr-defined]
+    requests = selectors.request_list()
+    rows = [
+        {
+            **selectors.request_body(r),
+            "label": ACTIONS[r.action].label if r.action in ACTIONS else r.action,
+        }
+        for r in requests
+    ]
+    return render(
+        request,
+        "approvals/index.html",
+        {
+            "pending": [r for r in rows if r["state"] == RequestState.PENDING],
+            "decided": [r for r in rows if r["state"] != RequestState.PENDING][:50],
+            "policy": policy.policy_body(policy.policy_get()),
+            "can_decide": principal.holds_any(DECIDERS),
+            "me": principal.actor,
+            "deny_form": DenyForm(),
+        },
+    )
+
+
+@console_view(DECIDERS)
+@require_POST
+def decide(request: HttpRequest, request_id: UUID, action: str) -> HttpResponse:
+    principal = request.kcm_principal  # type: ignore[attr-defined]
+    audit = f"approval.{action}"
+    next_url = reverse("console:approvals")
+    if action == "deny":
+        form = DenyForm(request.POST)
+        if not form.is_valid():
+            return run_action(request, invalid_form(form), "", next_url, audit_action=audit)
+        reason = form.cleaned_data["reason"]
+        return run_action(
+            request,
+            lambda: services.request_deny(
+                request_id=request_id, principal=principal, reason=reason
+            ),
+            "Request denied.",
+            next_url,
+            audit_action=audit,
+        )
+    act = {"approve": services.request_approve, "withdraw": services.request_withdraw}
+    if action not in act:
+        raise Http404
+    return run_action(
+        request,
+        lambda: act[action](request_id=request_id, principal=principal),
+        lambda row: (
+            f"Request {row.state.lower()}."
+            if row.state != RequestState.PENDING
+            else "Approved; waiting for more approvals."
+        ),
+        next_url,
+        audit_action=audit,
+    )
