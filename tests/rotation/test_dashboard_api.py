@@ -6,6 +6,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
 from apps.audit.models import AuditEvent
 from apps.core.roles import Role
 from apps.rotation import dashboard
@@ -153,3 +156,24 @@ def test_it_is_documented_in_the_openapi_schema(make_chain: Any) -> None:
     body = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
     assert {"operations", "rotations_due", "gcm_usage", "key_managers"} <= set(body["properties"])
     assert {"running_jobs", "recent_events"} <= set(body["properties"])
+
+
+def _queries_for_dashboard(chain: Any) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        assert chain.admin.get(URL).status_code == 200
+    return len(queries)
+
+
+def test_its_query_count_does_not_grow_with_keys_or_traffic(make_chain: Any) -> None:
+    """One GROUP BY per window, one query per table read: 40 service keys with traffic cost as
+    many queries as one key with one data key."""
+    counts = []
+    for slug, keys, used in (("acme", 1, 1), ("globex", 40, 20)):
+        chain = make_chain(slug, service_keys=keys)
+        for name in chain.names[:used]:
+            path = f"/api/v1/service-keys/{name}/generate-data-key/"
+            assert chain.user.post(path, {}).status_code == 200
+        rotate = f"/api/v1/rotation/keys/{chain.l2_id}/rotate/"
+        assert chain.admin.post(rotate, {}).status_code == 202
+        counts.append(_queries_for_dashboard(chain))
+    assert counts[0] == counts[1] and counts[0] <= 20, counts
