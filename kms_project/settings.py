@@ -366,6 +366,11 @@ KCM_AUDIT_EXPORT_DIR = Path(env_str("KCM_AUDIT_EXPORT_DIR", str(KCM_STATE_DIR / 
 # default one): the thousands a platform-wide rotation queues must not hold up other tasks.
 CELERY_TASK_QUEUES = (Queue("celery"), Queue("kcm-rewrap"))
 CELERY_TASK_ROUTES = {"apps.rotation.tasks.rewrap_job_run": {"queue": "kcm-rewrap"}}
+# Approval requests past their expiry are marked EXPIRED (and audited) at least this often.
+CELERY_BEAT_SCHEDULE["approvals-expire"] = {
+    "task": "apps.approvals.tasks.approvals_expire_all",
+    "schedule": env_int("KCM_APPROVALS_EXPIRE_SECONDS", 300, minimum=1),
+}
 CELERY_BEAT_SCHEDULE["rotation-sweep"] = {
     "task": "apps.rotation.tasks.rotation_sweep",
     "schedule": env_int("KCM_ROTATION_SWEEP_SECONDS", 60, minimum=1),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from apps.keychain import byok, selectors
 from apps.keychain import services as keychain
 from apps.keychain.api import key_body
 from apps.rotation import services as rotation
@@ -39,6 +40,10 @@ ACTIONS: dict[str, GatedAction] = {
     ),
     "key.rotate": GatedAction(
         "Rotate a customer key", lambda t, p: key_body(rotation.key_rotate_with_rewrap(key_id=t))
+    ),
+    "key.import_delete": GatedAction(
+        "Delete a BYOK key's imported material",
+        lambda t, p: selectors.customer_key_material_of(byok.material_delete(key_id=t).pk),
     ),
     POLICY_SET: GatedAction("Change the approval policy", _policy_set, l1_only=False),
 }

@@ -9,7 +9,8 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse
+from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse, principal_of
+from apps.core.approvals import approval_gate
 from apps.keychain import byok, selectors
 from apps.keychain.api import KEY_ADMIN
 from apps.keychain.datakeys import b64decode
@@ -107,8 +108,19 @@ class DeleteImportedMaterialView(KcmAPIView):
     allowed_roles = KEY_ADMIN
     audit_action = "key.import_delete"
 
-    @extend_schema(request=EmptyIn, responses=OpenApiResponse(description="The L1"))
+    @extend_schema(
+        request=EmptyIn,
+        responses={
+            200: OpenApiResponse(description="The L1"),
+            202: OpenApiResponse(description="The approval request the deletion became"),
+        },
+    )
     def post(self, request: Request, key_id: UUID) -> Response:
         parse(EmptyIn, request)
+        pending = approval_gate(
+            principal=principal_of(request), action=self.audit_action, target=str(key_id), params={}
+        )
+        if pending is not None:
+            return Response(pending, status=status.HTTP_202_ACCEPTED)
         byok.material_delete(key_id=key_id)
         return Response(selectors.customer_key_material_of(key_id))

@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from apps.core.approvals import console_gate
 from apps.core.console import console_view, invalid_form, run_action
 from apps.core.roles import Role
 from apps.keychain import byok, selectors
@@ -158,6 +159,15 @@ def byok_import(request: HttpRequest, key_id: UUID) -> HttpResponse:
 @console_view(ADMIN)
 @require_POST
 def byok_delete_material(request: HttpRequest, key_id: UUID) -> HttpResponse:
+    gated = console_gate(
+        request,
+        action="key.import_delete",
+        target=str(key_id),
+        params={},
+        next_url=_wizard_url(key_id),
+    )
+    if gated is not None:
+        return gated
     return run_action(
         request,
         lambda: byok.material_delete(key_id=key_id),
