@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from apps.audit.models import AuditEvent
@@ -177,3 +178,19 @@ def test_its_query_count_does_not_grow_with_keys_or_traffic(make_chain: Any) -> 
         assert chain.admin.post(rotate, {}).status_code == 202
         counts.append(_queries_for_dashboard(chain))
     assert counts[0] == counts[1] and counts[0] <= 20, counts
+
+
+def test_the_console_page_loads_the_charts_for_readers_only(make_chain: Any, world: Any) -> None:
+    make_chain()
+    for role, charts in ((Role.AUDITOR, True), (Role.TENANT_ADMIN, True), (Role.KEY_USER, False)):
+        client = Client(HTTP_HOST="acme.localhost")
+        client.force_login(world.users[("acme", role)])
+        page = client.get("/")
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert ('data-url="/api/v1/dashboard/"' in html) is charts, role
+        assert ("/static/charts.js" in html and "/static/dashboard.js" in html) is charts, role
+        # Nothing inline: every script comes from our static files (the CSP allows no other).
+        assert "<script>" not in html and "style=" not in html
+        if charts:  # the page's own fetch, with the session, is allowed
+            assert client.get(URL).status_code == 200
