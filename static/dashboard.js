@@ -50,9 +50,12 @@
     var win = data.operations[windowName];
     var labels = win.buckets.map(function (b) { return label(b, win.unit); });
     var series = win.series.map(function (s) { return { name: s.service_key, values: s.counts }; });
+    if (win.other.service_keys > 0) {
+      series.push({ name: win.other.service_keys + " other keys", values: win.other.counts, color: "#98a2b3" });
+    }
     if (!series.length) { series = [{ name: "no operations", values: labels.map(function () { return 0; }) }]; }
     var total = 0;
-    win.series.forEach(function (s) { s.counts.forEach(function (c) { total += c; }); });
+    series.forEach(function (s) { s.values.forEach(function (c) { total += c; }); });
     $("ops-total").textContent = String(total);
     KcmCharts.line($("ops-chart"), {
       label: "Data-key operations per service key", labels: labels, series: series

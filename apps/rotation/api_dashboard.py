@@ -22,6 +22,11 @@ class SeriesOut(serializers.Serializer):
     )
 
 
+class OtherOut(serializers.Serializer):
+    service_keys = serializers.IntegerField(help_text="How many keys beyond the busiest 10.")
+    counts = serializers.ListField(child=serializers.IntegerField())
+
+
 class WindowOut(serializers.Serializer):
     unit = serializers.ChoiceField(choices=["hour", "minute"])
     buckets = serializers.ListField(
@@ -30,8 +35,10 @@ class WindowOut(serializers.Serializer):
     )
     series = SeriesOut(
         many=True,
-        help_text="Per service key: successful data-key operations (a batch counts its items).",
+        help_text="The 10 busiest service keys in the window, by name: successful data-key "
+        "operations per bucket (a batch counts its items).",
     )
+    other = OtherOut(help_text="The other service keys' operations, summed.")
     denied = serializers.ListField(
         child=serializers.IntegerField(), help_text="Refused requests (401/403) per bucket."
     )

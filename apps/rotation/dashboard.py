@@ -39,6 +39,7 @@ from apps.tenants.access import current_tenant
 
 TARGET_PREFIX = "service_key:"
 RECENT_EVENTS = 10
+SERIES_LIMIT = 10
 USAGE_ROWS = 50
 DUE_SOON_DAYS = 7
 # (name, date_trunc unit, bucket width, buckets): the last 24 hours by hour, the last hour by
@@ -100,9 +101,24 @@ def operations_window(*, unit: str, width: timedelta, count: int, now: datetime)
     return {
         "unit": unit,
         "buckets": buckets,
-        "series": [{"service_key": name, "counts": per_key[name]} for name in sorted(per_key)],
+        **_top_series(per_key, count),
         "denied": refused[Outcome.DENIED],
         "error": refused[Outcome.ERROR],
+    }
+
+
+def _top_series(per_key: dict[str, list[int]], count: int) -> dict[str, Any]:
+    """The SERIES_LIMIT busiest service keys by name, and the others summed: a chart of a
+    thousand lines says nothing, and the body stays small however many keys are used."""
+    busiest = sorted(per_key, key=lambda name: (-sum(per_key[name]), name))[:SERIES_LIMIT]
+    chosen = set(busiest)
+    others = [name for name in per_key if name not in chosen]
+    return {
+        "series": [{"service_key": name, "counts": per_key[name]} for name in sorted(busiest)],
+        "other": {
+            "service_keys": len(others),
+            "counts": [sum(per_key[name][i] for name in others) for i in range(count)],
+        },
     }
 
 

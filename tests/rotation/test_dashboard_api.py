@@ -194,3 +194,15 @@ def test_the_console_page_loads_the_charts_for_readers_only(make_chain: Any, wor
         assert "<script>" not in html and "style=" not in html
         if charts:  # the page's own fetch, with the session, is allowed
             assert client.get(URL).status_code == 200
+
+
+def test_it_charts_the_ten_busiest_keys_and_sums_the_others(make_chain: Any) -> None:
+    chain = make_chain(service_keys=12)
+    for name in ["payments", "payments", *chain.names]:
+        made = chain.user.post(f"/api/v1/service-keys/{name}/generate-data-key/", {})
+        assert made.status_code == 200, made.content
+    window = chain.admin.get(URL).json_body["operations"]["day"]
+    quiet = sorted(chain.names[1:])  # one data key each; ties go by name
+    assert [s["service_key"] for s in window["series"]] == sorted(["payments", *quiet[:9]])
+    assert {s["service_key"]: sum(s["counts"]) for s in window["series"]}["payments"] == 3
+    assert window["other"]["service_keys"] == 2 and sum(window["other"]["counts"]) == 2
