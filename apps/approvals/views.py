@@ -28,10 +28,12 @@ class DenyForm(forms.Form):
 def index(request: HttpRequest) -> HttpResponse:
     principal = request.kcm_principal  # type: ignore[attr-defined]
     requests = selectors.request_list()
+    person = services.person_of(principal)
     rows = [
         {
             **selectors.request_body(r),
             "label": ACTIONS[r.action].label if r.action in ACTIONS else r.action,
+            "mine": person is not None and r.requester_person == person,
         }
         for r in requests
     ]
@@ -43,7 +45,6 @@ def index(request: HttpRequest) -> HttpResponse:
             "decided": [r for r in rows if r["state"] != RequestState.PENDING][:50],
             "policy": policy.policy_body(policy.policy_get()),
             "can_decide": principal.holds_any(DECIDERS),
-            "me": principal.actor,
             "deny_form": DenyForm(),
         },
     )
