@@ -356,6 +356,8 @@ CELERY_BEAT_SCHEDULE["audit-checkpoints"] = {
 KCM_AUDIT_SINK_TIMEOUT_SECONDS = env_int("KCM_AUDIT_SINK_TIMEOUT_SECONDS", 5, minimum=1)
 KCM_AUDIT_SINK_MAX_BACKOFF_SECONDS = env_int("KCM_AUDIT_SINK_MAX_BACKOFF_SECONDS", 300, minimum=1)
 KCM_AUDIT_SINK_BATCH = env_int("KCM_AUDIT_SINK_BATCH", 100, minimum=1)
+# Hosts (fnmatch patterns) a tenant may point a sink at: none in production until listed.
+KCM_AUDIT_SINK_ALLOWED_HOSTS = env_list("KCM_AUDIT_SINK_ALLOWED_HOSTS", [] if PRODUCTION else ["*"])
 _STREAM_SECONDS = env_int("KCM_AUDIT_STREAM_SECONDS", 5, minimum=1)
 CELERY_BEAT_SCHEDULE["audit-stream"] = {"task": "apps.tenants.tasks.audit_stream_all",
                                         "schedule": _STREAM_SECONDS}  # fmt: skip

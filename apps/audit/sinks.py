@@ -8,6 +8,7 @@ never returned, logged or audited.
 
 from __future__ import annotations
 
+import fnmatch
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
@@ -83,6 +84,22 @@ def _check_syslog(host: str, port: int | None, ca_pem: str) -> None:
             raise _invalid("ca_pem is not a PEM CA certificate bundle.") from None
 
 
+def host_allowed(host: str) -> bool:
+    """Whether the platform lets a sink connect to `host` (KCM_AUDIT_SINK_ALLOWED_HOSTS). A
+    sink makes KCM connect where a tenant says: anywhere, and it would probe (and POST to) the
+    platform's own network."""
+    patterns = settings.KCM_AUDIT_SINK_ALLOWED_HOSTS
+    return any(fnmatch.fnmatchcase(host.lower(), p.lower()) for p in patterns)
+
+
+def _check_allowed(host: str) -> None:
+    if not host_allowed(host):
+        raise ValidationFailed(
+            f"The platform does not allow audit sinks at {host!r} (KCM_AUDIT_SINK_ALLOWED_HOSTS).",
+            code="sink_host_not_allowed",
+        )
+
+
 def sink_create(*, data: dict[str, Any], actor: str) -> AuditSink:
     """Create a sink that starts after the current head of the log (or at its start with
     `from_start`); records `audit.sink.create` in the same transaction."""
@@ -93,11 +110,13 @@ def sink_create(*, data: dict[str, Any], actor: str) -> AuditSink:
         _check_url(url)
         if len(secret) < 32:
             raise _invalid("A webhook sink needs a secret of at least 32 characters.")
+        _check_allowed(urlsplit(url).hostname or "")
         sink.url = url
         sink.secret_sealed = secret_seal(sink.pk, secret)
     else:
         host, port, ca_pem = data.get("host", ""), data.get("port"), data.get("ca_pem", "")
         _check_syslog(host, port, ca_pem)
+        _check_allowed(host)
         sink.host, sink.port, sink.tls, sink.ca_pem = host, port, data.get("tls", False), ca_pem
         if ca_pem and not sink.tls:
             raise _invalid("ca_pem needs tls.")

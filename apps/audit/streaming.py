@@ -37,7 +37,7 @@ from apps.audit import chain
 from apps.audit.models import AuditEvent, AuditSink, SinkKind
 from apps.audit.sealer import seal_here
 from apps.audit.services import as_chain_dict
-from apps.audit.sinks import secret_open
+from apps.audit.sinks import host_allowed, secret_open
 from apps.core import metrics
 
 logger = logging.getLogger(__name__)
@@ -154,6 +154,9 @@ def _send_syslog(sink: AuditSink, payloads: list[dict[str, Any]]) -> None:
 
 
 def _send(sink: AuditSink, payloads: list[dict[str, Any]]) -> None:
+    host = urlsplit(sink.url).hostname or "" if sink.kind == SinkKind.WEBHOOK else sink.host
+    if not host_allowed(host):  # the platform narrowed the list since the sink was made
+        raise SinkFailed("the platform no longer allows this host (KCM_AUDIT_SINK_ALLOWED_HOSTS)")
     if sink.kind == SinkKind.WEBHOOK:
         _send_webhook(sink, payloads)
     else:

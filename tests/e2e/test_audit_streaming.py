@@ -41,7 +41,7 @@ def test_a_live_worker_streams_every_event_while_two_sinks_are_down() -> None:
     try:
         with LiveStack(web_workers=1, celery_pool="prefork", env=env) as stack:
             tenant = provision_tenant(stack, "acme", (ADMIN, KEY_ADMIN, KEY_USER))
-            sinks = [
+            sinks: list[dict[str, Any]] = [
                 {"kind": "syslog", "host": "127.0.0.1", "port": closed_port(), "name": "dead"},
                 {"kind": "webhook", "url": silent.url, "secret": SECRET, "name": "hangs"},
                 {"kind": "webhook", "url": webhook.url, "secret": SECRET, "name": "healthy"},
