@@ -7,25 +7,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from apps.keychain import byok, selectors
+from apps.keychain import byok, hyok, selectors
 from apps.keychain import services as keychain
 from apps.keychain.api import key_body
+from apps.keychain.models import CustomerKey, ExternalKeyManager
 from apps.rotation import services as rotation
 
 POLICY_SET = "approval.policy.set"
+
+
+def is_l1(target: str) -> bool:
+    """Key actions are gated on L1s only; a missing key is left to the service to report."""
+    return CustomerKey.objects.filter(pk=target).exists()
 
 
 @dataclass(frozen=True)
 class GatedAction:
     label: str
     run: Callable[[str, dict[str, Any]], dict[str, Any]]  # (target, params) -> result
-    l1_only: bool = True  # gated only when the target is an L1 (customer key)
+    applies: Callable[[str], bool] = is_l1  # whether the policy gates it for this target
 
 
 def _policy_set(target: str, params: dict[str, Any]) -> dict[str, Any]:
     from apps.approvals import policy  # policy.py imports this module's names
 
     return policy.policy_body(policy.policy_apply(**params))
+
+
+def _key_manager_delete(target: str) -> dict[str, Any]:
+    hyok.key_manager_delete(manager_id=target)
+    return {"deleted": target}
 
 
 ACTIONS: dict[str, GatedAction] = {
@@ -45,5 +56,20 @@ ACTIONS: dict[str, GatedAction] = {
         "Delete a BYOK key's imported material",
         lambda t, p: selectors.customer_key_material_of(byok.material_delete(key_id=t).pk),
     ),
-    POLICY_SET: GatedAction("Change the approval policy", _policy_set, l1_only=False),
+    "key.link_version": GatedAction(
+        "Link another external key as a HYOK key's next version",
+        lambda t, p: selectors.customer_key_material_of(
+            hyok.customer_key_link_version(
+                key_id=t,
+                external_key_id=p["external_key_id"],
+                manager_id=p.get("key_manager_id"),
+            ).pk
+        ),
+    ),
+    "key_manager.delete": GatedAction(
+        "Delete (unlink) a HYOK key manager",
+        lambda t, p: _key_manager_delete(t),
+        applies=lambda t: ExternalKeyManager.objects.filter(pk=t).exists(),
+    ),
+    POLICY_SET: GatedAction("Change the approval policy", _policy_set, applies=lambda t: True),
 }

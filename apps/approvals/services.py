@@ -23,9 +23,6 @@ from apps.audit.context import current, reset_context, set_context
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, Forbidden, KcmError, NotFound
 from apps.core.tenancy import Principal
-from apps.keychain.chain import find_key
-from apps.keychain.errors import KeyNotFound
-from apps.keychain.models import CustomerKey
 from apps.tenants.models import ApiToken
 
 
@@ -60,19 +57,15 @@ def gate(
     principal: Principal, action: str, target: str, params: dict[str, Any]
 ) -> dict[str, Any] | None:
     """apps.core.approvals' gate: the request body when the policy covers `action` (on an L1
-    for key actions), else None. A missing key is left to the service to report."""
+    for key actions, on an existing target otherwise), else None."""
     gated = ACTIONS.get(action)
     if gated is None:
         return None
     policy = policy_get()
     if action not in policy.actions:
         return None
-    if gated.l1_only:
-        try:
-            if not isinstance(find_key(target), CustomerKey):
-                return None
-        except KeyNotFound:
-            return None
+    if not gated.applies(target):
+        return None
     return request_body(
         request_create(
             principal=principal,

@@ -10,7 +10,8 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse
+from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse, principal_of
+from apps.core.approvals import approval_gate
 from apps.keychain import hyok, selectors
 from apps.keychain.api import KEY_ADMIN, KEY_READERS
 from apps.keychain.errors import KeyManagerNotFound
@@ -60,9 +61,26 @@ class LinkView(KcmAPIView):
     allowed_roles = KEY_ADMIN
     audit_action = "key.rotate"
 
-    @extend_schema(request=LinkIn, responses=OpenApiResponse(description="The L1"))
+    @extend_schema(
+        request=LinkIn,
+        responses={
+            200: OpenApiResponse(description="The L1"),
+            202: OpenApiResponse(description="The approval request the link became"),
+        },
+    )
     def post(self, request: Request, key_id: UUID) -> Response:
         data = parse(LinkIn, request)
+        params = {"external_key_id": data["external_key_id"]}
+        if data.get("key_manager_id") is not None:
+            params["key_manager_id"] = str(data["key_manager_id"])
+        pending = approval_gate(
+            principal=principal_of(request),
+            action="key.link_version",
+            target=str(key_id),
+            params=params,
+        )
+        if pending is not None:
+            return Response(pending, status=status.HTTP_202_ACCEPTED)
         hyok.customer_key_link_version(
             key_id=key_id,
             external_key_id=data["external_key_id"],
@@ -128,7 +146,20 @@ class KeyManagerDetailView(KcmAPIView):
             raise KeyManagerNotFound()
         return Response(selectors.key_manager_detail(manager))
 
-    @extend_schema(responses={204: OpenApiResponse(description="Deleted")})
+    @extend_schema(
+        responses={
+            204: OpenApiResponse(description="Deleted"),
+            202: OpenApiResponse(description="The approval request the deletion became"),
+        }
+    )
     def delete(self, request: Request, manager_id: UUID) -> Response:
+        pending = approval_gate(
+            principal=principal_of(request),
+            action="key_manager.delete",
+            target=str(manager_id),
+            params={},
+        )
+        if pending is not None:
+            return Response(pending, status=status.HTTP_202_ACCEPTED)
         hyok.key_manager_delete(manager_id=manager_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -13,6 +13,9 @@ from apps.tenants import services
 from tests.conftest import PASSWORD, World
 from tests.helpers import Api, host_of
 
+# The KMIP server and HYOK helpers of tests/keychain, for test_hyok.py.
+from tests.keychain.conftest import customer, hyok_api, kmip, kmip_server  # noqa: F401
+
 
 @dataclass
 class Admin:
