@@ -171,7 +171,8 @@ def test_a_dead_or_hanging_sink_does_not_delay_a_healthy_one(
             timings[sink["name"] or "healthy"] = (_deliver(sink["id"]), time.monotonic() - started)
     finally:
         silent.close()
-    assert timings["dead"][0] == "failed" and timings["dead"][1] < 0.5
+    assert timings["dead"][0] == "failed" and timings["dead"][1] < 1.0
+    print({name: f"{outcome} in {seconds:.3f} s" for name, (outcome, seconds) in timings.items()})
     assert timings["hangs"][0] == "failed" and timings["hangs"][1] < 2.0  # the 1 s timeout
     assert timings["healthy"][0] == "idle"
     assert [e["action"] for b in webhook.verified_batches() for e in b][-10:] == [
