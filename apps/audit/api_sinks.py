@@ -63,7 +63,10 @@ class SinkListView(_SinkAudit, KcmAPIView):
     allowed_roles = VIEWERS
     audit_actions = {"POST": "audit.sink.create"}
 
-    @extend_schema(responses=inline_serializer("AuditSinkList", {"results": SinkOut(many=True)}))
+    @extend_schema(
+        operation_id="audit_sinks_list",
+        responses=inline_serializer("AuditSinkList", {"results": SinkOut(many=True)}),
+    )
     def get(self, request: Request) -> Response:
         return Response({"results": SinkOut(sinks.sink_list(), many=True).data})
 
@@ -82,7 +85,7 @@ class SinkDetailView(_SinkAudit, KcmAPIView):
     allowed_roles = VIEWERS
     audit_actions = {"DELETE": "audit.sink.delete"}
 
-    @extend_schema(responses=SinkOut)
+    @extend_schema(operation_id="audit_sink_retrieve", responses=SinkOut)
     def get(self, request: Request, sink_id: UUID) -> Response:
         return Response(SinkOut(sinks.sink_get(sink_id)).data)
 
