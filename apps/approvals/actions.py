@@ -10,7 +10,8 @@ from typing import Any
 from apps.keychain import byok, hyok, selectors
 from apps.keychain import services as keychain
 from apps.keychain.api import key_body
-from apps.keychain.models import CustomerKey, ExternalKeyManager
+from apps.keychain.errors import InvalidKeyState
+from apps.keychain.models import CustomerKey, ExternalKeyManager, Origin
 from apps.rotation import services as rotation
 
 POLICY_SET = "approval.policy.set"
@@ -21,11 +22,32 @@ def is_l1(target: str) -> bool:
     return CustomerKey.objects.filter(pk=target).exists()
 
 
+def _no_check(target: str, params: dict[str, Any]) -> None:
+    return None
+
+
+def _deletion_check(target: str, params: dict[str, Any]) -> None:
+    keychain.deletion_date_after(params["pending_days"])  # invalid_pending_days, before asking
+
+
+def _rotate_check(target: str, params: dict[str, Any]) -> None:
+    if CustomerKey.objects.filter(pk=target).exclude(origin=Origin.HSM).exists():
+        raise InvalidKeyState(
+            "A BYOK key rotates by importing new material as a new version; a HYOK key by "
+            "linking another external key."
+        )
+
+
 @dataclass(frozen=True)
 class GatedAction:
+    """`check` refuses at request time what the service would refuse on any day (bad
+    parameters, an impossible action), so approvers never approve a request bound to fail;
+    what depends on the moment (the key's state) is the service's to check when it runs."""
+
     label: str
     run: Callable[[str, dict[str, Any]], dict[str, Any]]  # (target, params) -> result
     applies: Callable[[str], bool] = is_l1  # whether the policy gates it for this target
+    check: Callable[[str, dict[str, Any]], None] = _no_check
 
 
 def _policy_set(target: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -48,9 +70,12 @@ ACTIONS: dict[str, GatedAction] = {
         lambda t, p: key_body(
             keychain.key_schedule_deletion(key_id=t, pending_days=p["pending_days"])
         ),
+        check=_deletion_check,
     ),
     "key.rotate": GatedAction(
-        "Rotate a customer key", lambda t, p: key_body(rotation.key_rotate_with_rewrap(key_id=t))
+        "Rotate a customer key",
+        lambda t, p: key_body(rotation.key_rotate_with_rewrap(key_id=t)),
+        check=_rotate_check,
     ),
     "key.import_delete": GatedAction(
         "Delete a BYOK key's imported material",

@@ -66,6 +66,7 @@ def gate(
         return None
     if not gated.applies(target):
         return None
+    gated.check(target, params)
     return request_body(
         request_create(
             principal=principal,

@@ -206,3 +206,39 @@ def test_another_tenants_request_is_not_found(setup: Setup, api: Any) -> None:
     )
     assert_problem(other.get(f"/api/v1/approvals/{asked['id']}/"), 404, "approval_not_found")
     assert other.get("/api/v1/approvals/").json_body["results"] == []
+
+
+def test_a_request_bound_to_fail_is_refused_when_asked_not_when_approved(
+    setup: Setup, api: Any
+) -> None:
+    assert setup.policy(actions=["key.schedule_deletion", "key.rotate"]).status_code == 200
+    bad = setup.requester.post(f"/api/v1/keys/{setup.l1}/schedule-deletion/", {"pending_days": 1})
+    assert_problem(bad, 400, "invalid_pending_days")
+    byok = setup.requester.post("/api/v1/customer-keys/byok/", {"name": "imported"})
+    assert byok.status_code == 201, byok.content
+    rotate = setup.requester.post(f"/api/v1/keys/{byok.json_body['id']}/rotate/", {})
+    assert_problem(rotate, 409, "invalid_key_state")
+    assert setup.auditor.get("/api/v1/approvals/").json_body["results"] == []
+
+
+def test_an_action_the_service_refuses_when_it_runs_marks_the_request_failed(
+    setup: Setup,
+) -> None:
+    assert setup.policy(actions=["key.disable"]).status_code == 200
+    asked = setup.requester.post(f"/api/v1/keys/{setup.l1}/disable/", {}).json_body
+    # Meanwhile the key is scheduled for deletion (not gated): it can no longer be disabled.
+    moved = setup.requester.post(f"/api/v1/keys/{setup.l1}/schedule-deletion/", {"pending_days": 7})
+    assert moved.status_code == 200
+    for approver in setup.approvers[:2]:
+        done = approver.api.post(f"/api/v1/approvals/{asked['id']}/approve/", {})
+    assert done.status_code == 200
+    assert (done.json_body["state"], done.json_body["error_code"]) == (
+        "FAILED",
+        "invalid_key_state",
+    )
+    assert _key(setup).state == "PENDING_DELETION"
+    with schema_context("t_acme"):
+        seal_here()
+        executed = AuditEvent.objects.get(action="approval.execute", target=asked["id"])
+        assert (executed.outcome, executed.error_code) == ("error", "invalid_key_state")
+        assert audit.audit_verify()["ok"]
