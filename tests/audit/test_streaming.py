@@ -104,12 +104,10 @@ def test_webhook_receives_every_event_in_signed_ordered_batches(
     assert [e["action"] for e in delivered][-20:] == ["test.stream"] * 20
     state = _sink(sink["id"])
     assert state.cursor == delivered[-1]["seq"] and state.failures == 0
-    assert (
-        metrics.REGISTRY.get_sample_value(
-            "kcm_audit_stream_lag_events", {"tenant": "acme", "sink_id": sink["id"]}
-        )
-        == 0
-    )
+    labels = {"tenant": "acme", "sink_id": sink["id"]}
+    assert metrics.REGISTRY.get_sample_value("kcm_audit_stream_lag_events", labels) == 0
+    delivered_total = metrics.REGISTRY.get_sample_value("kcm_audit_stream_delivered_total", labels)
+    assert delivered_total == len(delivered) == 21
     # Nothing new: nothing is sent again.
     assert _deliver(sink["id"]) == "idle" and len(webhook.requests) == len(batches)
 
