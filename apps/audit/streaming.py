@@ -154,7 +154,7 @@ def _send_syslog(sink: AuditSink, payloads: list[dict[str, Any]]) -> None:
 
 
 def _send(sink: AuditSink, payloads: list[dict[str, Any]]) -> None:
-    host = urlsplit(sink.url).hostname or "" if sink.kind == SinkKind.WEBHOOK else sink.host
+    host = (urlsplit(sink.url).hostname or "") if sink.kind == SinkKind.WEBHOOK else sink.host
     if not host_allowed(host):  # the platform narrowed the list since the sink was made
         raise SinkFailed("the platform no longer allows this host (KCM_AUDIT_SINK_ALLOWED_HOSTS)")
     if sink.kind == SinkKind.WEBHOOK:
