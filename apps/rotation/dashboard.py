@@ -9,7 +9,9 @@ are what was audited, not what a process happened to count.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -71,33 +73,114 @@ def _floor(moment: datetime, unit: str) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
 
+# A bucket that ended this long ago no longer changes: pending events are chained before the
+# count (seal_here), so only requests still in flight can add an event stamped earlier.
+SETTLE = timedelta(minutes=5)
+SETTLED_SCHEMAS = 512  # per process; the least recently shown tenant's buckets go first
+_LAST_BEFORE = (
+    "SELECT hash FROM audit_auditevent WHERE occurred_at < %(at)s"
+    " ORDER BY occurred_at DESC, seq DESC LIMIT 1"
+)
+
+Row = tuple[str, str, int, int]  # target, outcome, requests, items
+
+
+@dataclass
+class _Settled:
+    boundary: datetime  # every bucket before it is settled and held in `rows`
+    last_hash: str | None  # the chain hash of the newest event before `boundary` when counted
+    rows: dict[datetime, list[Row]]
+
+
+class _SettledBuckets:
+    """The grouped rows of settled buckets, per (schema, unit), so that a dashboard refreshed
+    every 30 s reads only the last few minutes of the audit log instead of the whole day.
+
+    They are trusted while the newest event before their boundary is still the same one (its
+    chain hash covers its content and all before it): a restored or rolled-back log changes it,
+    and then the whole window is read again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._data: OrderedDict[tuple[str, str], _Settled] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> _Settled | None:
+        with self._lock:
+            found = self._data.get(key)
+            if found is not None:
+                self._data.move_to_end(key)
+            return found
+
+    def reset(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def put(self, key: tuple[str, str], value: _Settled) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > SETTLED_SCHEMAS:
+                self._data.popitem(last=False)
+
+
+settled_buckets = _SettledBuckets()
+
+
+def _last_hash_before(cursor: Any, moment: datetime) -> str | None:
+    cursor.execute(_LAST_BEFORE, {"at": moment})
+    row = cursor.fetchone()
+    return str(row[0]) if row else None
+
+
+def _grouped_rows(*, unit: str, first: datetime, now: datetime) -> dict[datetime, list[Row]]:
+    """The rows of every bucket from `first` on, settled ones from the cache when it holds."""
+    key = (current_tenant().schema_name, unit)
+    boundary = _floor(now - SETTLE, unit)
+    with connection.cursor() as cursor:
+        cached = settled_buckets.get(key)
+        if cached is not None and _last_hash_before(cursor, cached.boundary) != cached.last_hash:
+            cached = None
+        since = max(first, cached.boundary) if cached is not None else first
+        cursor.execute(
+            _OPERATIONS,
+            {
+                "unit": unit,
+                "since": since,
+                "actions": crypto_actions(),
+                "batch": "%" + BATCH_SUFFIX,
+            },
+        )
+        by_bucket: dict[datetime, list[Row]] = defaultdict(list)
+        if cached is not None:
+            by_bucket.update({b: rows for b, rows in cached.rows.items() if b >= first})
+        for bucket, target, outcome, requests, items in cursor.fetchall():
+            by_bucket[bucket.replace(tzinfo=UTC)].append((target, outcome, requests, items))
+        if cached is None or cached.boundary != boundary:
+            last_hash = _last_hash_before(cursor, boundary)
+        else:
+            last_hash = cached.last_hash
+    settled = {b: rows for b, rows in by_bucket.items() if first <= b < boundary}
+    settled_buckets.put(key, _Settled(boundary=boundary, last_hash=last_hash, rows=settled))
+    return by_bucket
+
+
 def operations_window(*, unit: str, width: timedelta, count: int, now: datetime) -> dict[str, Any]:
     """Data-key operations per service key and refused requests (denied, error) per bucket."""
     first = _floor(now, unit) - width * (count - 1)
     buckets = [first + width * i for i in range(count)]
     index = {bucket: i for i, bucket in enumerate(buckets)}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _OPERATIONS,
-            {
-                "unit": unit,
-                "since": first,
-                "actions": crypto_actions(),
-                "batch": "%" + BATCH_SUFFIX,
-            },
-        )
-        rows = cursor.fetchall()
     per_key: dict[str, list[int]] = defaultdict(lambda: [0] * count)
     refused = {Outcome.DENIED.value: [0] * count, Outcome.ERROR.value: [0] * count}
-    for bucket, target, outcome, requests, items in rows:
-        position = index.get(bucket.replace(tzinfo=UTC))
+    for bucket, rows in _grouped_rows(unit=unit, first=first, now=now).items():
+        position = index.get(bucket)
         if position is None:  # an event stamped in the future: not on this chart
             continue
-        if outcome == Outcome.SUCCESS:
-            name = target.removeprefix(TARGET_PREFIX)
-            per_key[name][position] += int(items)
-        elif outcome in refused:
-            refused[outcome][position] += int(requests)
+        for target, outcome, requests, items in rows:
+            if outcome == Outcome.SUCCESS:
+                name = target.removeprefix(TARGET_PREFIX)
+                per_key[name][position] += int(items)
+            elif outcome in refused:
+                refused[outcome][position] += int(requests)
     return {
         "unit": unit,
         "buckets": buckets,

@@ -160,6 +160,7 @@ def test_it_is_documented_in_the_openapi_schema(make_chain: Any) -> None:
 
 
 def _queries_for_dashboard(chain: Any) -> int:
+    dashboard.settled_buckets.reset()  # as a process that shows this tenant for the first time
     with CaptureQueriesContext(connection) as queries:
         assert chain.admin.get(URL).status_code == 200
     return len(queries)
@@ -206,3 +207,32 @@ def test_it_charts_the_ten_busiest_keys_and_sums_the_others(make_chain: Any) -> 
     assert [s["service_key"] for s in window["series"]] == sorted(["payments", *quiet[:9]])
     assert {s["service_key"]: sum(s["counts"]) for s in window["series"]}["payments"] == 3
     assert window["other"]["service_keys"] == 2 and sum(window["other"]["counts"]) == 2
+
+
+def test_settled_buckets_are_read_once_and_again_when_the_log_changes(make_chain: Any) -> None:
+    """Buckets older than SETTLE are kept per process: the next refresh reads only what is
+    newer. Seen from two hours on, today's traffic is settled."""
+    chain = make_chain()
+    later = datetime.now(UTC) + timedelta(hours=2)
+    path = "/api/v1/service-keys/payments/generate-data-key/"
+    try:
+        dashboard.settled_buckets.reset()
+        assert chain.user.post(path, {}).status_code == 200
+        with chain.inside():
+            first = dashboard.dashboard(now=later)["operations"]["day"]
+            with CaptureQueriesContext(connection) as queries:
+                again = dashboard.dashboard(now=later)["operations"]["day"]
+        assert again["series"] == first["series"]
+        assert sum(first["series"][0]["counts"]) == 1
+        day_query = [q["sql"] for q in queries if "date_trunc('hour'" in q["sql"]]
+        boundary = (later - dashboard.SETTLE).replace(minute=0, second=0, microsecond=0)
+        # Only from the first bucket that is not settled (not 23 hours before it).
+        assert len(day_query) == 1
+        assert f"occurred_at >= '{boundary:%Y-%m-%d %H:%M:%S}+00:00'" in day_query[0]
+        # New events before the boundary (the log changed): everything is read again.
+        assert chain.user.post(path, {}).status_code == 200
+        with chain.inside():
+            changed = dashboard.dashboard(now=later)["operations"]["day"]
+        assert sum(changed["series"][0]["counts"]) == 2
+    finally:
+        dashboard.settled_buckets.reset()
