@@ -21,7 +21,7 @@ class WebhookReceiver:
     """Records every POST (headers and body) and answers `status` (200 by default).
     `on_request(index)` runs before the answer: a test can kill the sender there."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.status = 200
         self.on_request: Callable[[int], None] | None = None
@@ -42,7 +42,10 @@ class WebhookReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:

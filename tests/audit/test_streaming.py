@@ -228,3 +228,30 @@ def test_a_syslog_receiver_killed_and_restarted_mid_stream_misses_nothing(
         assert len(events) == 9
     finally:
         second.close()
+
+
+def test_an_https_webhook_is_verified_against_the_trusted_cas(
+    world: Any, api: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    pki, stranger = make_pki(), make_pki()
+    (tmp_path / "cert.pem").write_text(pki.server_cert_pem)
+    (tmp_path / "key.pem").write_text(pki.server_key_pem)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    receiver = WebhookReceiver(tls=context)
+    try:
+        sink = _create(api, {"kind": "webhook", "url": receiver.url, "secret": SECRET})
+        _events(2)
+        # The system's trust store, as OpenSSL reads it: first without our CA, then with it.
+        (tmp_path / "stranger.pem").write_text(stranger.ca_pem)
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "stranger.pem"))
+        assert _deliver(sink["id"]) == "failed"
+        assert "SSL" in _sink(sink["id"]).last_error and receiver.requests == []
+        (tmp_path / "ca.pem").write_text(pki.ca_pem)
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        with schema_context("t_acme"):
+            AuditSink.objects.filter(pk=sink["id"]).update(next_attempt_at=timezone.now())
+        assert _deliver(sink["id"]) == "idle"
+        _assert_chained(receiver.verified_batches()[0], sink["cursor"] + 1)
+    finally:
+        receiver.close()
