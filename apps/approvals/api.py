@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -11,10 +10,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.approvals import policy, selectors, services
-from apps.approvals.actions import ACTIONS, POLICY_SET
+from apps.approvals.actions import ACTIONS
 from apps.approvals.models import RequestState
 from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse, principal_of
-from apps.core.approvals import approval_gate
 from apps.core.roles import Role
 
 READERS = frozenset({Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR})
@@ -119,17 +117,13 @@ class ApprovalPolicyView(KcmAPIView):
     )
     def put(self, request: Request) -> Response:
         data = parse(PolicyIn, request)
-        principal = principal_of(request)
-        params: dict[str, Any] = policy.policy_check(
+        outcome = services.policy_set(
+            principal=principal_of(request),
             actions=list(data["actions"]),
             required=data["required"],
             approver_role=data["approver_role"],
             expiry_days=data["expiry_days"],
-            requester=services.person_of(principal),
         )
-        pending = approval_gate(
-            principal=principal, action=POLICY_SET, target="policy", params=params
-        )
-        if pending is not None:
-            return Response(pending, status=status.HTTP_202_ACCEPTED)
-        return Response(policy.policy_body(policy.policy_apply(**params)))
+        if isinstance(outcome, dict):
+            return Response(outcome, status=status.HTTP_202_ACCEPTED)
+        return Response(policy.policy_body(outcome))

@@ -15,9 +15,9 @@ from uuid import UUID
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.approvals.actions import ACTIONS
-from apps.approvals.models import Approval, ApprovalRequest, RequestState
-from apps.approvals.policy import policy_get
+from apps.approvals.actions import ACTIONS, POLICY_SET
+from apps.approvals.models import Approval, ApprovalPolicy, ApprovalRequest, RequestState
+from apps.approvals.policy import policy_apply, policy_check, policy_get
 from apps.approvals.selectors import request_body
 from apps.audit.context import current, reset_context, set_context
 from apps.audit.services import audit_record
@@ -122,6 +122,27 @@ def request_create(
     except IntegrityError:
         raise ApprovalPending() from None
     return request
+
+
+def policy_set(
+    *,
+    principal: Principal,
+    actions: list[str],
+    required: int,
+    approver_role: str,
+    expiry_days: int,
+) -> ApprovalPolicy | dict[str, Any]:
+    """Set the policy (checked: `not_enough_approvers` and the rest), or, when the current
+    policy gates its own change, the approval request the change became (its body)."""
+    params = policy_check(
+        actions=actions,
+        required=required,
+        approver_role=approver_role,
+        expiry_days=expiry_days,
+        requester=person_of(principal),
+    )
+    pending = gate(principal, POLICY_SET, "policy", params)
+    return pending if pending is not None else policy_apply(**params)
 
 
 # --- decisions -------------------------------------------------------------------------------

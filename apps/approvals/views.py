@@ -24,6 +24,17 @@ class DenyForm(forms.Form):
     reason = forms.CharField(max_length=500)
 
 
+class PolicyForm(forms.Form):
+    actions = forms.MultipleChoiceField(
+        choices=[(name, action.label) for name, action in sorted(ACTIONS.items())],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    required = forms.IntegerField(min_value=1, max_value=policy.MAX_REQUIRED, initial=2)
+    approver_role = forms.ChoiceField(choices=[(r, r) for r in policy.APPROVER_ROLES])
+    expiry_days = forms.IntegerField(min_value=1, max_value=policy.MAX_EXPIRY_DAYS, initial=7)
+
+
 @console_view(READERS)
 def index(request: HttpRequest) -> HttpResponse:
     principal = request.kcm_principal  # type: ignore[attr-defined]
@@ -46,6 +57,9 @@ def index(request: HttpRequest) -> HttpResponse:
             "policy": policy.policy_body(policy.policy_get()),
             "can_decide": principal.holds_any(DECIDERS),
             "deny_form": DenyForm(),
+            "policy_form": PolicyForm(initial=policy.policy_body(policy.policy_get()))
+            if Role.TENANT_ADMIN in principal.roles
+            else None,
         },
     )
 
@@ -80,6 +94,35 @@ def decide(request: HttpRequest, request_id: UUID, action: str) -> HttpResponse:
             f"Request {row.state.lower()}."
             if row.state != RequestState.PENDING
             else "Approved; waiting for more approvals."
+        ),
+        next_url,
+        audit_action=audit,
+    )
+
+
+@console_view([Role.TENANT_ADMIN])
+@require_POST
+def policy_set(request: HttpRequest) -> HttpResponse:
+    """Set the approval policy from the console (or ask for approval of the change)."""
+    audit = "approval.policy.set"
+    next_url = reverse("console:approvals")
+    form = PolicyForm(request.POST)
+    if not form.is_valid():
+        return run_action(request, invalid_form(form), "", next_url, audit_action=audit)
+    data = form.cleaned_data
+    return run_action(
+        request,
+        lambda: services.policy_set(
+            principal=request.kcm_principal,  # type: ignore[attr-defined]
+            actions=list(data["actions"]),
+            required=data["required"],
+            approver_role=data["approver_role"],
+            expiry_days=data["expiry_days"],
+        ),
+        lambda outcome: (
+            "The change waits for approval."
+            if isinstance(outcome, dict)
+            else "Approval policy saved."
         ),
         next_url,
         audit_action=audit,

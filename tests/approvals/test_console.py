@@ -63,3 +63,18 @@ def test_approving_and_denying_from_the_console(setup: Setup, world: World) -> N
     own = _client(world.users[("acme", Role.KEY_ADMIN)]).get("/approvals/")
     assert b">Withdraw</button>" in own.content and b">Approve</button>" not in own.content
     assert again["state"] == "PENDING"
+
+
+def test_a_tenant_admin_sets_the_policy_from_the_console(setup: Setup, world: World) -> None:
+    admin = _client(world.users[("acme", Role.TENANT_ADMIN)])
+    assert b"approval-policy-form" in admin.get("/approvals/").content
+    form = {"actions": ["key.disable"], "approver_role": "key_admin", "expiry_days": 3}
+    refused = admin.post("/approvals/policy/", {**form, "required": 5}, follow=True)
+    assert b"this tenant has 4" in refused.content
+    saved = admin.post("/approvals/policy/", {**form, "required": 2}, follow=True)
+    assert b"Approval policy saved." in saved.content
+    got = setup.auditor.get("/api/v1/approvals/policy/").json_body
+    assert (got["actions"], got["required"], got["expiry_days"]) == (["key.disable"], 2, 3)
+    # A key admin sees the requests, not the policy form.
+    page = _client(setup.approvers[0].user).get("/approvals/")
+    assert page.status_code == 200 and b"approval-policy-form" not in page.content
