@@ -160,6 +160,11 @@ def invitation_accept(*, tenant: Tenant, secret: str, user: User) -> Membership:
         now = timezone.now()
         if invitation is None or not _usable(invitation, now):
             raise InvitationInvalid()
+        if invitation.created_by_id == user.pk:
+            raise Forbidden(
+                "Nobody accepts their own invitation: it is for somebody else.",
+                code="own_invitation",
+            )
         if Membership.objects.filter(tenant=tenant, user=user).exists():
             raise Conflict(
                 f"{user.get_username()} is a member of this tenant already; the invitation "
@@ -229,15 +234,16 @@ def _by_secret(queryset: QuerySet[Invitation], *, tenant: Tenant, secret: str) -
 
 
 def _usable(invitation: Invitation, now: datetime | None = None) -> bool:
-    """Pending, and its inviter may still offer it: a member who has since lost the roles
-    offered (or been removed) can no longer bring anyone in, nor themselves back. A platform
-    operator's invitation lasts while they are an operator; one made on the command line
-    (no inviter) while it is pending."""
+    """Pending, and its inviter may still offer it: a member who has since lost the roles or
+    the grant offered (or been removed) can no longer bring anyone in, nor themselves back. A
+    platform operator's invitation, or one made on the command line (no inviter), brings in a
+    tenant's first administrator: it works only while the tenant has no tenant admin."""
     if not invitation.is_pending(now):
         return False
     inviter = invitation.created_by_id
     if inviter is None:
-        return True
+        # Made on the command line: a first administrator's, good while there is none.
+        return not tenant_has_admin(invitation.tenant)
     holds = Membership.objects.filter(user_id=inviter)
     member = holds.filter(tenant_id=invitation.tenant_id, roles__contains=invitation.roles).first()
     if member is not None:
@@ -245,9 +251,14 @@ def _usable(invitation: Invitation, now: datetime | None = None) -> bool:
         offered = grant_load(invitation.key_grant)
         own = grant_load(member.key_grant)
         return offered is None or (own is not None and offered.within(own))
-    return holds.filter(
-        tenant__schema_name="public", roles__contains=[Role.PLATFORM_OPERATOR]
-    ).exists()
+    # A platform operator's: a first administrator's, good while the tenant has none and the
+    # inviter is still an operator (so a spare link cannot bring the operator in later).
+    return (
+        not tenant_has_admin(invitation.tenant)
+        and holds.filter(
+            tenant__schema_name="public", roles__contains=[Role.PLATFORM_OPERATOR]
+        ).exists()
+    )
 
 
 def _person_of(actor: Principal) -> int | None:

@@ -203,13 +203,30 @@ def membership_set(
     return membership
 
 
+def _keep_an_admin(*, tenant: Tenant, losing: Membership) -> None:
+    """Refuse (409 `last_tenant_admin`) a change that would leave `tenant` without a tenant
+    admin: only a tenant without one may be given its first by a platform operator, so losing
+    the last would hand that power back. Call in a transaction; it locks the tenant's row, so
+    two admins removing each other at once cannot both succeed."""
+    if Role.TENANT_ADMIN not in losing.roles:
+        return
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+    admins = Membership.objects.filter(tenant=tenant, roles__contains=[Role.TENANT_ADMIN])
+    if not admins.exclude(pk=losing.pk).exists():
+        raise Conflict(
+            "This is the tenant's last tenant admin: make another member tenant admin first.",
+            code="last_tenant_admin",
+        )
+
+
 def membership_remove(*, tenant: Tenant, membership_id: int, acting: Principal) -> None:
     membership = Membership.objects.filter(pk=membership_id, tenant=tenant).first()
     if membership is None:
         raise NotFound("No such member.", code="member_not_found")
-    if membership.user_id == acting.user_id:
+    if membership.user_id == _acting_user_id(acting):
         raise Conflict("You cannot remove yourself.", code="cannot_remove_self")
     with transaction.atomic():
+        _keep_an_admin(tenant=tenant, losing=membership)
         revoked = tokens_hold_no_more(
             tenant=tenant, user_id=membership.user_id, roles=(), grant=None
         )
@@ -286,8 +303,15 @@ def api_token_create(
         raise ValidationFailed("A token needs a name of 1-100 characters.", code="invalid_name")
     expires_at = _token_expiry(expires_at)
     grant = _grant_for(roles=[role], given=key_grant, actor=actor)
+    parent = None
     if actor is not None:
         grant_check(actor=actor, tenant=tenant, roles=[role], key_grant=grant)
+        if actor.kind == "token" and actor.token_id is not None:
+            # Made by a token: it belongs to that token's person and dies with that token.
+            parent = ApiToken.objects.get(pk=actor.token_id)
+            created_by_id = parent.created_by_id
+            if parent.expires_at is not None:
+                expires_at = min(expires_at, parent.expires_at)
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     with transaction.atomic():
@@ -299,6 +323,7 @@ def api_token_create(
             prefix=prefix,
             digest=digest_secret(secret),
             created_by_id=created_by_id,
+            parent=parent,
             expires_at=expires_at,
         )
         audit_record(
@@ -320,10 +345,28 @@ def api_token_revoke(*, tenant: Tenant, token_id: int) -> ApiToken:
         raise NotFound("No such API token.", code="token_not_found")
     if token.revoked_at is None:
         with transaction.atomic():
-            token.revoked_at = timezone.now()
+            now = timezone.now()
+            token.revoked_at = now
             token.save(update_fields=["revoked_at"])
-            audit_record(action="token.revoke", target=token.prefix, details={"name": token.name})
+            made = _descendants(token)
+            ApiToken.objects.filter(pk__in=made, revoked_at__isnull=True).update(revoked_at=now)
+            details: dict[str, Any] = {"name": token.name}
+            if made:
+                details["revoked_tokens"] = list(
+                    ApiToken.objects.filter(pk__in=made).values_list("prefix", flat=True)
+                )
+            audit_record(action="token.revoke", target=token.prefix, details=details)
     return token
+
+
+def _descendants(token: ApiToken) -> list[int]:
+    """The tokens `token` made, the tokens those made, and so on."""
+    found: list[int] = []
+    level = [token.pk]
+    while level:
+        level = list(ApiToken.objects.filter(parent_id__in=level).values_list("pk", flat=True))
+        found.extend(level)
+    return found
 
 
 _UNCHANGED: Any = object()
@@ -372,6 +415,8 @@ def member_update(
         after = set(roles_validate(tenant=tenant, roles=before if roles is None else roles))
         if before - after and Role.TENANT_ADMIN not in actor.roles:
             raise Forbidden("Only a tenant admin takes roles away.", code="role_not_held")
+        if Role.TENANT_ADMIN in before - after:
+            _keep_an_admin(tenant=tenant, losing=membership)
         old_grant = grant_load(membership.key_grant)
         if Role.KEY_USER not in after:
             grant = _grant_for(roles=after, given=_given(key_grant), actor=actor)

@@ -343,6 +343,7 @@ def test_of_two_concurrent_accepts_exactly_one_wins(world: World) -> None:
         return Invitation.objects.create(
             tenant=acme,
             roles=["tenant_admin"],
+            created_by=world.users[("acme", Role.TENANT_ADMIN)],
             digest=digest_secret(secret),
             expires_at=timezone.now() + timedelta(hours=1),
         ).pk
@@ -425,3 +426,27 @@ def test_a_link_offering_more_than_its_inviters_grant_now_holds_is_dead(
     assert _roles("too-wide", "acme") is None
     assert _sign_up("acme.localhost", narrow, "just-right").status_code == 302
     assert _roles("just-right", "acme") == ["key_user"]
+
+
+def test_a_spare_first_admin_link_dies_when_the_first_admin_joins(api: Any, world: World) -> None:
+    """An operator makes two first-admin links and keeps one: once the customer's admin has
+    joined, the spare no longer works, so the operator cannot join later with it; and nobody
+    accepts their own invitation."""
+    operator = api("platform", Role.PLATFORM_OPERATOR)
+    assert operator.post("/api/v1/platform/tenants/", {"slug": "spareco"}).status_code == 201
+    base = "/api/v1/platform/tenants/spareco/invitations/"
+    sent = _secret(operator.post(base, {"roles": ["tenant_admin", "key_user"]}))
+    kept = _secret(operator.post(base, {"roles": ["tenant_admin", "key_user"]}))
+    own = invitations.invitation_accept
+    operator_user = world.users[("platform", Role.PLATFORM_OPERATOR)]
+    spareco = Tenant.objects.get(slug="spareco")
+    try:
+        own(tenant=spareco, secret=kept, user=operator_user)
+    except KcmError as exc:
+        assert exc.code == "own_invitation"
+    else:
+        raise AssertionError("an operator accepted their own invitation")
+    assert _sign_up("spareco.localhost", sent, "spareco-admin").status_code == 302
+    assert Client().get(f"/invitations/{kept}/", HTTP_HOST="spareco.localhost").status_code == 404
+    assert _sign_up("spareco.localhost", kept, "operators-friend").status_code == 404
+    assert _roles("operators-friend", "spareco") is None

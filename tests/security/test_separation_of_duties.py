@@ -18,7 +18,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from apps.core.errors import Forbidden
+from apps.core.errors import Conflict, Forbidden
 from apps.core.roles import TENANT_ROLES, Role
 from apps.core.tenancy import Principal
 from apps.tenants import services
@@ -488,3 +488,59 @@ def test_a_members_tokens_hold_no_more_than_the_member(api: Any, world: World) -
     # Each revocation is in the audit event of the change that caused it.
     (event,) = [e for e in log.new() if e.action == "member.remove"]
     assert event.details["revoked_tokens"] == [str(use_payments.token).split("_")[1]]
+
+
+def test_a_token_made_by_a_token_belongs_to_its_person_and_dies_with_it(
+    api: Any, world: World
+) -> None:
+    """A leaked admin token must not mint a child that outlives it: the child belongs to the
+    parent's person, expires no later than the parent, and is revoked with it."""
+    admin = api(*ADMIN)
+    parent = _token(admin, role="tenant_admin")
+    child_made = parent.post("/api/v1/tokens/", {"name": "child", "role": "tenant_admin"})
+    assert child_made.status_code == 201, child_made.content
+    child = Api("acme.localhost", child_made.json_body["token"])
+    grandchild_made = child.post("/api/v1/tokens/", {"name": "grandchild", "role": "tenant_admin"})
+    grandchild = Api("acme.localhost", grandchild_made.json_body["token"])
+    rows = {t.name: t for t in ApiToken.objects.filter(name__in=["app", "child", "grandchild"])}
+    person = world.users[ADMIN].pk
+    assert {t.created_by_id for t in rows.values()} == {person}
+    assert rows["child"].parent_id == rows["app"].pk
+    assert rows["grandchild"].expires_at <= rows["app"].expires_at  # type: ignore[operator]
+    # The child cannot change its person's roles either (it acts for that person).
+    own = f"/api/v1/members/{_membership_id('acme-tenant_admin')}/"
+    assert_problem(
+        child.call("PATCH", own, {"roles": ["tenant_admin", "auditor"]}),
+        403,
+        "cannot_change_own_role",
+    )
+    revoked = admin.call("DELETE", f"/api/v1/tokens/{rows['app'].pk}/")
+    assert revoked.status_code in (200, 204), revoked.content
+    for token in (parent, child, grandchild):
+        assert_problem(token.get("/api/v1/me/"), 401, "invalid_token")
+
+
+def test_a_tenant_never_loses_its_last_tenant_admin(api: Any, world: World) -> None:
+    """With no tenant admin left, a platform operator could give any role again (the
+    bootstrap), so no change may leave a tenant without one. Through the API only a race can
+    try (nobody changes or removes themselves; two admins removing each other at once): the
+    service refuses whoever would remove the last, under a lock on the tenant."""
+    acme = world.tenants["acme"]
+    only = Membership.objects.get(user=world.users[ADMIN], tenant=acme)
+    system = Principal(
+        kind="system", id=0, label="test", roles=frozenset({Role.TENANT_ADMIN}), tenant_id=acme.pk
+    )
+    with pytest.raises(Conflict) as removing:
+        services.membership_remove(tenant=acme, membership_id=only.pk, acting=system)
+    assert removing.value.code == "last_tenant_admin"
+    with pytest.raises(Conflict) as demoting:
+        services.member_update(tenant=acme, membership_id=only.pk, actor=system, roles=["auditor"])
+    assert demoting.value.code == "last_tenant_admin"
+    assert Membership.objects.get(pk=only.pk).roles == ["tenant_admin"]
+    # With a second admin, either may remove the other, and then that one is the last.
+    second = _member(world, "second-admin", ["tenant_admin"])
+    assert second.call("DELETE", f"/api/v1/members/{only.pk}/").status_code == 204
+    with pytest.raises(Conflict):
+        services.membership_remove(
+            tenant=acme, membership_id=_membership_id("second-admin"), acting=system
+        )
