@@ -22,8 +22,10 @@ from apps.approvals.selectors import request_body
 from apps.audit.context import current, reset_context, set_context
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, Forbidden, KcmError, NotFound
+from apps.core.roles import Role
 from apps.core.tenancy import Principal
-from apps.tenants.models import ApiToken
+from apps.tenants.access import current_tenant, person_of
+from apps.tenants.models import Membership
 
 
 class ApprovalPending(Conflict):
@@ -34,20 +36,6 @@ class ApprovalPending(Conflict):
 class RequestNotPending(Conflict):
     code = "approval_not_pending"
     title = "The approval request is no longer pending"
-
-
-def person_of(principal: Principal) -> int | None:
-    """The person behind a principal: the user, or the user who created the API token (so
-    that one person's tokens never count as several approvers)."""
-    if principal.user_id is not None:
-        return principal.user_id
-    if principal.token_id is not None:
-        return (
-            ApiToken.objects.filter(pk=principal.token_id)
-            .values_list("created_by_id", flat=True)
-            .first()
-        )
-    return None
 
 
 # --- the gate --------------------------------------------------------------------------------
@@ -224,6 +212,18 @@ def request_approve(*, request_id: UUID | str, principal: Principal) -> Approval
     return request
 
 
+def _requester_still_may(request: ApprovalRequest) -> bool:
+    """Whether the requester is still a member holding the role the action needs (a tenant
+    admin for the policy, a key admin for the rest): approvals given to someone since removed
+    or demoted must not act in their name."""
+    if request.requester_person is None:  # the system (a command), not a person
+        return True
+    needed = Role.TENANT_ADMIN if request.action == POLICY_SET else Role.KEY_ADMIN
+    return Membership.objects.filter(
+        tenant=current_tenant(), user_id=request.requester_person, roles__contains=[needed]
+    ).exists()
+
+
 def _execute(request: ApprovalRequest) -> None:
     """Run the stored payload as the requester (their name on the action's own audit event),
     in a savepoint: a refusal by the service marks the request FAILED with its code."""
@@ -231,6 +231,11 @@ def _execute(request: ApprovalRequest) -> None:
         replace(current(), actor=request.requester_actor, role=request.requester_role)
     )
     try:
+        if not _requester_still_may(request):
+            raise Forbidden(
+                "The requester no longer holds the role this action needs; nothing was done.",
+                code="requester_lost_role",
+            )
         with transaction.atomic():
             request.result = ACTIONS[request.action].run(request.target, dict(request.params))
         request.state = RequestState.EXECUTED

@@ -15,6 +15,7 @@ from apps.approvals.actions import ACTIONS
 from apps.approvals.models import RequestState
 from apps.core.console import console_view, invalid_form, run_action
 from apps.core.roles import Role
+from apps.tenants.access import person_of
 
 READERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR]
 DECIDERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN]
@@ -39,7 +40,7 @@ class PolicyForm(forms.Form):
 def index(request: HttpRequest) -> HttpResponse:
     principal = request.kcm_principal  # type: ignore[attr-defined]
     requests = selectors.request_list()
-    person = services.person_of(principal)
+    person = person_of(principal)
     rows = [
         {
             **selectors.request_body(r),

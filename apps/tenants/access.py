@@ -77,3 +77,14 @@ def principal_for_user(user: AbstractBaseUser | AnonymousUser, tenant: Tenant) -
         user_id=user.pk,
         key_grant=grant_load(membership.key_grant) if Role.KEY_USER in membership.roles else None,
     )
+
+
+def person_of(principal: Principal) -> int | None:
+    """The person behind a principal: the user, or for an API token the user who created it
+    (a token made with a token belongs to its parent's person). None for the system."""
+    if principal.user_id is not None:
+        return principal.user_id
+    if principal.kind == "token" and principal.token_id is not None:
+        rows = ApiToken.objects.filter(pk=principal.token_id)
+        return rows.values_list("created_by_id", flat=True).first()
+    return None

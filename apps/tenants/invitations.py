@@ -31,9 +31,9 @@ from apps.audit.services import audit_record
 from apps.core.errors import Conflict, Forbidden, KcmError, NotFound, ValidationFailed
 from apps.core.roles import TENANT_ROLES, Role
 from apps.core.tenancy import Principal
-from apps.tenants.access import digest_secret
+from apps.tenants.access import digest_secret, person_of
 from apps.tenants.grants import KeyGrant, grant_check, grant_load, grant_of, tenant_has_admin
-from apps.tenants.models import ApiToken, Invitation, Membership, Tenant, TenantStatus
+from apps.tenants.models import Invitation, Membership, Tenant, TenantStatus
 from apps.tenants.selectors import tenant_primary_domain
 from apps.tenants.services import user_create
 
@@ -130,7 +130,7 @@ def invitation_create(
             roles=roles,
             key_grant=grant.to_json() if grant is not None else None,
             digest=digest_secret(secret),
-            created_by_id=_person_of(actor),
+            created_by_id=person_of(actor),
             created_at=now,
             expires_at=now + timedelta(hours=settings.KCM_INVITATION_TTL_HOURS),
         )
@@ -261,21 +261,13 @@ def _usable(invitation: Invitation, now: datetime | None = None) -> bool:
     )
 
 
-def _person_of(actor: Principal) -> int | None:
-    """The user behind the actor: the user, or for an API token the user who created it."""
-    if actor.kind == "token" and actor.token_id is not None:
-        creator = ApiToken.objects.filter(pk=actor.token_id).values_list("created_by_id", flat=True)
-        return creator.first()
-    return actor.user_id
-
-
 def _visible(actor: Principal, tenant: Tenant) -> QuerySet[Invitation]:
     """The invitations of `tenant` the actor may list and revoke (see invitation_list_pending)."""
     mine = Invitation.objects.filter(tenant=tenant)
     if actor.tenant_id == tenant.pk:
         if Role.TENANT_ADMIN in actor.roles:
             return mine
-        person = _person_of(actor)
+        person = person_of(actor)
         return mine.none() if person is None else mine.filter(created_by_id=person)
     if Role.PLATFORM_OPERATOR not in actor.roles:
         return mine.none()

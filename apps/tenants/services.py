@@ -19,7 +19,7 @@ from apps.audit.services import audit_record
 from apps.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from apps.core.roles import TENANT_ROLES, Role
 from apps.core.tenancy import Principal
-from apps.tenants.access import TOKEN_PREFIX, digest_secret
+from apps.tenants.access import TOKEN_PREFIX, digest_secret, person_of
 from apps.tenants.grants import KeyGrant, grant_check, grant_load, grant_of
 from apps.tenants.models import ApiToken, Domain, Membership, Tenant, TenantStatus
 from apps.tenants.shredding import terminated_roots_schedule
@@ -223,7 +223,7 @@ def membership_remove(*, tenant: Tenant, membership_id: int, acting: Principal) 
     membership = Membership.objects.filter(pk=membership_id, tenant=tenant).first()
     if membership is None:
         raise NotFound("No such member.", code="member_not_found")
-    if membership.user_id == _acting_user_id(acting):
+    if membership.user_id == person_of(acting):
         raise Conflict("You cannot remove yourself.", code="cannot_remove_self")
     with transaction.atomic():
         _keep_an_admin(tenant=tenant, losing=membership)
@@ -376,14 +376,6 @@ def _given(key_grant: Any) -> KeyGrant | None:
     return None if key_grant is _UNCHANGED else key_grant
 
 
-def _acting_user_id(actor: Principal) -> int | None:
-    """The person behind the actor: the user, or for a token the user who created it."""
-    if actor.kind == "token" and actor.token_id is not None:
-        rows = ApiToken.objects.filter(pk=actor.token_id).values_list("created_by_id", flat=True)
-        return rows.first()
-    return actor.user_id
-
-
 def member_update(
     *,
     tenant: Tenant,
@@ -406,7 +398,7 @@ def member_update(
         )
         if membership is None:
             raise NotFound("No such member.", code="member_not_found")
-        if membership.user_id == _acting_user_id(actor):
+        if membership.user_id == person_of(actor):
             raise Forbidden(
                 "Nobody changes their own roles or key grant; ask another administrator.",
                 code="cannot_change_own_role",

@@ -114,7 +114,7 @@ def test_two_of_three_concurrent_approvals_execute_exactly_once(world: World) ->
     change (here a change of the policy itself), the third finds it decided."""
     acme = world.tenants["acme"]
     names = [f"racer-{n}" for n in range(3)]
-    requester = world.users[("acme", Role.KEY_ADMIN)]
+    requester = world.users[("acme", Role.TENANT_ADMIN)]  # the policy is a tenant admin's
 
     def principal(user: User) -> Principal:
         return Principal(
@@ -250,3 +250,25 @@ def test_an_expired_request_is_marked_so_and_never_runs(api: Any, world: World) 
         from apps.keychain.models import CustomerKey
 
         assert CustomerKey.objects.get(pk=l1).state == "ENABLED"
+
+
+def test_approvals_never_act_for_a_requester_who_lost_the_role(api: Any, world: World) -> None:
+    """A key admin asks to disable an L1 and is then demoted: the approvals that arrive
+    afterwards do not act in their name; the request ends FAILED, the key stays enabled."""
+    requester, l1 = _l1(api)
+    approvers = [add_key_admin(world, "acme", f"approver-{n}") for n in range(2)]
+    tenant_admin = api("acme", Role.TENANT_ADMIN)
+    policy = {"actions": ["key.disable"], "required": 2}
+    assert tenant_admin.call("PUT", "/api/v1/approvals/policy/", policy).status_code == 200
+    asked = requester.post(f"/api/v1/keys/{l1}/disable/", {})
+    assert asked.status_code == 202, asked.content
+    Membership.objects.filter(
+        user=world.users[("acme", Role.KEY_ADMIN)], tenant=world.tenants["acme"]
+    ).update(roles=[Role.AUDITOR])
+    for approver in approvers:
+        approver.api.post(f"/api/v1/approvals/{asked.json_body['id']}/approve/", {})
+    with tenant_context(world.tenants["acme"]):
+        request = ApprovalRequest.objects.get(pk=asked.json_body["id"])
+    assert (request.state, request.error_code) == ("FAILED", "requester_lost_role")
+    key = api("acme", Role.AUDITOR).get("/api/v1/keys/").json_body
+    assert "ENABLED" in str(key) and "DISABLED" not in str(key)
