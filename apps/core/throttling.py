@@ -11,6 +11,7 @@ problem+json code `throttled` (apps.core.errors).
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from typing import Any
@@ -23,7 +24,7 @@ from apps.core.clientip import client_ip
 from apps.core.tenancy import Principal
 
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}  # by first letter, as DRF reads them
-MAX_KEYS = 100_000  # beyond this, full buckets are forgotten (they would refill to full anyway)
+MAX_KEYS = 100_000  # beyond this, the least recently used buckets are forgotten
 
 
 def parse_rate(rate: str) -> tuple[int, float]:
@@ -44,21 +45,21 @@ class Buckets:
         rate = capacity / period
         now = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(capacity), now))
+            # Popped and put back: the dict's order is then least recently used first.
+            tokens, last = self._buckets.pop(key, (float(capacity), now))
             tokens = min(float(capacity), tokens + (now - last) * rate)
             if tokens >= 1.0:
                 self._buckets[key] = (tokens - 1.0, now)
                 if len(self._buckets) > MAX_KEYS:
-                    self._forget_full(now)
+                    self._forget_least_recent()
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / rate
 
-    def _forget_full(self, now: float) -> None:
-        # A bucket idle long enough to be full again is the same as no bucket. Keys' periods
-        # differ, so "long enough" is taken as a day: the longest period a rate can name.
-        stale = [key for key, (_, last) in self._buckets.items() if now - last > 86400.0]
-        for key in stale or list(self._buckets)[: len(self._buckets) // 2]:
+    def _forget_least_recent(self) -> None:
+        # Past the bound, the least recently used tenth goes: a busy token or address (used
+        # recently) keeps its count however many other keys a client cycles through.
+        for key in list(self._buckets)[: max(1, len(self._buckets) // 10)]:
             del self._buckets[key]
 
     def reset(self) -> None:
@@ -67,6 +68,20 @@ class Buckets:
 
 
 buckets = Buckets()
+
+
+def network_of(address: str) -> str:
+    """What one client is, for the per-address limit: an IPv4 address, or an IPv6 address's
+    /64 (one host usually holds a whole /64, so its addresses are one client)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # an IPv4 client seen through an IPv6 socket
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class _SettingRateThrottle(BaseThrottle):
@@ -103,7 +118,7 @@ class AddressRateThrottle(_SettingRateThrottle):
 
     def key(self, request: Request) -> str | None:
         address = client_ip(request._request)
-        return f"address:{address}" if address else None
+        return f"address:{network_of(address)}" if address else None
 
 
 class PrincipalRateThrottle(_SettingRateThrottle):
