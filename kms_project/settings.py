@@ -22,6 +22,9 @@ from kms_project.env import (
     env_str,
 )
 
+# A setting Django reads from this module, hence the explicit re-export.
+from kms_project.settings_beat import CELERY_BEAT_SCHEDULE as CELERY_BEAT_SCHEDULE
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 KCM_ENV = env_choice("KCM_ENV", ("development", "production", "test"), "development")
@@ -296,12 +299,7 @@ CELERY_RESULT_BACKEND = env_optional("KCM_RESULT_BACKEND")
 # reloads the tenant for every task only while this stays 0 (LISTEN/NOTIFY covers it anyway).
 CELERY_TASK_TENANT_CACHE_SECONDS = 0
 CELERY_BEAT_SCHEDULE_FILENAME = str(KCM_STATE_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
-    "keychain-deletion-sweep": {
-        "task": "apps.keychain.tasks.deletion_sweep",
-        "schedule": env_int("KCM_DELETION_SWEEP_SECONDS", 60, minimum=1),
-    },
-}
+# CELERY_BEAT_SCHEDULE, the periodic tasks and their KCM_*_SECONDS: kms_project/settings_beat.py.
 
 # HSM: a PKCS#11 library (SoftHSM2 in development and tests), or the development-only
 # software provider, which refuses to start in production unless explicitly allowed.
@@ -347,20 +345,12 @@ KCM_AUDIT_RETENTION_DAYS = env_int("KCM_AUDIT_RETENTION_DAYS", 3650, minimum=1)
 KCM_AUDIT_SEAL_SECONDS = float(env_int("KCM_AUDIT_SEAL_MILLISECONDS", 500, minimum=0)) / 1000
 # The data plane commits concurrent requests' events in one transaction (docs/dataplane.md).
 KCM_AUDIT_GROUP_COMMIT = env_bool("KCM_AUDIT_GROUP_COMMIT", False)
-CELERY_BEAT_SCHEDULE["audit-seal"] = {"task": "apps.tenants.tasks.audit_seal_all", "schedule": 30}
-CELERY_BEAT_SCHEDULE["audit-checkpoints"] = {
-    "task": "apps.tenants.tasks.audit_checkpoint_all",
-    "schedule": env_int("KCM_AUDIT_CHECKPOINT_SECONDS", 300, minimum=1),
-}
 # Streaming to sinks (apps.audit.streaming, docs/audit.md): per-step timeout, backoff, batch.
 KCM_AUDIT_SINK_TIMEOUT_SECONDS = env_int("KCM_AUDIT_SINK_TIMEOUT_SECONDS", 5, minimum=1)
 KCM_AUDIT_SINK_MAX_BACKOFF_SECONDS = env_int("KCM_AUDIT_SINK_MAX_BACKOFF_SECONDS", 300, minimum=1)
 KCM_AUDIT_SINK_BATCH = env_int("KCM_AUDIT_SINK_BATCH", 100, minimum=1)
 # Hosts (fnmatch patterns) a tenant may point a sink at: none in production until listed.
 KCM_AUDIT_SINK_ALLOWED_HOSTS = env_list("KCM_AUDIT_SINK_ALLOWED_HOSTS", [] if PRODUCTION else ["*"])
-_STREAM_SECONDS = env_int("KCM_AUDIT_STREAM_SECONDS", 5, minimum=1)
-CELERY_BEAT_SCHEDULE["audit-stream"] = {"task": "apps.tenants.tasks.audit_stream_all",
-                                        "schedule": _STREAM_SECONDS}  # fmt: skip
 KCM_AUDIT_EXPORT_DIR = Path(env_str("KCM_AUDIT_EXPORT_DIR", str(KCM_STATE_DIR / "audit-exports")))
 
 # Rotation: policy sweep (beat), rewrap batches, and when a silent job counts as stalled.
@@ -368,15 +358,6 @@ KCM_AUDIT_EXPORT_DIR = Path(env_str("KCM_AUDIT_EXPORT_DIR", str(KCM_STATE_DIR / 
 # default one): the thousands a platform-wide rotation queues must not hold up other tasks.
 CELERY_TASK_QUEUES = (Queue("celery"), Queue("kcm-rewrap"))
 CELERY_TASK_ROUTES = {"apps.rotation.tasks.rewrap_job_run": {"queue": "kcm-rewrap"}}
-# Approval requests past their expiry are marked EXPIRED (and audited) at least this often.
-CELERY_BEAT_SCHEDULE["approvals-expire"] = {
-    "task": "apps.approvals.tasks.approvals_expire_all",
-    "schedule": env_int("KCM_APPROVALS_EXPIRE_SECONDS", 300, minimum=1),
-}
-CELERY_BEAT_SCHEDULE["rotation-sweep"] = {
-    "task": "apps.rotation.tasks.rotation_sweep",
-    "schedule": env_int("KCM_ROTATION_SWEEP_SECONDS", 60, minimum=1),
-}
 # The sweep looks into each tenant's keys when one falls due, and at least this often.
 KCM_ROTATION_CHECK_SECONDS = env_int("KCM_ROTATION_CHECK_SECONDS", 3600, minimum=1)
 KCM_REWRAP_BATCH_SIZE = env_int("KCM_REWRAP_BATCH_SIZE", 1000, minimum=1)
@@ -386,10 +367,6 @@ KCM_REWRAP_STALL_SECONDS = env_int("KCM_REWRAP_STALL_SECONDS", 120, minimum=1)
 # BYOK: import parameters (an RSA wrapping key in the HSM and a token) stay valid this long.
 # The sweep (beat) removes expired wrapping keys and imported material past its expiry.
 KCM_BYOK_IMPORT_TOKEN_HOURS = env_int("KCM_BYOK_IMPORT_TOKEN_HOURS", 24, minimum=1)
-CELERY_BEAT_SCHEDULE["keychain-byok-sweep"] = {
-    "task": "apps.keychain.tasks.byok_sweep",
-    "schedule": env_int("KCM_BYOK_SWEEP_SECONDS", 60, minimum=1),
-}
 # Whether the HSM unwraps RSA-OAEP with SHA-256 (SoftHSM2 2.6 does not; it cannot be probed).
 KCM_PKCS11_OAEP_SHA256 = env_bool("KCM_PKCS11_OAEP_SHA256", False)
 # HYOK: every call to a customer's key manager is bounded; after BREAKER_FAILURES failures in a
@@ -403,10 +380,6 @@ KCM_HYOK_BREAKER_RESET_SECONDS = env_int("KCM_HYOK_BREAKER_RESET_SECONDS", 10, m
 # A key manager's "no such key" makes the L1 UNAVAILABLE; a sync at least this long after the
 # first such answer that gets it again makes it DESTROYED (an explicit destroyed state at once).
 KCM_HYOK_DESTROY_CONFIRM_SECONDS = env_int("KCM_HYOK_DESTROY_CONFIRM_SECONDS", 600, minimum=0)
-CELERY_BEAT_SCHEDULE["keychain-hyok-sync"] = {
-    "task": "apps.keychain.tasks.hyok_sync",
-    "schedule": env_int("KCM_HYOK_SYNC_SECONDS", 60, minimum=1),
-}
 # Where customers' key managers may be: KMIP hosts ("*", "kms.example.com", "*.example.com")
 # and PKCS#11 libraries (paths) the platform agrees to load. Production allows none by default.
 KCM_HYOK_KMIP_ALLOWED_HOSTS = env_list("KCM_HYOK_KMIP_ALLOWED_HOSTS", [] if PRODUCTION else ["*"])

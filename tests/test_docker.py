@@ -22,12 +22,13 @@ def _compose() -> dict[str, Any]:
 
 
 def _names_read_by_code() -> set[str]:
-    """KCM_* names that settings.py, gunicorn_conf.py or the local stack (tools/devstack.py
-    and tools/kcmstack/) read (as string literals)."""
+    """KCM_* names that the settings modules, gunicorn_conf.py or the local stack
+    (tools/devstack.py and tools/kcmstack/) read (as string literals)."""
     names: set[str] = set()
-    sources = ("kms_project/settings.py", "kms_project/gunicorn_conf.py", "tools/devstack.py")
+    sources = ("kms_project/gunicorn_conf.py", "tools/devstack.py")
+    settings = sorted((REPO / "kms_project").glob("settings*.py"))
     stack = sorted((REPO / "tools" / "kcmstack").glob("*.py"))
-    for source in (*(REPO / name for name in sources), *stack):
+    for source in (*settings, *(REPO / name for name in sources), *stack):
         text = source.read_text()
         names |= set(re.findall(r"[\"'](KCM_[A-Z0-9_]+)[\"']", text))
         # env_secret("NAME") also reads NAME_FILE.
