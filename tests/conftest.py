@@ -20,6 +20,7 @@ from apps.core.roles import TENANT_ROLES, Role
 from apps.tenants import services
 from apps.tenants.grants import KeyGrant
 from apps.tenants.models import Tenant
+from apps.tenants.tokens import api_token_create
 from tests.helpers import Api, host_of
 
 TENANTS = ("acme", "globex")
@@ -56,7 +57,7 @@ def _build_world() -> None:
     operator = services.user_create(username="operator", password=PASSWORD)
     services.membership_set(tenant=platform, user=operator, roles=[Role.PLATFORM_OPERATOR])
     _WORLD.users[("platform", Role.PLATFORM_OPERATOR)] = operator
-    _, _WORLD.tokens[("platform", Role.PLATFORM_OPERATOR)] = services.api_token_create(
+    _, _WORLD.tokens[("platform", Role.PLATFORM_OPERATOR)] = api_token_create(
         tenant=platform, name="ops", role=Role.PLATFORM_OPERATOR, created_by_id=operator.pk
     )
     for slug in TENANTS:
@@ -68,7 +69,7 @@ def _build_world() -> None:
             grant = KeyGrant.everything() if role == Role.KEY_USER else None
             services.membership_set(tenant=tenant, user=user, roles=[role], key_grant=grant)
             _WORLD.users[(slug, role)] = user
-            _, _WORLD.tokens[(slug, role)] = services.api_token_create(
+            _, _WORLD.tokens[(slug, role)] = api_token_create(
                 tenant=tenant,
                 name=f"{role} token",
                 role=role,

@@ -17,6 +17,7 @@ from apps.tenants import selectors, services
 from apps.tenants.access import current_tenant
 from apps.tenants.grants import MAX_SERVICE_KEYS, KeyGrant, grant_of
 from apps.tenants.models import ApiToken, Membership, Tenant
+from apps.tenants.tokens import api_token_create, api_token_revoke
 
 ALL_TENANT_ROLES = frozenset(TENANT_ROLES)
 TENANT_ROLE_VALUES = [role.value for role in TENANT_ROLES]
@@ -227,7 +228,7 @@ class TokenListView(PaginatedListMixin, KcmAPIView):
     def post(self, request: Request) -> Response:
         data = parse(ApiTokenIn, request)
         principal = principal_of(request)
-        token, plaintext = services.api_token_create(
+        token, plaintext = api_token_create(
             tenant=current_tenant(),
             name=data["name"],
             role=data["role"],
@@ -247,7 +248,7 @@ class TokenDetailView(KcmAPIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, token_id: int) -> Response:
-        services.api_token_revoke(tenant=current_tenant(), token_id=token_id)
+        api_token_revoke(tenant=current_tenant(), token_id=token_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -197,3 +197,18 @@ def grant_check(
                 "You cannot grant use of keys or contexts beyond your own key grant.",
                 code="grant_exceeds_own",
             )
+
+
+def grant_for(
+    *, roles: Iterable[str], given: KeyGrant | None, actor: Principal | None
+) -> KeyGrant | None:
+    """The grant a key user gets: the one given, else the actor's own (a trusted caller, or an
+    operator bootstrapping a tenant, gives every key). None for anyone not a key user."""
+    if Role.KEY_USER not in set(roles):
+        if given is not None:
+            raise ValidationFailed("Only a key user holds a key grant.", code="invalid_grant")
+        return None
+    if given is not None:
+        return given
+    own = grant_of(actor) if actor is not None else None
+    return own or KeyGrant.everything()

@@ -290,7 +290,7 @@ def _valid_roles(roles: Iterable[str]) -> list[str]:
 def _grant_offered(
     *, roles: list[str], given: KeyGrant | None, actor: Principal
 ) -> KeyGrant | None:
-    # As for members and tokens (services._grant_for): grant_check then holds it to the actor's.
+    # As for members and tokens (grants.grant_for): grant_check then holds it to the actor's.
     if Role.KEY_USER not in roles:
         if given is not None:
             raise ValidationFailed("Only a key user holds a key grant.", code="invalid_grant")

@@ -30,6 +30,7 @@ from apps.tenants.forms import (
     grant_initial,
 )
 from apps.tenants.forms_invitations import InvitationForm
+from apps.tenants.tokens import api_token_create, api_token_revoke
 
 ANY_ROLE = [*TENANT_ROLES, Role.PLATFORM_OPERATOR]
 
@@ -201,7 +202,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            token, created = services.api_token_create(
+            token, created = api_token_create(
                 tenant=tenant,
                 name=data["name"],
                 role=data["role"],
@@ -232,7 +233,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     return run_action(
         request,
-        lambda: services.api_token_revoke(tenant=current_tenant(), token_id=token_id),
+        lambda: api_token_revoke(tenant=current_tenant(), token_id=token_id),
         "Token revoked.",
         reverse("console:tokens"),
         audit_action="token.revoke",

@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 
 from apps.core.roles import Role
 from apps.tenants import services
+from apps.tenants.tokens import api_token_create
 from tests.conftest import PASSWORD, World
 from tests.helpers import Api, host_of
 
@@ -39,7 +40,7 @@ def add_key_admin(world: World, slug: str, name: str) -> Admin:
     tenant = world.tenants[slug]
     user = services.user_create(username=name, password=PASSWORD)
     services.membership_set(tenant=tenant, user=user, roles=[Role.KEY_ADMIN])
-    _, token = services.api_token_create(
+    _, token = api_token_create(
         tenant=tenant, name=f"{name} token", role=Role.KEY_ADMIN, created_by_id=user.pk
     )
     return Admin(user, Api(host_of(slug), token))

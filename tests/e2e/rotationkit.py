@@ -176,7 +176,7 @@ def platform_token() -> str:
     """A platform operator's API token (the base domain's API)."""
     from apps.core.roles import Role
     from apps.tenants.models import Tenant
-    from apps.tenants.services import api_token_create
+    from apps.tenants.tokens import api_token_create
 
     platform = Tenant.objects.get(schema_name="public")
     return api_token_create(

@@ -59,9 +59,10 @@ class Reply:
 _PROVISION = """
 import json
 from apps.tenants import services
+from apps.tenants.tokens import api_token_create
 tenant = services.tenant_create(slug={slug!r}, name={slug!r})
 tokens = {{
-    role: services.api_token_create(
+    role: api_token_create(
         tenant=tenant, name="e2e " + role, role=role, created_by_id=None
     )[1]
     for role in {roles!r}

@@ -26,13 +26,14 @@ pytestmark = pytest.mark.e2e
 
 _CHANGE = """
 from apps.tenants import services
+from apps.tenants.tokens import api_token_revoke
 from apps.tenants.models import ApiToken
 tenant = services.tenant_get(slug={slug!r})
 if {suspend!r}:
     services.tenant_suspend(tenant=tenant, reason="e2e")
 else:
     for token in ApiToken.objects.filter(tenant=tenant, role="key_user"):
-        services.api_token_revoke(tenant=tenant, token_id=token.pk)
+        api_token_revoke(tenant=tenant, token_id=token.pk)
 """
 
 

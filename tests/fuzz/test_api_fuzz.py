@@ -75,10 +75,11 @@ import json
 import secrets
 from apps.core.roles import TENANT_ROLES, Role
 from apps.tenants import services
+from apps.tenants.tokens import api_token_create
 from apps.tenants.models import Tenant
 
 def mint(tenant, role, name):
-    token, raw = services.api_token_create(
+    token, raw = api_token_create(
         tenant=tenant, name=name, role=role, created_by_id=None
     )
     return token.pk, raw

@@ -21,6 +21,7 @@ from apps.audit.models import AuditPending
 from apps.core.roles import Role
 from apps.tenants import services
 from apps.tenants.grants import KeyGrant
+from apps.tenants.tokens import api_token_create, api_token_revoke
 from tests.helpers import Api, host_of
 from tests.keychain.dataplanekit import PlaneClient
 
@@ -167,7 +168,7 @@ def test_a_wrong_role_is_refused_alike(pair: Any) -> None:
 
 def test_a_key_outside_the_grant_is_refused_alike(pair: Any, world: Any) -> None:
     acme = world.tenants["acme"]
-    _, raw = services.api_token_create(
+    _, raw = api_token_create(
         tenant=acme,
         name="ledger only",
         role=Role.KEY_USER,
@@ -228,7 +229,7 @@ def test_throttling_answers_429_with_retry_after_alike(pair: Any, settings: Any)
 
 def test_a_token_revoked_after_use_is_refused(pair: Any, world: Any) -> None:
     acme = world.tenants["acme"]
-    token, raw = services.api_token_create(
+    token, raw = api_token_create(
         tenant=acme,
         name="short-lived",
         role=Role.KEY_USER,
@@ -238,7 +239,7 @@ def test_a_token_revoked_after_use_is_refused(pair: Any, world: Any) -> None:
     both = pair(token=raw)
     assert both.plane.post(f"{PAYMENTS}/generate-data-key/", {}).status_code == 200
     assert _served_fast(both)  # now cached in this process
-    services.api_token_revoke(tenant=acme, token_id=token.pk)
+    api_token_revoke(tenant=acme, token_id=token.pk)
     result = both.both(f"{PAYMENTS}/generate-data-key/", {})
     assert_same(*result)
     assert result[2].json_body["code"] == "invalid_token"

@@ -25,6 +25,7 @@ from apps.core.roles import Role
 from apps.core.tenancy import Principal
 from apps.tenants import services as tenants
 from apps.tenants.models import Membership, Tenant
+from apps.tenants.tokens import api_token_create
 from tests.approvals.conftest import add_key_admin
 from tests.conftest import PASSWORD, World
 from tests.helpers import Api, assert_problem, host_of
@@ -46,7 +47,7 @@ def test_the_requesters_own_second_token_cannot_approve(api: Any, world: World) 
     assert tenant_admin.call("PUT", "/api/v1/approvals/policy/", policy).status_code == 200
     asked = requester.post(f"/api/v1/keys/{l1}/disable/", {}).json_body
     user = world.users[("acme", Role.KEY_ADMIN)]
-    _, second = tenants.api_token_create(
+    _, second = api_token_create(
         tenant=world.tenants["acme"], name="mine too", role=Role.KEY_ADMIN, created_by_id=user.pk
     )
     response = Api(host_of("acme"), second).post(f"/api/v1/approvals/{asked['id']}/approve/", {})

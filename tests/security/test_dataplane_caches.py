@@ -12,9 +12,9 @@ import pytest
 from django.utils import timezone
 
 from apps.core.roles import Role
-from apps.tenants import services
 from apps.tenants.grants import KeyGrant
 from apps.tenants.models import ApiToken, Domain, Tenant, TenantStatus
+from apps.tenants.tokens import api_token_create
 from tests.helpers import Api, assert_problem, host_of
 from tests.keychain.dataplanekit import PlaneClient
 
@@ -28,7 +28,7 @@ def cached(world: Any, api: Any) -> Any:
     admin = api("acme", Role.KEY_ADMIN)
     assert admin.post("/api/v1/customer-keys/", {"name": "root"}).status_code == 201
     assert admin.post("/api/v1/service-keys/", {"name": "payments"}).status_code == 201
-    token, raw = services.api_token_create(
+    token, raw = api_token_create(
         tenant=world.tenants["acme"],
         name="cached",
         role=Role.KEY_USER,

@@ -24,6 +24,7 @@ from apps.core.tenancy import Principal
 from apps.tenants import services
 from apps.tenants.grants import KeyGrant, grant_check
 from apps.tenants.models import ApiToken, Membership
+from apps.tenants.tokens import api_token_create
 from tests.audit.coveragekit import Log
 from tests.conftest import PASSWORD, World
 from tests.helpers import Api, assert_problem
@@ -416,10 +417,10 @@ def test_tokens_made_before_the_lifetime_limit_get_one_at_upgrade(
     upgrade = importlib.import_module("apps.tenants.migrations.0009_tokens_expire")
     settings.KCM_TOKEN_MAX_LIFETIME_DAYS = 10
     tenant = world.tenants["acme"]
-    old, _ = services.api_token_create(
+    old, _ = api_token_create(
         tenant=tenant, name="old", role="auditor", created_by_id=world.users[("acme", "auditor")].pk
     )
-    gone, _ = services.api_token_create(
+    gone, _ = api_token_create(
         tenant=tenant,
         name="gone",
         role="auditor",
