@@ -22,7 +22,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django_tenants.utils import tenant_context
@@ -165,15 +165,19 @@ def invitation_accept(*, tenant: Tenant, secret: str, user: User) -> Membership:
                 "Nobody accepts their own invitation: it is for somebody else.",
                 code="own_invitation",
             )
-        if Membership.objects.filter(tenant=tenant, user=user).exists():
-            raise Conflict(
-                f"{user.get_username()} is a member of this tenant already; the invitation "
-                "is left unused.",
-                code="member_exists",
-            )
-        membership = Membership.objects.create(
-            tenant=tenant, user=user, roles=invitation.roles, key_grant=invitation.key_grant
-        )
+        if _is_member(tenant, user):
+            raise _member_exists(user)
+        try:
+            # A savepoint: when another invitation for this user is accepted between the check
+            # and here, the unique constraint refuses, and the transaction can still ask why.
+            with transaction.atomic():
+                membership = Membership.objects.create(
+                    tenant=tenant, user=user, roles=invitation.roles, key_grant=invitation.key_grant
+                )
+        except IntegrityError:
+            if not _is_member(tenant, user):
+                raise
+            raise _member_exists(user) from None
         invitation.accepted_at = now
         invitation.accepted_by = user
         invitation.save(update_fields=["accepted_at", "accepted_by"])
@@ -231,6 +235,17 @@ def _by_secret(queryset: QuerySet[Invitation], *, tenant: Tenant, secret: str) -
     if not secret or len(secret) > 100:
         return None
     return queryset.filter(tenant=tenant, digest=digest_secret(secret)).first()
+
+
+def _is_member(tenant: Tenant, user: User) -> bool:
+    return Membership.objects.filter(tenant=tenant, user=user).exists()
+
+
+def _member_exists(user: User) -> Conflict:
+    return Conflict(
+        f"{user.get_username()} is a member of this tenant already; the invitation is left unused.",
+        code="member_exists",
+    )
 
 
 def _usable(invitation: Invitation, now: datetime | None = None) -> bool:

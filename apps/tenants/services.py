@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -150,16 +150,31 @@ def tenant_get(*, slug: str) -> Tenant:
     return tenant
 
 
+def _username_taken(username: str) -> bool:
+    return User.objects.filter(username=username).exists()
+
+
+def _user_exists(username: str) -> Conflict:
+    return Conflict(f"User {username!r} exists already.", code="user_exists")
+
+
 def user_create(*, username: str, password: str, email: str = "") -> User:
-    if User.objects.filter(username=username).exists():
-        raise Conflict(f"User {username!r} exists already.", code="user_exists")
+    if _username_taken(username):
+        raise _user_exists(username)
     user = User(username=username, email=email)
     try:
         validate_password(password, user)
     except ValidationError as exc:
         raise ValidationFailed(" ".join(exc.messages), code="weak_password") from None
     user.set_password(password)
-    user.save()
+    try:
+        # A savepoint: a concurrent sign-up may take the username between the check and here.
+        with transaction.atomic():
+            user.save()
+    except IntegrityError:
+        if not _username_taken(username):
+            raise
+        raise _user_exists(username) from None
     return user
 
 

@@ -3,12 +3,16 @@ calls, and the inviter's console flow (link shown once)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 
+from apps.core.errors import KcmError
 from apps.core.roles import Role
+from apps.tenants import invitations, services
 from apps.tenants.models import Invitation, Membership
 from tests.conftest import PASSWORD, World
 from tests.helpers import assert_problem
@@ -209,3 +213,66 @@ def test_a_member_opening_a_link_for_their_own_tenant_is_told_and_the_link_kept(
     )
     assert answer.status_code == 400 and b"member of this tenant already" in answer.content
     assert Invitation.objects.get(tenant__slug="acme").accepted_at is None
+
+
+# --- races the database decides: the loser gets the check's answer, never a 500 --------------
+
+
+def _miss_once(check: Callable[..., bool]) -> Callable[..., bool]:
+    """`check` as a concurrent request would see it: the first call misses a row that another
+    request commits just after, so the insert that follows meets the unique constraint."""
+    calls = 0
+
+    def missed_once(*args: Any, **kwargs: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        return False if calls == 1 else check(*args, **kwargs)
+
+    return missed_once
+
+
+def _sign_in_on(link: str, username: str) -> Any:
+    return Client().post(
+        link.removeprefix("http://acme.localhost"),
+        {"how": "sign-in", "username": username, "password": PASSWORD},
+        HTTP_HOST="acme.localhost",
+    )
+
+
+def test_accepting_a_second_link_at_the_same_moment_is_member_exists_not_a_500(
+    api: Any, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link = api(*ADMIN).post("/api/v1/invitations/", {"roles": ["tenant_admin"]}).json_body["link"]
+    monkeypatch.setattr(invitations, "_is_member", _miss_once(invitations._is_member))
+    answer = _sign_in_on(link, "acme-auditor")
+    assert answer.status_code == 400 and b"member of this tenant already" in answer.content
+    assert Invitation.objects.get(tenant__slug="acme").accepted_at is None
+    member = Membership.objects.get(user__username="acme-auditor", tenant__slug="acme")
+    assert member.roles == ["auditor"]
+
+
+def test_two_sign_ups_with_one_username_at_once_give_the_loser_a_conflict_not_a_500(
+    api: Any, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link = api(*ADMIN).post("/api/v1/invitations/", {"roles": ["tenant_admin"]}).json_body["link"]
+    monkeypatch.setattr(services, "_username_taken", _miss_once(services._username_taken))
+    answer = Client().post(
+        link.removeprefix("http://acme.localhost"),
+        {
+            "how": "sign-up",
+            "new_username": "globex-auditor",
+            "email": "someone@example.org",
+            "new_password": "a long and fresh passphrase 77",
+            "new_password_again": "a long and fresh passphrase 77",
+        },
+        HTTP_HOST="acme.localhost",
+    )
+    assert answer.status_code == 400
+    assert b"That username is not available; choose another." in answer.content
+    assert Invitation.objects.get(tenant__slug="acme").accepted_at is None
+    assert User.objects.filter(username="globex-auditor").count() == 1
+
+    monkeypatch.setattr(services, "_username_taken", _miss_once(services._username_taken))
+    with pytest.raises(KcmError) as refused:
+        services.user_create(username="acme-auditor", password="a long and fresh passphrase 77")
+    assert (refused.value.status, refused.value.code) == (409, "user_exists")
