@@ -211,6 +211,43 @@ def _rotation_job(action: str) -> Scenario:
 
 
 _SINK = {"kind": "syslog", "host": "127.0.0.1", "port": 6514}
+_POLICY = {"actions": ["key.disable"], "required": 2}
+
+
+def _approval(action: str) -> Scenario:
+    """A pending 2-of-N request to disable the L1 (made with auditing off), then `action` on
+    it: approve (one of two, so nothing runs yet), deny, or withdraw (by the requester)."""
+
+    def run(api: Any, c: dict[str, Any]) -> tuple[Any, str, str]:
+        from django.test import Client
+
+        from apps.tenants import services
+        from tests.helpers import Api
+
+        with override_settings(KCM_AUDIT_ENABLED=False):
+            approvers = []
+            for n in range(2):
+                user = services.user_create(username=f"approver-{n}", password="x" * 20 + "A1!")
+                services.membership_set(tenant=_tenant("acme"), user=user, roles=[Role.KEY_ADMIN])
+                client = Client(HTTP_HOST="acme.localhost")
+                client.force_login(user)
+                approvers.append(Api("acme.localhost", client=client))
+            api("acme", Role.TENANT_ADMIN).call("PUT", "/api/v1/approvals/policy/", _POLICY)
+            asked = c["admin"].post(f"/api/v1/keys/{c['l1']['id']}/disable/", {}).json_body
+        path = f"/api/v1/approvals/{asked['id']}/{action}/"
+        if action == "withdraw":
+            return c["admin"].post(path, {}), "t_acme", ""
+        body = {"reason": "not now"} if action == "deny" else {}
+        return approvers[0].post(path, body), "t_acme", ""
+
+    return run
+
+
+def _tenant(slug: str) -> Any:
+    from apps.tenants.models import Tenant
+
+    return Tenant.objects.get(slug=slug)
+
 
 SUCCESS: dict[str, tuple[str, Scenario]] = {
     "customer-keys POST": ("key.create", lambda api, c: (c["admin"].post("/api/v1/customer-keys/", {"name": "second"}), "t_acme", "")),
@@ -249,6 +286,10 @@ SUCCESS: dict[str, tuple[str, Scenario]] = {
     "rotation job cancel": ("rotation.job.cancel", _rotation_job("cancel")),
     "rotation job resume": ("rotation.job.resume", _rotation_job("resume")),
     "platform rotation": ("rotation.platform.start", lambda api, c: (api("platform", Role.PLATFORM_OPERATOR).post("/api/v1/platform/rotations/", {"level": "L2"}), "public", "")),
+    "approvals policy PUT": ("approval.policy.set", lambda api, c: (api("acme", Role.TENANT_ADMIN).call("PUT", "/api/v1/approvals/policy/", {"actions": ["key.disable"], "required": 1}), "t_acme", "")),
+    "approval approve": ("approval.approve", _approval("approve")),
+    "approval deny": ("approval.deny", _approval("deny")),
+    "approval withdraw": ("approval.withdraw", _approval("withdraw")),
     **_customer_controlled_scenarios(),
 }  # fmt: skip
 
