@@ -100,7 +100,7 @@ class JobOut(serializers.Serializer):
     eta_seconds = serializers.FloatField(allow_null=True)
 
 
-class EventOut(serializers.Serializer):
+class DashboardEventOut(serializers.Serializer):
     seq = serializers.IntegerField()
     occurred_at = serializers.DateTimeField()
     action = serializers.CharField()
@@ -117,7 +117,7 @@ class DashboardOut(serializers.Serializer):
     gcm_usage = UsageOut()
     key_managers = ManagerOut(many=True)
     running_jobs = JobOut(many=True, help_text="Queued and running rewrap jobs (full job body).")
-    recent_events = EventOut(
+    recent_events = DashboardEventOut(
         many=True, help_text="The 10 newest audit events, without details or contexts."
     )
 
