@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth import authenticate, logout
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -30,6 +30,7 @@ from apps.tenants.forms import (
     grant_initial,
 )
 from apps.tenants.forms_invitations import InvitationForm
+from apps.tenants.signin import sign_in_finish
 from apps.tenants.tokens import api_token_create, api_token_revoke
 
 ANY_ROLE = [*TENANT_ROLES, Role.PLATFORM_OPERATOR]
@@ -67,10 +68,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
                 chained=False,
             )
         else:
-            login(request, user)
-            audit_context.update(actor=principal.actor, role=principal.role)
-            audit_record(action="auth.login")
-            return redirect(next_url)
+            return sign_in_finish(request, user, principal, method="password", next_url=next_url)
     return render(
         request,
         "console/login.html",
