@@ -66,6 +66,7 @@ SHARED_APPS = [
     "apps.keystores",  # platform keys
     "apps.audit",  # in the public schema: the platform log
     "apps.rotation.platform",  # platform-wide rotation runs
+    "apps.approvals.platform",  # platform approval requests (terminate a tenant)
 ]
 TENANT_APPS = [
     "apps.keychain",
@@ -236,6 +237,9 @@ KCM_LOGIN_FAILURE_LIMIT = env_int("KCM_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 KCM_LOGIN_LOCKOUT_SECONDS = env_int("KCM_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
 # How long an invitation link (apps/tenants/invitations.py) works unless accepted or revoked.
 KCM_INVITATION_TTL_HOURS = env_int("KCM_INVITATION_TTL_HOURS", 72, minimum=1)
+# Terminating a tenant waits for this many other platform operators' approvals (0: off).
+KCM_PLATFORM_APPROVALS_REQUIRED = env_int("KCM_PLATFORM_APPROVALS_REQUIRED", 0, minimum=0)
+KCM_PLATFORM_APPROVAL_EXPIRY_DAYS = env_int("KCM_PLATFORM_APPROVAL_EXPIRY_DAYS", 7, minimum=1)
 AXES_FAILURE_LIMIT = KCM_LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(seconds=KCM_LOGIN_LOCKOUT_SECONDS)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]

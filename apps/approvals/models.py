@@ -37,9 +37,11 @@ class RequestState(models.TextChoices):
     EXPIRED = "EXPIRED"
 
 
-class ApprovalRequest(models.Model):
+class RequestBase(models.Model):
     """One gated action with its exact parameters: approving approves this payload, and it runs
-    once, as the requester, when the last approval arrives."""
+    once, as the requester, when the last approval arrives (a FAILED run may be retried by the
+    requester until the request expires). A tenant's requests live in its schema
+    (`ApprovalRequest`), the platform's in the public schema (apps.approvals.platform)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     action = models.CharField(max_length=64)
@@ -63,7 +65,17 @@ class ApprovalRequest(models.Model):
     error_code = models.CharField(max_length=64, blank=True)
 
     class Meta:
+        abstract = True
         ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target} ({self.state})"
+
+
+class ApprovalRequest(RequestBase):
+    """A tenant's approval request (in the tenant's schema)."""
+
+    class Meta(RequestBase.Meta):
         constraints = [
             models.UniqueConstraint(
                 fields=["action", "target"],
@@ -72,23 +84,26 @@ class ApprovalRequest(models.Model):
             )
         ]
 
-    def __str__(self) -> str:
-        return f"{self.action} {self.target} ({self.state})"
 
-
-class Approval(models.Model):
+class ApprovalBase(models.Model):
     """One approver's yes to one request; a person approves a request once."""
 
-    request = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="approvals")
     person = models.IntegerField()
     actor = models.CharField(max_length=200)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        abstract = True
         ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.actor} approves {self.request_id}"  # type: ignore[attr-defined]
+
+
+class Approval(ApprovalBase):
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="approvals")
+
+    class Meta(ApprovalBase.Meta):
         constraints = [
             models.UniqueConstraint(fields=["request", "person"], name="approvals_once_per_person")
         ]
-
-    def __str__(self) -> str:
-        return f"{self.actor} approves {self.request_id}"
