@@ -61,6 +61,18 @@ class ServiceUnavailable(KcmError):
     title = "A dependency is unavailable"
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """PostgreSQL refused or lost the connection (restarting, down, unreachable): the request
+    changed nothing that was acknowledged; retrying shortly is safe (docs/operations.md)."""
+
+    code = "database_unavailable"
+    title = "The database is unavailable"
+    retry_after = 1
+
+    def __init__(self, detail: str | None = None, **extra: Any):
+        super().__init__(detail or "The database did not answer; retry shortly.", **extra)
+
+
 def problem(
     status: int,
     code: str,

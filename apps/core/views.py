@@ -1,9 +1,13 @@
 """Error pages of every host: a problem for the API, the refusal page for the console."""
 
+import sys
+
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
 
-from apps.core.errors import problem_response
+from apps.core.errors import DatabaseUnavailable, problem_response
 
 
 def _error(request: HttpRequest, status: int, code: str, title: str, detail: str) -> HttpResponse:
@@ -29,6 +33,10 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    # Django calls this while handling the exception; a lost or refused database connection
+    # (PostgreSQL restarting) is a 503 the client retries, not a bug.
+    if isinstance(sys.exc_info()[1], OperationalError | InterfaceError):
+        return database_unavailable(request)
     return _error(
         request, 500, "internal_error", "Internal error", "Something went wrong; it was logged."
     )
@@ -38,3 +46,20 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     return _error(
         request, 403, "csrf_failed", "Forbidden", "The form expired or did not come from this site."
     )
+
+
+def database_unavailable(request: HttpRequest) -> HttpResponse:
+    """503 `database_unavailable`, rendered without touching the database (no context
+    processors, no session): the console page is the bare refusal page."""
+    unavailable = DatabaseUnavailable()
+    if request.path.startswith("/api/"):
+        response: HttpResponse = problem_response(
+            unavailable.status, unavailable.code, unavailable.title, unavailable.detail, request
+        )
+    else:
+        page = render_to_string(
+            "console/refused.html", {"title": unavailable.title, "detail": unavailable.detail}
+        )
+        response = HttpResponse(page, status=unavailable.status)
+    response["Retry-After"] = str(unavailable.retry_after)
+    return response

@@ -44,7 +44,12 @@ from apps.audit.sealer import note_pending
 from apps.audit.services import event_body
 from apps.core import logcontext, metrics
 from apps.core.clientip import client_ip
-from apps.core.errors import PROBLEM_CONTENT_TYPE, api_exception_handler, problem
+from apps.core.errors import (
+    PROBLEM_CONTENT_TYPE,
+    DatabaseUnavailable,
+    api_exception_handler,
+    problem,
+)
 from apps.core.middleware import _REQUEST_ID, _log_request
 from apps.core.parsers import JSONParser
 from apps.core.throttling import AddressRateThrottle, PrincipalRateThrottle
@@ -271,14 +276,16 @@ class DataPlane:
         logger.warning("data plane: database error (%s)", type(exc).__name__)
         with contextlib.suppress(DatabaseError):
             connection.close()
+        unavailable = DatabaseUnavailable()
         body = problem(
-            503,
-            "database_unavailable",
-            "The database is unavailable",
-            "The database did not answer; retry shortly.",
+            unavailable.status,
+            unavailable.code,
+            unavailable.title,
+            unavailable.detail,
             call,  # type: ignore[arg-type]
         )
-        return 503, _render(body, 503), [("Retry-After", "1")]
+        retry = [("Retry-After", str(unavailable.retry_after))]
+        return unavailable.status, _render(body, unavailable.status), retry
 
     def _static_headers(self, secure: bool) -> list[tuple[str, str]]:
         """What Django's security, CSP and framing middleware add to an API response, taken
