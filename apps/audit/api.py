@@ -75,7 +75,7 @@ class ExportOut(serializers.ModelSerializer):
     class Meta:
         model = AuditExport
         fields = ["id", "state", "format", "filters", "total", "done", "progress", "requested_by",
-                  "created_at", "finished_at", "error"]  # fmt: skip
+                  "created_at", "finished_at", "error", "error_code"]  # fmt: skip
 
     def get_progress(self, job: AuditExport) -> float:
         return 1.0 if job.state == "succeeded" else (job.done / job.total if job.total else 0.0)

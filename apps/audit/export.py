@@ -4,10 +4,13 @@ signed by the platform's HSM-held audit key. tools/audit_verify.py checks them o
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,14 @@ FORMATS = ("csv", "jsonl")
 COLUMNS = ("seq", *chain.FIELDS, "prev_hash", "hash")
 MANIFEST_FORMAT = "kcm-audit-export/1"
 _PROGRESS_EVERY = 5000
+# No space (ENOSPC), over quota (EDQUOT), or over the file-size limit (EFBIG, RLIMIT_FSIZE).
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+DISK_FULL_DETAIL = (
+    "The export folder has no space left. Free space there (or point KCM_AUDIT_EXPORT_DIR "
+    "at a larger disk), then request the export again."
+)
+
+logger = logging.getLogger(__name__)
 
 
 def export_dir() -> Path:
@@ -77,11 +88,14 @@ def export_run(*, export_id: str) -> AuditExport:
     if export.state == ExportState.SUCCEEDED:
         return export
     total = event_search(export.filters).count()
-    AuditExport.objects.filter(pk=export.pk).update(state=ExportState.RUNNING, total=total, done=0)
-    path = export_dir() / f"{export.pk}.{export.format}"
+    AuditExport.objects.filter(pk=export.pk).update(
+        state=ExportState.RUNNING, total=total, done=0, error="", error_code=""
+    )
+    path: Path | None = None
     digest = hashlib.sha256()
     count, first, last = 0, None, None
     try:
+        path = export_dir() / f"{export.pk}.{export.format}"
         with path.open("wb") as out:
             if export.format == "csv":
                 header = (",".join(COLUMNS) + "\n").encode()
@@ -97,12 +111,21 @@ def export_run(*, export_id: str) -> AuditExport:
                 if count % _PROGRESS_EVERY == 0:
                     AuditExport.objects.filter(pk=export.pk).update(done=count)
         manifest = _manifest(export, count, first, last, digest.hexdigest(), path.name)
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            _fail(
+                export,
+                path,
+                "export_failed",
+                f"The export file could not be written ({exc.strerror}).",
+            )
+            raise
+        _fail(export, path, "export_disk_full", DISK_FULL_DETAIL)
+        logger.warning("audit export %s: the export folder is full", export.pk)
+        export.refresh_from_db()
+        return export
     except Exception as exc:
-        AuditExport.objects.filter(pk=export.pk).update(
-            state=ExportState.FAILED,
-            error=f"{type(exc).__name__}: {exc}"[:500],
-            finished_at=timezone.now(),
-        )
+        _fail(export, path, "export_failed", f"The export failed ({type(exc).__name__}).")
         raise
     AuditExport.objects.filter(pk=export.pk).update(
         state=ExportState.SUCCEEDED,
@@ -114,6 +137,17 @@ def export_run(*, export_id: str) -> AuditExport:
     )
     export.refresh_from_db()
     return export
+
+
+def _fail(export: AuditExport, path: Path | None, code: str, detail: str) -> None:
+    """Mark the export failed with a stable `code` and a message that names no path, and
+    remove what was written of its file: a full disk is not left fuller."""
+    if path is not None:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+    AuditExport.objects.filter(pk=export.pk).update(
+        state=ExportState.FAILED, error=detail[:500], error_code=code, finished_at=timezone.now()
+    )
 
 
 def _manifest(

@@ -110,6 +110,8 @@ class AuditExport(models.Model):
     file_name = models.CharField(max_length=300, blank=True)
     manifest = models.JSONField(default=dict, blank=True)
     error = models.CharField(max_length=500, blank=True)
+    # Stable code of a failure (`export_disk_full`, `export_failed`); "" otherwise.
+    error_code = models.CharField(max_length=40, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -10,7 +10,11 @@
         document.getElementById("progress").value = job.progress;
         document.getElementById("status").textContent = job.state + (job.total ? " — " + job.done + " / " + job.total + " events" : "");
         if (job.state === "succeeded") { document.getElementById("links").hidden = false; return; }
-        if (job.state !== "failed") setTimeout(poll, 500);
+        if (job.state === "failed") {
+          document.getElementById("status").textContent = "failed (" + job.error_code + "): " + job.error;
+          return;
+        }
+        setTimeout(poll, 500);
       });
   }
   poll();
