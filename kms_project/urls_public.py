@@ -2,6 +2,8 @@
 
 from django.urls import URLPattern, URLResolver, include, path
 
+from apps.approvals import urls_api as approvals_api
+from apps.approvals import urls_console as approvals_console
 from apps.tenants import api as tenants_api
 from apps.tenants import api_invitations, views_invitations
 from apps.tenants import views as tenants_views
@@ -17,6 +19,7 @@ console: list[URLPattern | URLResolver] = [
     path("tokens/<int:token_id>/revoke/", tenants_views.token_revoke, name="token-revoke"),
     path("audit/", include("apps.audit.urls_console")),
     path("tenants/", tenants_views.tenants, name="tenants"),
+    path("approvals/", include(approvals_console.platform_urlpatterns)),
     path(
         "tenants/<slug:slug>/invitations/",
         views_invitations.tenant_invitation_list,
@@ -42,6 +45,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("platform/health/", PlatformHealthView.as_view(), name="platform-health"),
     path("platform/tenants/", tenants_api.TenantListView.as_view(), name="tenants"),
     path("", include("apps.rotation.urls_platform")),
+    path("", include(approvals_api.platform_urlpatterns)),
     path("platform/tenants/<slug:slug>/", tenants_api.TenantDetailView.as_view(), name="tenant"),
     path(
         "platform/tenants/<slug:slug>/invitations/",

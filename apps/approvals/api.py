@@ -1,4 +1,6 @@
-"""Approvals API: the requests (list, get, approve, deny, withdraw) and the tenant's policy."""
+"""Approvals API: the requests (list, get, approve, deny, withdraw, execute) and the policy; a
+tenant's under /api/v1/approvals/, the platform's (operators) under
+/api/v1/platform/approvals/, with the same shapes."""
 
 from __future__ import annotations
 
@@ -11,13 +13,17 @@ from rest_framework.response import Response
 
 from apps.approvals import policy, selectors, services
 from apps.approvals.actions import ACTIONS
+from apps.approvals.ledgers import PLATFORM, TENANT, Ledger
 from apps.approvals.models import RequestState
+from apps.approvals.platform.actions import platform_policy
 from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse, principal_of
 from apps.core.roles import Role
 
 READERS = frozenset({Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR})
 DECIDERS = frozenset({Role.KEY_ADMIN, Role.TENANT_ADMIN})
 TENANT_ADMIN = frozenset({Role.TENANT_ADMIN})
+OPERATORS = frozenset({Role.PLATFORM_OPERATOR})
+DECISIONS = ("approve", "deny", "withdraw", "execute")
 
 
 class DenyIn(StrictSerializer):
@@ -43,14 +49,17 @@ class ApprovalListView(KcmAPIView):
     """Approval requests, newest first (`?state=PENDING` for those waiting)."""
 
     allowed_roles = READERS
+    ledger: Ledger = TENANT
 
     @extend_schema(
         parameters=[OpenApiParameter("state", str, enum=RequestState.values, required=False)],
         responses=OpenApiResponse(description="Approval requests"),
     )
     def get(self, request: Request) -> Response:
-        services.expire_due()
-        requests = selectors.request_list(state=request.query_params.get("state"))
+        services.expire_due(ledger=self.ledger)
+        requests = selectors.request_list(
+            state=request.query_params.get("state"), ledger=self.ledger
+        )
         return Response({"results": [selectors.request_body(r) for r in requests]})
 
 
@@ -58,17 +67,21 @@ class ApprovalDetailView(KcmAPIView):
     """One approval request: the action and parameters it would run, approvals, outcome."""
 
     allowed_roles = READERS
+    ledger: Ledger = TENANT
 
     @extend_schema(responses=OpenApiResponse(description="The approval request"))
     def get(self, request: Request, request_id: UUID) -> Response:
-        return Response(selectors.request_body(selectors.request_get(request_id=request_id)))
+        row = selectors.request_get(request_id=request_id, ledger=self.ledger)
+        return Response(selectors.request_body(row))
 
 
 class ApprovalActionView(KcmAPIView):
-    """POST /approvals/<id>/approve/, /deny/ (with a reason) or /withdraw/ (the requester).
-    The approval that reaches the required count runs the action, as the requester."""
+    """POST /approvals/<id>/approve/, /deny/ (with a reason), /withdraw/ (the requester) or
+    /execute/ (the requester, to run again a request whose run was refused: FAILED). The
+    approval that reaches the required count runs the action, as the requester."""
 
     allowed_roles = DECIDERS
+    ledger: Ledger = TENANT
     action: str = ""
 
     @property
@@ -87,12 +100,19 @@ class ApprovalActionView(KcmAPIView):
         if self.action == "deny":
             data = parse(DenyIn, request)
             row = services.request_deny(
-                request_id=request_id, principal=principal, reason=data["reason"]
+                request_id=request_id,
+                principal=principal,
+                reason=data["reason"],
+                ledger=self.ledger,
             )
         else:
             parse(EmptyIn, request)
-            act = {"approve": services.request_approve, "withdraw": services.request_withdraw}
-            row = act[self.action](request_id=request_id, principal=principal)
+            act = {
+                "approve": services.request_approve,
+                "withdraw": services.request_withdraw,
+                "execute": services.request_execute,
+            }
+            row = act[self.action](request_id=request_id, principal=principal, ledger=self.ledger)
         return Response(selectors.request_body(row))
 
 
@@ -127,3 +147,36 @@ class ApprovalPolicyView(KcmAPIView):
         if isinstance(outcome, dict):
             return Response(outcome, status=status.HTTP_202_ACCEPTED)
         return Response(policy.policy_body(outcome))
+
+
+# --- the platform's (public schema, platform operators) -----------------------------------
+
+
+class PlatformApprovalListView(ApprovalListView):
+    """The platform's approval requests (terminate a tenant), newest first."""
+
+    allowed_roles = OPERATORS
+    ledger = PLATFORM
+
+
+class PlatformApprovalDetailView(ApprovalDetailView):
+    allowed_roles = OPERATORS
+    ledger = PLATFORM
+
+
+class PlatformApprovalActionView(ApprovalActionView):
+    """approve, deny, withdraw or execute a platform request: by other platform operators."""
+
+    allowed_roles = OPERATORS
+    ledger = PLATFORM
+
+
+class PlatformApprovalPolicyView(KcmAPIView):
+    """The platform policy: read-only here, it is the deployment's settings
+    (KCM_PLATFORM_APPROVALS_REQUIRED, KCM_PLATFORM_APPROVAL_EXPIRY_DAYS)."""
+
+    allowed_roles = OPERATORS
+
+    @extend_schema(responses=OpenApiResponse(description="The platform policy"))
+    def get(self, request: Request) -> Response:
+        return Response(platform_policy())

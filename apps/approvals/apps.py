@@ -6,7 +6,8 @@ class ApprovalsConfig(AppConfig):
     label = "approvals"
 
     def ready(self) -> None:
-        from apps.approvals.services import gate
+        from apps.approvals.services import gate, platform_gate
         from apps.core.approvals import gate_register
 
         gate_register(gate)
+        gate_register(platform_gate)

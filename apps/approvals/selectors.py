@@ -7,45 +7,48 @@ from uuid import UUID
 
 from django.utils import timezone
 
-from apps.approvals.models import ApprovalRequest, RequestState
+from apps.approvals.ledgers import TENANT, Ledger
+from apps.approvals.models import RequestBase, RequestState
 from apps.core.errors import NotFound, ValidationFailed
 
 LIST_LIMIT = 200
 
 
-def request_list(*, state: str | None = None) -> list[ApprovalRequest]:
+def request_list(*, state: str | None = None, ledger: Ledger = TENANT) -> list[RequestBase]:
     """Newest first; `state` one of RequestState (a pending one past its expiry shows as
     PENDING until the next write marks it EXPIRED; `expires_at` tells)."""
     if state is not None and state not in RequestState.values:
         raise ValidationFailed(
             f"state must be one of {', '.join(RequestState.values)}.", code="invalid_state"
         )
-    requests = ApprovalRequest.objects.prefetch_related("approvals")
+    requests = ledger.requests().prefetch_related("approvals")
     if state is not None:
         requests = requests.filter(state=state)
     return list(requests[:LIST_LIMIT])
 
 
-def request_get(*, request_id: UUID | str) -> ApprovalRequest:
-    request = ApprovalRequest.objects.prefetch_related("approvals").filter(pk=request_id).first()
+def request_get(*, request_id: UUID | str, ledger: Ledger = TENANT) -> RequestBase:
+    request: RequestBase | None = (
+        ledger.requests().prefetch_related("approvals").filter(pk=request_id).first()
+    )
     if request is None:
         raise NotFound("No such approval request.", code="approval_not_found")
     return request
 
 
-def pending_for(*, roles: frozenset[str], person: int | None) -> int:
+def pending_for(*, roles: frozenset[str], person: int | None, ledger: Ledger = TENANT) -> int:
     """How many live requests wait on someone holding `roles` (one COUNT query), not counting
     the person's own requests."""
-    pending = ApprovalRequest.objects.filter(
+    pending = ledger.requests().filter(
         state=RequestState.PENDING, approver_role__in=roles, expires_at__gt=timezone.now()
     )
     if person is not None:
         pending = pending.exclude(requester_person=person)
-    return pending.count()
+    return int(pending.count())
 
 
-def request_body(request: ApprovalRequest) -> dict[str, Any]:
-    approvals = list(request.approvals.all())
+def request_body(request: RequestBase) -> dict[str, Any]:
+    approvals = list(request.approvals.all())  # type: ignore[attr-defined]
     return {
         "id": str(request.pk),
         "action": request.action,

@@ -1,8 +1,10 @@
 """Approval requests: made by the gate, approved, denied, withdrawn, expired, and executed
-exactly once, as the requester, when the last approval arrives.
+exactly once, as the requester, when the last approval arrives. A run the service refused
+(FAILED) may be retried by the requester (`request_execute`) until the request expires.
 
 Every step locks the request's row (select_for_update) and records an audit event in the same
 transaction, so of concurrent approvals exactly one sees the count reached and runs the action.
+A tenant's requests and the platform's follow the same steps, in their own `Ledger`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.approvals.actions import ACTIONS, POLICY_SET
-from apps.approvals.models import Approval, ApprovalPolicy, ApprovalRequest, RequestState
+from apps.approvals.ledgers import PLATFORM, TENANT, Ledger, requester_principal
+from apps.approvals.models import ApprovalPolicy, RequestBase, RequestState
+from apps.approvals.platform.actions import PLATFORM_ACTIONS
 from apps.approvals.policy import policy_apply, policy_check, policy_get
 from apps.approvals.selectors import request_body
 from apps.audit.context import current, reset_context, set_context
@@ -24,7 +29,7 @@ from apps.audit.services import audit_record
 from apps.core.errors import Conflict, Forbidden, KcmError, NotFound
 from apps.core.roles import Role
 from apps.core.tenancy import Principal
-from apps.tenants.access import current_tenant, person_of
+from apps.tenants.access import person_of
 from apps.tenants.models import Membership
 
 
@@ -52,9 +57,9 @@ def gate(
     policy = policy_get()
     if action not in policy.actions:
         return None
-    if not gated.applies(target):
+    if not gated.applies(target, params):
         return None
-    gated.check(target, params)
+    gated.check(target, params, principal)
     return request_body(
         request_create(
             principal=principal,
@@ -68,6 +73,44 @@ def gate(
     )
 
 
+def platform_gate(
+    principal: Principal, action: str, target: str, params: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The platform's gate (terminate a tenant): the request body when
+    KCM_PLATFORM_APPROVALS_REQUIRED is above 0, else None. Refused (409
+    `not_enough_approvers`) when fewer other operators exist than the setting requires."""
+    gated = PLATFORM_ACTIONS.get(action)
+    required = settings.KCM_PLATFORM_APPROVALS_REQUIRED
+    if gated is None or required < 1:
+        return None
+    gated.check(target, params, principal)
+    requester = person_of(principal)
+    operators = Membership.objects.filter(
+        tenant=PLATFORM.tenant(), roles__contains=[Role.PLATFORM_OPERATOR]
+    )
+    if requester is not None:
+        operators = operators.exclude(user_id=requester)
+    eligible = operators.count()
+    if eligible < required:
+        raise Conflict(
+            f"Terminating a tenant needs {required} approvals by other platform operators "
+            f"(KCM_PLATFORM_APPROVALS_REQUIRED); this platform has {eligible}.",
+            code="not_enough_approvers",
+        )
+    return request_body(
+        request_create(
+            principal=principal,
+            action=action,
+            target=target,
+            params=params,
+            required=required,
+            approver_role=Role.PLATFORM_OPERATOR,
+            expiry_days=settings.KCM_PLATFORM_APPROVAL_EXPIRY_DAYS,
+            ledger=PLATFORM,
+        )
+    )
+
+
 def request_create(
     *,
     principal: Principal,
@@ -77,14 +120,15 @@ def request_create(
     required: int,
     approver_role: str,
     expiry_days: int,
-) -> ApprovalRequest:
+    ledger: Ledger = TENANT,
+) -> RequestBase:
     """Store the exact action and parameters; 409 `approval_pending` if the same action on the
     same target is already waiting."""
-    expire_due(action=action, target=target)
+    expire_due(action=action, target=target, ledger=ledger)
     now = timezone.now()
     try:
         with transaction.atomic():
-            request = ApprovalRequest.objects.create(
+            request = ledger.requests().create(
                 action=action,
                 target=target,
                 params=params,
@@ -136,14 +180,16 @@ def policy_set(
 # --- decisions -------------------------------------------------------------------------------
 
 
-def _locked(request_id: UUID | str) -> ApprovalRequest:
-    request = ApprovalRequest.objects.select_for_update().filter(pk=request_id).first()
+def _locked(request_id: UUID | str, ledger: Ledger) -> RequestBase:
+    request: RequestBase | None = (
+        ledger.requests().select_for_update().filter(pk=request_id).first()
+    )
     if request is None:
         raise NotFound("No such approval request.", code="approval_not_found")
     return request
 
 
-def _expire(request: ApprovalRequest, now: Any) -> None:
+def _expire(request: RequestBase, now: Any) -> None:
     request.state = RequestState.EXPIRED
     request.decided_at = now
     request.save(update_fields=["state", "decided_at"])
@@ -154,10 +200,10 @@ def _expire(request: ApprovalRequest, now: Any) -> None:
     )
 
 
-def _open(request_id: UUID | str) -> ApprovalRequest | None:
+def _open(request_id: UUID | str, ledger: Ledger) -> RequestBase | None:
     """The locked request if it is still pending; None (after recording its expiry) if it has
     expired; RequestNotPending otherwise. Call inside a transaction."""
-    request = _locked(request_id)
+    request = _locked(request_id, ledger)
     if request.state != RequestState.PENDING:
         raise RequestNotPending(f"The approval request is {request.state}.")
     now = timezone.now()
@@ -171,7 +217,7 @@ def _expired() -> Conflict:
     return Conflict("The approval request has expired.", code="approval_expired")
 
 
-def _check_approver(request: ApprovalRequest, principal: Principal, person: int | None) -> None:
+def _check_approver(request: RequestBase, principal: Principal, person: int | None) -> None:
     if person is not None and person == request.requester_person:
         raise Forbidden(
             "The requester cannot approve or deny their own request.",
@@ -184,18 +230,21 @@ def _check_approver(request: ApprovalRequest, principal: Principal, person: int 
         )
 
 
-def request_approve(*, request_id: UUID | str, principal: Principal) -> ApprovalRequest:
+def request_approve(
+    *, request_id: UUID | str, principal: Principal, ledger: Ledger = TENANT
+) -> RequestBase:
     """Add `principal`'s approval; the approval that reaches the count runs the action."""
     person = person_of(principal)
     with transaction.atomic():
-        request = _open(request_id)
+        request = _open(request_id, ledger)
         if request is not None:
             _check_approver(request, principal, person)
             assert person is not None
-            if request.approvals.filter(person=person).exists():
+            approvals = request.approvals  # type: ignore[attr-defined]
+            if approvals.filter(person=person).exists():
                 raise Conflict("You have approved this request already.", code="already_approved")
-            Approval.objects.create(request=request, person=person, actor=principal.actor)
-            count = request.approvals.count()
+            approvals.create(person=person, actor=principal.actor)
+            count = approvals.count()
             audit_record(
                 action="approval.approve",
                 target=str(request.pk),
@@ -206,38 +255,55 @@ def request_approve(*, request_id: UUID | str, principal: Principal) -> Approval
                 },
             )
             if count >= request.required:
-                _execute(request)
+                _execute(request, ledger)
     if request is None:
         raise _expired()
     return request
 
 
-def _requester_still_may(request: ApprovalRequest) -> bool:
-    """Whether the requester is still a member holding the role the action needs (a tenant
-    admin for the policy, a key admin for the rest): approvals given to someone since removed
-    or demoted must not act in their name."""
-    if request.requester_person is None:  # the system (a command), not a person
-        return True
-    needed = Role.TENANT_ADMIN if request.action == POLICY_SET else Role.KEY_ADMIN
-    return Membership.objects.filter(
-        tenant=current_tenant(), user_id=request.requester_person, roles__contains=[needed]
-    ).exists()
+def request_execute(
+    *, request_id: UUID | str, principal: Principal, ledger: Ledger = TENANT
+) -> RequestBase:
+    """The requester runs an approved request again after its run was refused (FAILED: say the
+    key was in the wrong state, since put right). Only a FAILED, unexpired request; under the
+    row's lock, so of concurrent retries one runs and the others see it EXECUTED."""
+    person = person_of(principal)
+    with transaction.atomic():
+        request = _locked(request_id, ledger)
+        if person is None or person != request.requester_person:
+            raise Forbidden(
+                "Only the requester runs an approved request again.", code="not_the_requester"
+            )
+        if request.state != RequestState.FAILED:
+            raise RequestNotPending(
+                f"The approval request is {request.state}; only a FAILED one is run again."
+            )
+        if request.expires_at <= timezone.now():
+            raise _expired()
+        request.error_code = ""
+        request.reason = ""
+        _execute(request, ledger)
+    return request
 
 
-def _execute(request: ApprovalRequest) -> None:
+def _execute(request: RequestBase, ledger: Ledger) -> None:
     """Run the stored payload as the requester (their name on the action's own audit event),
-    in a savepoint: a refusal by the service marks the request FAILED with its code."""
+    in a savepoint: a refusal by the service marks the request FAILED with its code. Approvals
+    given to someone since removed or demoted never act in their name (`requester_lost_role`).
+    """
+    gated = ledger.actions[request.action]
     token = set_context(
         replace(current(), actor=request.requester_actor, role=request.requester_role)
     )
     try:
-        if not _requester_still_may(request):
+        requester = requester_principal(ledger, request)
+        if not gated.needs(dict(request.params)) <= requester.roles:
             raise Forbidden(
                 "The requester no longer holds the role this action needs; nothing was done.",
                 code="requester_lost_role",
             )
         with transaction.atomic():
-            request.result = ACTIONS[request.action].run(request.target, dict(request.params))
+            request.result = gated.run(request.target, dict(request.params), requester)
         request.state = RequestState.EXECUTED
     except KcmError as exc:
         request.state = RequestState.FAILED
@@ -257,16 +323,18 @@ def _execute(request: ApprovalRequest) -> None:
             "target": request.target,
             "params": request.params,
             "requested_by": request.requester_actor,
-            "approved_by": [a.actor for a in request.approvals.all()],
+            "approved_by": [a.actor for a in request.approvals.all()],  # type: ignore[attr-defined]
         },
     )
 
 
-def request_deny(*, request_id: UUID | str, principal: Principal, reason: str) -> ApprovalRequest:
+def request_deny(
+    *, request_id: UUID | str, principal: Principal, reason: str, ledger: Ledger = TENANT
+) -> RequestBase:
     """An approver refuses the request, with a reason; it never runs."""
     person = person_of(principal)
     with transaction.atomic():
-        request = _open(request_id)
+        request = _open(request_id, ledger)
         if request is not None:
             _check_approver(request, principal, person)
             _close(request, RequestState.DENIED, principal, reason)
@@ -280,11 +348,13 @@ def request_deny(*, request_id: UUID | str, principal: Principal, reason: str) -
     return request
 
 
-def request_withdraw(*, request_id: UUID | str, principal: Principal) -> ApprovalRequest:
+def request_withdraw(
+    *, request_id: UUID | str, principal: Principal, ledger: Ledger = TENANT
+) -> RequestBase:
     """The requester takes the request back."""
     person = person_of(principal)
     with transaction.atomic():
-        request = _open(request_id)
+        request = _open(request_id, ledger)
         if request is not None:
             if person is None or person != request.requester_person:
                 raise Forbidden("Only the requester withdraws a request.", code="not_the_requester")
@@ -299,7 +369,7 @@ def request_withdraw(*, request_id: UUID | str, principal: Principal) -> Approva
     return request
 
 
-def _close(request: ApprovalRequest, state: str, principal: Principal, reason: str) -> None:
+def _close(request: RequestBase, state: str, principal: Principal, reason: str) -> None:
     request.state = state
     request.decided_at = timezone.now()
     request.decided_by = principal.actor
@@ -307,15 +377,17 @@ def _close(request: ApprovalRequest, state: str, principal: Principal, reason: s
     request.save()
 
 
-def expire_due(*, action: str | None = None, target: str | None = None) -> int:
+def expire_due(
+    *, action: str | None = None, target: str | None = None, ledger: Ledger = TENANT
+) -> int:
     """Mark every pending request past its expiry EXPIRED (one audit event each)."""
-    due = ApprovalRequest.objects.filter(state=RequestState.PENDING, expires_at__lte=timezone.now())
+    due = ledger.requests().filter(state=RequestState.PENDING, expires_at__lte=timezone.now())
     if action is not None:
         due = due.filter(action=action, target=target)
     count = 0
     for request_id in due.values_list("pk", flat=True):
         with transaction.atomic():
-            request = _locked(request_id)
+            request = _locked(request_id, ledger)
             now = timezone.now()
             if request.state == RequestState.PENDING and request.expires_at <= now:
                 _expire(request, now)

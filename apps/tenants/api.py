@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.api import KcmAPIView, StrictSerializer, parse, principal_of
+from apps.core.approvals import approval_gate
 from apps.core.errors import NotFound
 from apps.core.pagination import CursorPagination
 from apps.core.roles import TENANT_ROLES, Role
@@ -152,14 +153,29 @@ class MemberDetailView(KcmAPIView):
     def get(self, request: Request, membership_id: int) -> Response:
         return Response(MembershipOut(self._get(membership_id)).data)
 
-    @extend_schema(request=MembershipPatch, responses=MembershipOut)
+    @extend_schema(
+        request=MembershipPatch,
+        responses={
+            200: MembershipOut,
+            202: OpenApiResponse(description="The approval request the change became"),
+        },
+    )
     def patch(self, request: Request, membership_id: int) -> Response:
         data = parse(MembershipPatch, request)
+        principal = principal_of(request)
+        # Granting key_admin or tenant_admin may need approval (the tenant's policy): 202.
+        pending = approval_gate(
+            principal=principal,
+            action="member.role_change",
+            target=str(membership_id),
+            params=services.member_change_params(
+                roles=data.get("roles"), key_grant=data.get("key_grant", services.UNCHANGED)
+            ),
+        )
+        if pending is not None:
+            return Response(pending, status=status.HTTP_202_ACCEPTED)
         membership = services.member_update(
-            tenant=current_tenant(),
-            membership_id=membership_id,
-            actor=principal_of(request),
-            **data,
+            tenant=current_tenant(), membership_id=membership_id, actor=principal, **data
         )
         return Response(MembershipOut(membership).data)
 
@@ -309,11 +325,27 @@ class TenantActionView(KcmAPIView):
     def audit_action(self) -> str:  # type: ignore[override]
         return f"tenant.{self.action}"
 
-    @extend_schema(request=TenantActionIn, responses=TenantOut)
+    @extend_schema(
+        request=TenantActionIn,
+        responses={
+            200: TenantOut,
+            202: OpenApiResponse(description="The approval request a termination became"),
+        },
+    )
     def post(self, request: Request, slug: str) -> Response:
         data = parse(TenantActionIn, request)
         tenant = services.tenant_get(slug=slug)
         reason = data.get("reason", "")
+        if self.action == "terminate":
+            # KCM_PLATFORM_APPROVALS_REQUIRED may make it wait for other operators: 202.
+            pending = approval_gate(
+                principal=principal_of(request),
+                action="tenant.terminate",
+                target=tenant.slug,
+                params={"reason": reason},
+            )
+            if pending is not None:
+                return Response(pending, status=status.HTTP_202_ACCEPTED)
         if self.action == "suspend":
             services.tenant_suspend(tenant=tenant, reason=reason)
         elif self.action == "resume":

@@ -237,7 +237,21 @@ def membership_remove(*, tenant: Tenant, membership_id: int, acting: Principal) 
         membership.delete()
 
 
-_UNCHANGED: Any = object()
+UNCHANGED: Any = object()  # for `key_grant`: keep the member's grant
+_UNCHANGED = UNCHANGED
+
+
+def member_change_params(
+    *, roles: Iterable[str] | None, key_grant: Any = UNCHANGED
+) -> dict[str, Any]:
+    """`member_update`'s arguments as JSON, as an approval request stores them (the whole new
+    set of roles, sorted; the key grant only when one is given) and runs them."""
+    params: dict[str, Any] = {}
+    if roles is not None:
+        params["roles"] = sorted(set(roles))
+    if key_grant is not UNCHANGED:
+        params["key_grant"] = None if key_grant is None else key_grant.to_json()
+    return params
 
 
 def _given(key_grant: Any) -> KeyGrant | None:

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from apps.audit import context as audit_context
 from apps.audit.models import Outcome
 from apps.audit.services import audit_record
+from apps.core.approvals import console_gate
 from apps.core.console import console_view, invalid_form, run_action
 from apps.core.errors import KcmError
 from apps.core.roles import TENANT_ROLES, Role
@@ -156,16 +157,25 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
             audit_action="member.role_change",
         )
 
+    member = selectors.membership_list(tenant=tenant).filter(pk=membership_id).first()
+    kept = set(member.roles) - principal.roles if member is not None else set()
+    roles = set(form.cleaned_data["roles"]) | kept
+    grant = form.cleaned_data["key_grant"]
+    given = {"key_grant": grant} if grant is not None else {}
+    # Granting key_admin or tenant_admin may need approval (the tenant's policy).
+    gated = console_gate(
+        request,
+        action="member.role_change",
+        target=str(membership_id),
+        params=services.member_change_params(roles=roles, **given),
+        next_url=reverse("console:members"),
+    )
+    if gated is not None:
+        return gated
+
     def change() -> object:
-        member = selectors.membership_list(tenant=tenant).filter(pk=membership_id).first()
-        kept = set(member.roles) - principal.roles if member is not None else set()
-        grant = form.cleaned_data["key_grant"]
         return services.member_update(
-            tenant=tenant,
-            membership_id=membership_id,
-            actor=principal,
-            roles=set(form.cleaned_data["roles"]) | kept,
-            **({"key_grant": grant} if grant is not None else {}),
+            tenant=tenant, membership_id=membership_id, actor=principal, roles=roles, **given
         )
 
     return run_action(
@@ -263,6 +273,17 @@ def tenant_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
     if action not in {"suspend", "resume", "terminate"}:
         raise Http404
     reason = ReasonForm(request.POST).data.get("reason", "")[:500]
+    if action == "terminate":
+        # KCM_PLATFORM_APPROVALS_REQUIRED may make it wait for other operators.
+        gated = console_gate(
+            request,
+            action="tenant.terminate",
+            target=slug,
+            params={"reason": reason},
+            next_url=reverse("console:tenants"),
+        )
+        if gated is not None:
+            return gated
 
     def act() -> object:
         tenant = services.tenant_get(slug=slug)

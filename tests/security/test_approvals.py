@@ -117,12 +117,12 @@ def test_two_of_three_concurrent_approvals_execute_exactly_once(world: World) ->
     names = [f"racer-{n}" for n in range(3)]
     requester = world.users[("acme", Role.TENANT_ADMIN)]  # the policy is a tenant admin's
 
-    def principal(user: User) -> Principal:
+    def principal(user: User, role: str = Role.KEY_ADMIN) -> Principal:
         return Principal(
             kind="user",
             id=user.pk,
             label=user.username,
-            roles=frozenset({Role.KEY_ADMIN}),
+            roles=frozenset({role}),
             tenant_id=acme.pk,
             user_id=user.pk,
         )
@@ -142,7 +142,7 @@ def test_two_of_three_concurrent_approvals_execute_exactly_once(world: World) ->
             }
             return str(
                 services.request_create(
-                    principal=principal(requester),
+                    principal=principal(requester, Role.TENANT_ADMIN),
                     action="approval.policy.set",
                     target="policy",
                     params=params,
