@@ -95,22 +95,23 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def database_from_url(url: str) -> dict[str, object]:
-    """Parse ``postgres://user:pass@host:port/name?host=/socket/dir`` into a DATABASES entry."""
+def database_from_url(url: str, setting: str = "KCM_DATABASE_URL") -> dict[str, object]:
+    """Parse ``postgres://user:pass@host:port/name?host=/socket/dir`` into a DATABASES entry
+    (`setting`: the variable it came from, for the error messages)."""
     parts = urlsplit(url)
     if parts.scheme not in {"postgres", "postgresql"}:
         raise ImproperlyConfiguredEnv(
-            f"KCM_DATABASE_URL must start with postgres:// or postgresql://, got {parts.scheme!r}"
+            f"{setting} must start with postgres:// or postgresql://, got {parts.scheme!r}"
         )
     name = unquote(parts.path.lstrip("/"))
     if not name:
-        raise ImproperlyConfiguredEnv("KCM_DATABASE_URL must name a database")
+        raise ImproperlyConfiguredEnv(f"{setting} must name a database")
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     host = query.pop("host", None) or unquote(parts.hostname or "")
     try:
         port = parts.port
     except ValueError:
-        raise ImproperlyConfiguredEnv("KCM_DATABASE_URL has an invalid port") from None
+        raise ImproperlyConfiguredEnv(f"{setting} has an invalid port") from None
     return {
         "NAME": name,
         "USER": unquote(parts.username or ""),

@@ -134,15 +134,35 @@ if _database_url is None:
         "KCM_DATABASE_URL must be set (`make run` and `make test` set it for you)"
     )
 _database = database_from_url(_database_url)
+# "transaction" when KCM_DATABASE_URL points at a PgBouncer in transaction-pooling mode: each
+# statement then carries its tenant's search_path (apps/core/pooling), and no server-side cursor
+# is used. "session": a direct connection, or a pooler in session mode.
+KCM_DATABASE_POOLING = env_choice("KCM_DATABASE_POOLING", ("session", "transaction"), "session")
 DATABASES = {
     "default": {
-        "ENGINE": "django_tenants.postgresql_backend",
+        "ENGINE": (
+            "apps.core.pooling"
+            if KCM_DATABASE_POOLING == "transaction"
+            else "django_tenants.postgresql_backend"
+        ),
         **_database,
         # Persistent connections: without them every request pays a PostgreSQL connect.
         "CONN_MAX_AGE": env_int("KCM_DB_CONN_MAX_AGE", 600, minimum=0),
         "CONN_HEALTH_CHECKS": True,
+        "DISABLE_SERVER_SIDE_CURSORS": KCM_DATABASE_POOLING == "transaction",
     }
 }
+# Session-bound work bypasses the pooler: the key cache's LISTEN and the rewrap runners' locks
+# (apps/core/connections.py). None: the same as KCM_DATABASE_URL.
+_direct_url = env_optional("KCM_DATABASE_DIRECT_URL")
+KCM_DATABASE_DIRECT = (
+    database_from_url(_direct_url, "KCM_DATABASE_DIRECT_URL") if _direct_url else None
+)
+if KCM_DATABASE_POOLING == "transaction" and KCM_DATABASE_DIRECT is None:
+    raise ImproperlyConfiguredEnv(
+        "KCM_DATABASE_POOLING=transaction needs KCM_DATABASE_DIRECT_URL: a connection straight "
+        "to PostgreSQL for LISTEN and session locks (docs/operations.md)"
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

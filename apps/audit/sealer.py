@@ -67,10 +67,14 @@ class _Sealer:
                 if conn is None or conn.closed:
                     conn = dedicated_connection(application_name="kcm-audit-sealer")
                 for schema in schemas:
-                    conn.execute(
-                        "SELECT set_config('search_path', %s, false)", [f'"{schema}", public']
-                    )
-                    conn.execute("SELECT public.kcm_audit_seal()")
+                    # The schema and the seal in one transaction: through a transaction-pooling
+                    # PgBouncer, a session-level setting could stay behind on a server
+                    # connection, or the seal run on another one.
+                    with conn.transaction():
+                        conn.execute(
+                            "SELECT set_config('search_path', %s, true)", [f'"{schema}", public']
+                        )
+                        conn.execute("SELECT public.kcm_audit_seal()")
                 if first_noted is not None:
                     metrics.AUDIT_SEAL_LAG_SECONDS.observe(time.monotonic() - first_noted)
             except Exception as exc:  # retried next round; nothing is lost (still pending)

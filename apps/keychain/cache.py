@@ -221,7 +221,9 @@ def _start_listener(cache: KeyCache) -> None:
 def _listen_forever(
     cache: KeyCache, stop: threading.Event, connect: Callable[[], Any] | None = None
 ) -> None:
-    connect = connect or partial(dedicated_connection, application_name="kcm-keychain-listener")
+    connect = connect or partial(
+        dedicated_connection, application_name="kcm-keychain-listener", direct=True
+    )
     backoff = 0.5
     while not stop.is_set():
         try:

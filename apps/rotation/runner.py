@@ -2,8 +2,9 @@
 references any more. See `apps.rotation.services` for why this is crash-safe.
 
 One runner per job: `rewrap_job_run` holds a PostgreSQL advisory lock on the job for as long
-as it runs. The lock dies with the runner's connection, so after a SIGKILL the next runner
-(a redelivered task, the worker's start-up resume or the beat sweep) takes over at once.
+as it runs, on a direct connection of its own (JobLock). The lock dies with that connection,
+so after a SIGKILL the next runner (a redelivered task, the worker's start-up resume or the
+beat sweep) takes over at once.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.models import Outcome
 from apps.audit.services import audit_record
 from apps.core import metrics
+from apps.core.connections import dedicated_connection
 from apps.core.errors import KcmError
 from apps.keychain.chain import find_key
 from apps.keychain.errors import HsmUnavailable
@@ -44,20 +46,44 @@ def _lock_key(job_id: UUID | str) -> int:
     return int.from_bytes(UUID(str(job_id)).bytes[:8], "big", signed=True)
 
 
+class JobLock:
+    """A job's session-level advisory lock, held on a connection of its own straight to
+    PostgreSQL (KCM_DATABASE_DIRECT_URL). The batches' transactions may go through a
+    transaction-pooling PgBouncer, where a session lock taken on one server connection would
+    stay behind when the transaction moves on; a direct session outlives them and dies with the
+    process (the lock with it) if the runner is killed."""
+
+    def __init__(self, job_id: UUID | str) -> None:
+        self.key = _lock_key(job_id)
+        self.conn: Any = None
+
+    def acquire(self) -> bool:
+        self.conn = dedicated_connection(application_name="kcm-rewrap-lock", direct=True)
+        row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", [self.key]).fetchone()
+        return bool(row and row[0])
+
+    def check(self) -> None:
+        """Raise if the lock's session is gone (PostgreSQL restarted, say): the lock went with
+        it, and another runner may take the job."""
+        self.conn.execute("SELECT 1")
+
+    def release(self) -> None:
+        if self.conn is not None:
+            self.conn.close()  # ends the session, and the lock with it
+            self.conn = None
+
+
 @contextlib.contextmanager
-def job_lock(job_id: UUID | str) -> Iterator[bool]:
-    """Hold the job's advisory lock if free (yields whether we got it). Session-level: it
-    outlives the batches' transactions and vanishes with the connection if we are killed."""
-    key = _lock_key(job_id)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        got = bool(cursor.fetchone()[0])
+def job_lock(job_id: UUID | str, *, holder: list[JobLock] | None = None) -> Iterator[bool]:
+    """Hold the job's lock (see JobLock) if free; yields whether we got it."""
+    lock = JobLock(job_id)
     try:
+        got = lock.acquire()
+        if got and holder is not None:
+            holder.append(lock)
         yield got
     finally:
-        if got:
-            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+        lock.release()
 
 
 def job_runner_alive(job_id: UUID | str) -> bool:
@@ -70,7 +96,8 @@ class _Run:
     """What one runner keeps between its batches: its start and count (for the rate), and the
     job's children (versions loaded once; the keys' states are read again every batch)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock: JobLock | None = None) -> None:
+        self.lock = lock
         self.started = time.monotonic()
         self.count = 0
         self.children: Children | None = None
@@ -91,18 +118,19 @@ class _Run:
 def rewrap_job_run(*, job_id: UUID | str) -> str:
     """Run a job to its end in this process and return its final state (or "busy" if another
     process runs it). Safe to call any number of times, concurrently, or after a crash."""
-    with job_lock(job_id) as mine:
+    held: list[JobLock] = []
+    with job_lock(job_id, holder=held) as mine:
         if not mine:
             return BUSY
         state = _job_begin(job_id)
         if state != JobState.RUNNING:
             return state
         with metrics.REWRAP_JOBS_RUNNING.track_inprogress():
-            return _run_to_end(job_id)
+            return _run_to_end(job_id, held[0])
 
 
-def _run_to_end(job_id: UUID | str) -> str:
-    run, outages = _Run(), 0
+def _run_to_end(job_id: UUID | str, lock: JobLock) -> str:
+    run, outages = _Run(lock), 0
     while True:
         try:
             step = rewrap_job_run_batch(job_id=job_id, run=run)
@@ -138,6 +166,8 @@ def rewrap_job_run_batch(*, job_id: UUID | str, run: _Run | None = None) -> str:
         job = RewrapJob.objects.select_for_update().get(pk=job_id)
         if job.state != JobState.RUNNING:
             return job.state
+        if run is not None and run.lock is not None:
+            run.lock.check()
         children = run.children_of(job) if run is not None else children_of(job)
         children.ensure_usable()
         result = children.run_batch(after=job.cursor, limit=settings.KCM_REWRAP_BATCH_SIZE)
