@@ -277,11 +277,14 @@ class CryptoView(CryptoAuditMixin):
 
     @extend_schema(responses=OpenApiResponse(description="Result"))
     def post(self, request: Request, name: str) -> Response:
+        return Response(self.answer(request, name))
+
+    def answer(self, request: Request, name: str) -> dict[str, Any]:
+        """The 200 answer's data (the data plane serves it without a Response object)."""
         item: dict[str, Any] = parse(_INPUTS[self.operation], request)
-        result = datakeys.run(
+        return datakeys.run(
             service_key=name, operation=self.operation, item=item, principal=principal_of(request)
         )
-        return Response(result)
 
 
 class CryptoBatchView(CryptoAuditMixin):
@@ -301,6 +304,10 @@ class CryptoBatchView(CryptoAuditMixin):
 
     @extend_schema(request=BatchIn, responses=OpenApiResponse(description="A result per item"))
     def post(self, request: Request, name: str) -> Response:
+        return Response(self.answer(request, name))
+
+    def answer(self, request: Request, name: str) -> dict[str, Any]:
+        """The 200 answer's data (the data plane serves it without a Response object)."""
         data = parse(BatchIn, request)
         item_serializer = _INPUTS[self.operation]
         items: list[dict[str, Any] | KcmError] = []
@@ -313,7 +320,7 @@ class CryptoBatchView(CryptoAuditMixin):
         results = datakeys.run_batch(
             service_key=name, operation=self.operation, items=items, principal=principal_of(request)
         )
-        return Response({"results": results})
+        return {"results": results}
 
 
 def _flatten(errors: Any) -> str:
