@@ -65,6 +65,8 @@ class GatedAction:
     check: Callable[[str, Params, Principal], None] = _no_check  # (target, params, requester)
     # The roles the requester must still hold when it runs (else `requester_lost_role`).
     needs: Callable[[Params], frozenset[str]] = lambda params: frozenset({Role.KEY_ADMIN})
+    # The person the action is about, who may not approve it (a member being promoted).
+    subject: Callable[[str], int | None] = lambda target: None
 
 
 def _policy_set(target: str, params: Params, principal: Principal) -> dict[str, Any]:
@@ -121,6 +123,13 @@ def _member_check(target: str, params: Params, principal: Principal) -> None:
         transaction.set_rollback(True)
 
 
+def _member_person(target: str) -> int | None:
+    if not target.isdigit():
+        return None
+    rows = Membership.objects.filter(pk=int(target), tenant=current_tenant())
+    return rows.values_list("user_id", flat=True).first()
+
+
 def _member_needs(params: Params) -> frozenset[str]:
     """A tenant admin who still holds every privileged role the change grants."""
     return frozenset({Role.TENANT_ADMIN}) | (frozenset(params.get("roles", ())) & PRIVILEGED_ROLES)
@@ -167,6 +176,7 @@ ACTIONS: dict[str, GatedAction] = {
         applies=_grants_privilege,
         check=_member_check,
         needs=_member_needs,
+        subject=_member_person,
     ),
     POLICY_SET: GatedAction(
         "Change the approval policy",

@@ -15,8 +15,9 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django_tenants.utils import get_public_schema_name
 
 from apps.approvals.actions import ACTIONS, POLICY_SET
 from apps.approvals.ledgers import PLATFORM, TENANT, Ledger, requester_principal
@@ -71,6 +72,14 @@ def gate(
             expiry_days=policy.expiry_days,
         )
     )
+
+
+def gates_action(action: str) -> bool:
+    """Whether the current tenant's policy lists `action` (never on the public schema, where
+    tenant policies do not live)."""
+    if connection.schema_name == get_public_schema_name():  # type: ignore[attr-defined]
+        return False
+    return action in policy_get().actions
 
 
 def platform_gate(
@@ -217,11 +226,19 @@ def _expired() -> Conflict:
     return Conflict("The approval request has expired.", code="approval_expired")
 
 
-def _check_approver(request: RequestBase, principal: Principal, person: int | None) -> None:
+def _check_approver(
+    request: RequestBase, principal: Principal, person: int | None, ledger: Ledger
+) -> None:
     if person is not None and person == request.requester_person:
         raise Forbidden(
             "The requester cannot approve or deny their own request.",
             code="requester_cannot_approve",
+        )
+    gated = ledger.actions.get(request.action)
+    if person is not None and gated is not None and gated.subject(request.target) == person:
+        raise Forbidden(
+            "The member this request is about cannot approve or deny it.",
+            code="subject_cannot_approve",
         )
     if person is None or request.approver_role not in principal.roles:
         raise Forbidden(
@@ -238,7 +255,7 @@ def request_approve(
     with transaction.atomic():
         request = _open(request_id, ledger)
         if request is not None:
-            _check_approver(request, principal, person)
+            _check_approver(request, principal, person, ledger)
             assert person is not None
             approvals = request.approvals  # type: ignore[attr-defined]
             if approvals.filter(person=person).exists():
@@ -336,7 +353,7 @@ def request_deny(
     with transaction.atomic():
         request = _open(request_id, ledger)
         if request is not None:
-            _check_approver(request, principal, person)
+            _check_approver(request, principal, person, ledger)
             _close(request, RequestState.DENIED, principal, reason)
             audit_record(
                 action="approval.deny",

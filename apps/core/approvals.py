@@ -18,12 +18,25 @@ from apps.core.tenancy import Principal
 
 Gate = Callable[[Principal, str, str, dict[str, Any]], "dict[str, Any] | None"]
 _gates: list[Gate] = []
+_policies: list[Callable[[str], bool]] = []
 
 
 def gate_register(gate: Gate) -> None:
     """Install the approval gate (apps.approvals does, once, when its app is ready)."""
     if gate not in _gates:
         _gates.append(gate)
+
+
+def policy_register(gates_action: Callable[[str], bool]) -> None:
+    """Install the question "does the current policy gate this action?" (apps.approvals)."""
+    if gates_action not in _policies:
+        _policies.append(gates_action)
+
+
+def action_gated(action: str) -> bool:
+    """Whether the current tenant's policy gates `action`: for a path that must not go round
+    it (an invitation offering an admin role when granting one needs approval)."""
+    return any(gates_action(action) for gates_action in _policies)
 
 
 def approval_gate(

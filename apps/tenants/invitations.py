@@ -28,6 +28,7 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from apps.audit.services import audit_record
+from apps.core.approvals import action_gated
 from apps.core.errors import Conflict, Forbidden, KcmError, NotFound, ValidationFailed
 from apps.core.roles import TENANT_ROLES, Role
 from apps.core.tenancy import Principal
@@ -110,6 +111,17 @@ def invitation_create(
         raise Conflict(
             f"Tenant {tenant.slug} is not active: nobody can be invited to it.",
             code="tenant_not_active",
+        )
+    if (
+        actor.tenant_id == tenant.pk
+        and set(roles) & {Role.KEY_ADMIN, Role.TENANT_ADMIN}
+        and action_gated("member.role_change")
+    ):
+        # Else inviting a second account of one's own would go round the four eyes.
+        raise Conflict(
+            "This tenant's approval policy gates granting key_admin or tenant_admin: invite "
+            "with other roles, then change the member's roles (that waits for approval).",
+            code="approval_required",
         )
     if actor.tenant_id != tenant.pk:
         if Role.PLATFORM_OPERATOR not in actor.roles:

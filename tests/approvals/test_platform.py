@@ -115,7 +115,9 @@ def test_a_termination_waits_for_two_other_operators_then_runs_once(
 
     with schema_context("public"):
         seal_here()
-        terminated = AuditEvent.objects.get(action="tenant.terminate", outcome="success")
+        terminated = AuditEvent.objects.get(
+            action="tenant.terminate", target="doomed", outcome="success"
+        )
         requested = AuditEvent.objects.get(action="approval.request", target=body["id"])
         assert terminated.actor == requested.actor == body["requested_by"]
         assert terminated.details["reason"] == "contract ended"
@@ -180,7 +182,9 @@ def test_denied_withdrawn_and_expired_terminations_never_run(
     assert _status("doomed") == TenantStatus.ACTIVE
     with schema_context("public"):
         seal_here()
-        assert not AuditEvent.objects.filter(action="tenant.terminate", outcome="success")
+        assert not AuditEvent.objects.filter(
+            action="tenant.terminate", target="doomed", outcome="success"
+        )
         assert AuditEvent.objects.filter(action="approval.expire", target=expired["id"]).count()
         assert audit.audit_verify()["ok"]
 
