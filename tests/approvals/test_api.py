@@ -242,3 +242,63 @@ def test_an_action_the_service_refuses_when_it_runs_marks_the_request_failed(
         executed = AuditEvent.objects.get(action="approval.execute", target=asked["id"])
         assert (executed.outcome, executed.error_code) == ("error", "invalid_key_state")
         assert audit.audit_verify()["ok"]
+
+
+def test_the_requester_runs_a_failed_request_again_once_the_key_allows_it(
+    setup: Setup,
+) -> None:
+    assert setup.policy(actions=["key.disable"]).status_code == 200
+    asked = setup.requester.post(f"/api/v1/keys/{setup.l1}/disable/", {}).json_body
+    moved = setup.requester.post(f"/api/v1/keys/{setup.l1}/schedule-deletion/", {"pending_days": 7})
+    assert moved.status_code == 200
+    for approver in setup.approvers[:2]:
+        done = approver.api.post(f"/api/v1/approvals/{asked['id']}/approve/", {})
+    assert done.json_body["state"] == "FAILED"
+    execute = f"/api/v1/approvals/{asked['id']}/execute/"
+    # Still in the wrong state: it fails again, and stays retryable.
+    again = setup.requester.post(execute, {})
+    assert (again.json_body["state"], again.json_body["error_code"]) == (
+        "FAILED",
+        "invalid_key_state",
+    )
+    assert setup.requester.post(f"/api/v1/keys/{setup.l1}/cancel-deletion/", {}).status_code == 200
+    assert setup.requester.post(f"/api/v1/keys/{setup.l1}/enable/", {}).status_code == 200
+    assert _key(setup).state == "ENABLED"
+    assert_problem(setup.approvers[0].api.post(execute, {}), 403, "not_the_requester")
+    assert_problem(setup.auditor.post(execute, {}), 403, "role_not_allowed")
+    ran = setup.requester.post(execute, {})
+    assert ran.status_code == 200, ran.content
+    assert (ran.json_body["state"], ran.json_body["error_code"]) == ("EXECUTED", "")
+    assert _key(setup).state == "DISABLED"
+    assert_problem(setup.requester.post(execute, {}), 409, "approval_not_pending")
+    with schema_context("t_acme"):
+        seal_here()
+        runs = AuditEvent.objects.filter(
+            action="approval.execute", target=asked["id"], details__has_key="approved_by"
+        )
+        assert [
+            (e.outcome, e.actor == done.json_body["requested_by"]) for e in runs.order_by("seq")
+        ] == [
+            ("error", False),  # the last approver's step
+            ("error", True),  # the requester's first retry
+            ("success", True),
+        ]
+        assert AuditEvent.objects.filter(action="key.disable", outcome="success").count() == 1
+        assert audit.audit_verify()["ok"]
+
+
+def test_a_failed_request_past_its_expiry_is_not_run_again(setup: Setup) -> None:
+    assert setup.policy(actions=["key.disable"]).status_code == 200
+    asked = setup.requester.post(f"/api/v1/keys/{setup.l1}/disable/", {}).json_body
+    setup.requester.post(f"/api/v1/keys/{setup.l1}/schedule-deletion/", {"pending_days": 7})
+    for approver in setup.approvers[:2]:
+        approver.api.post(f"/api/v1/approvals/{asked['id']}/approve/", {})
+    setup.requester.post(f"/api/v1/keys/{setup.l1}/cancel-deletion/", {})
+    assert setup.requester.post(f"/api/v1/keys/{setup.l1}/enable/", {}).status_code == 200
+    with schema_context("t_acme"):
+        ApprovalRequest.objects.filter(pk=asked["id"]).update(
+            expires_at=timezone.now() - timedelta(seconds=1)
+        )
+    expired = setup.requester.post(f"/api/v1/approvals/{asked['id']}/execute/", {})
+    assert_problem(expired, 409, "approval_expired")
+    assert _key(setup).state == "ENABLED"
