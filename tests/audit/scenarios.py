@@ -243,6 +243,30 @@ def _approval(action: str) -> Scenario:
     return run
 
 
+def _approval_execute(api: Any, c: dict[str, Any]) -> tuple[Any, str, str]:
+    """A 1-of-N request to disable the L1 that FAILED when approved (the key was scheduled for
+    deletion), the key put right: the requester runs it again (its key.disable aside)."""
+    from django.test import Client
+
+    from apps.tenants import services
+    from tests.helpers import Api
+
+    key = f"/api/v1/keys/{c['l1']['id']}/"
+    with override_settings(KCM_AUDIT_ENABLED=False):
+        user = services.user_create(username="approver-0", password="x" * 20 + "A1!")
+        services.membership_set(tenant=_tenant("acme"), user=user, roles=[Role.KEY_ADMIN])
+        client = Client(HTTP_HOST="acme.localhost")
+        client.force_login(user)
+        policy = {"actions": ["key.disable"], "required": 1}
+        api("acme", Role.TENANT_ADMIN).call("PUT", "/api/v1/approvals/policy/", policy)
+        asked = c["admin"].post(key + "disable/", {}).json_body
+        c["admin"].post(key + "schedule-deletion/", {"pending_days": 7})
+        Api("acme.localhost", client=client).post(f"/api/v1/approvals/{asked['id']}/approve/", {})
+        c["admin"].post(key + "cancel-deletion/", {})
+        c["admin"].post(key + "enable/", {})
+    return c["admin"].post(f"/api/v1/approvals/{asked['id']}/execute/", {}), "t_acme", "key.disable"
+
+
 def _tenant(slug: str) -> Any:
     from apps.tenants.models import Tenant
 
@@ -290,6 +314,7 @@ SUCCESS: dict[str, tuple[str, Scenario]] = {
     "approval approve": ("approval.approve", _approval("approve")),
     "approval deny": ("approval.deny", _approval("deny")),
     "approval withdraw": ("approval.withdraw", _approval("withdraw")),
+    "approval execute": ("approval.execute", _approval_execute),
     **_customer_controlled_scenarios(),
 }  # fmt: skip
 
