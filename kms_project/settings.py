@@ -67,6 +67,7 @@ SHARED_APPS = [
     "apps.audit",  # in the public schema: the platform log
     "apps.rotation.platform",  # platform-wide rotation runs
     "apps.approvals.platform",  # platform approval requests (terminate a tenant)
+    "apps.sso",  # tenants' OpenID Connect providers and linked identities
 ]
 TENANT_APPS = [
     "apps.keychain",
@@ -121,6 +122,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "apps.core.context_processors.kcm",
                 "apps.approvals.context_processors.approvals",
+                "apps.sso.context_processors.sso",
             ],
         },
     },
@@ -255,6 +257,9 @@ AUTHENTICATION_BACKENDS = [
 ]
 KCM_LOGIN_FAILURE_LIMIT = env_int("KCM_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 KCM_LOGIN_LOCKOUT_SECONDS = env_int("KCM_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+# Single sign-on (apps.sso): a provider's issuer must be https, unless this allows http
+# (development and tests, where the provider runs on localhost).
+KCM_SSO_ALLOW_HTTP = env_bool("KCM_SSO_ALLOW_HTTP", not PRODUCTION)
 # How long an invitation link (apps/tenants/invitations.py) works unless accepted or revoked.
 KCM_INVITATION_TTL_HOURS = env_int("KCM_INVITATION_TTL_HOURS", 72, minimum=1)
 # Terminating a tenant waits for this many other platform operators' approvals (0: off).

@@ -237,6 +237,42 @@ def membership_remove(*, tenant: Tenant, membership_id: int, acting: Principal) 
         membership.delete()
 
 
+def membership_assign(
+    *, tenant: Tenant, user: User, roles: Iterable[str], source: str
+) -> Membership:
+    """Give `user` exactly `roles` in `tenant` as an outside authority says (`source`, e.g.
+    "sso": the tenant's sign-on provider maps them at each sign-in). A key user keeps the grant
+    they had (none for a new one); the last tenant admin is never taken away
+    (`last_tenant_admin`); tokens beyond the new roles are revoked."""
+    wanted = roles_validate(tenant=tenant, roles=roles)
+    with transaction.atomic():
+        membership = Membership.objects.select_for_update().filter(user=user, tenant=tenant).first()
+        before = sorted(membership.roles) if membership is not None else []
+        if before == wanted:
+            return membership  # type: ignore[return-value]
+        if membership is not None and Role.TENANT_ADMIN not in wanted:
+            _keep_an_admin(tenant=tenant, losing=membership)
+        grant = grant_load(membership.key_grant) if membership is not None else None
+        membership = membership_set(tenant=tenant, user=user, roles=wanted, key_grant=grant)
+        revoked = tokens_hold_no_more(
+            tenant=tenant,
+            user_id=user.pk,
+            roles=membership.roles,
+            grant=grant_load(membership.key_grant),
+        )
+        audit_record(
+            action="member.role_change" if before else "member.join",
+            target=user.username,
+            details={
+                "from": before,
+                "to": membership.roles,
+                "by": source,
+                "revoked_tokens": revoked,
+            },
+        )
+        return membership
+
+
 UNCHANGED: Any = object()  # for `key_grant`: keep the member's grant
 _UNCHANGED = UNCHANGED
 

@@ -19,6 +19,7 @@ from django.shortcuts import redirect
 from apps.audit import context as audit_context
 from apps.audit.services import audit_record
 from apps.core.tenancy import Principal
+from apps.tenants.models import Tenant
 
 # (request, user, principal, method, next_url) -> a response diverting to a further step, or None.
 SecondStep = Callable[[HttpRequest, AbstractBaseUser, Principal, str, str], "HttpResponse | None"]
@@ -29,6 +30,27 @@ def second_step_register(step: SecondStep) -> None:
     """Install a step that runs between the first factor and the session (once per process)."""
     if step not in _second_steps:
         _second_steps.append(step)
+
+
+# (tenant) -> why password sign-in is refused in that tenant (a message), or None.
+PasswordRule = Callable[[Tenant], "str | None"]
+_password_rules: list[PasswordRule] = []
+
+
+def password_rule_register(rule: PasswordRule) -> None:
+    """Install a rule that may refuse password sign-in in a tenant (e.g. single sign-on that
+    turned local passwords off)."""
+    if rule not in _password_rules:
+        _password_rules.append(rule)
+
+
+def password_refusal(tenant: Tenant) -> str | None:
+    """Why passwords do not sign anyone in to `tenant`, or None when they do."""
+    for rule in _password_rules:
+        reason = rule(tenant)
+        if reason is not None:
+            return reason
+    return None
 
 
 def sign_in_finish(

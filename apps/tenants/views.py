@@ -31,7 +31,7 @@ from apps.tenants.forms import (
     grant_initial,
 )
 from apps.tenants.forms_invitations import InvitationForm
-from apps.tenants.signin import sign_in_finish
+from apps.tenants.signin import password_refusal, sign_in_finish
 from apps.tenants.tokens import api_token_create, api_token_revoke
 
 ANY_ROLE = [*TENANT_ROLES, Role.PLATFORM_OPERATOR]
@@ -46,7 +46,17 @@ def login_view(request: HttpRequest) -> HttpResponse:
     next_url = request.POST.get("next") or request.GET.get("next") or reverse("console:dashboard")
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         next_url = reverse("console:dashboard")
-    if request.method == "POST":
+    refusal = password_refusal(current_tenant())
+    if request.method == "POST" and refusal is not None:
+        error = refusal
+        audit_record(
+            action="auth.login_failed",
+            outcome=Outcome.DENIED,
+            error_code="local_passwords_off",
+            details={"username": request.POST.get("username", "")[:150]},
+            chained=False,
+        )
+    elif request.method == "POST":
         user = authenticate(
             request,
             username=request.POST.get("username", ""),
@@ -73,8 +83,8 @@ def login_view(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "console/login.html",
-        {"error": error, "next": next_url},
-        status=400 if error else 200,
+        {"error": error, "next": next_url, "passwords_off": refusal is not None},
+        status=(403 if refusal is not None else 400) if error else 200,
     )
 
 
