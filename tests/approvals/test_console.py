@@ -78,3 +78,25 @@ def test_a_tenant_admin_sets_the_policy_from_the_console(setup: Setup, world: Wo
     # A key admin sees the requests, not the policy form.
     page = _client(setup.approvers[0].user).get("/approvals/")
     assert page.status_code == 200 and b"approval-policy-form" not in page.content
+
+
+def test_the_requester_runs_a_failed_request_again_from_the_console(
+    setup: Setup, world: World
+) -> None:
+    assert setup.policy(actions=["key.disable"]).status_code == 200
+    key = f"/api/v1/keys/{setup.l1}/"
+    asked = setup.requester.post(key + "disable/", {}).json_body
+    setup.requester.post(key + "schedule-deletion/", {"pending_days": 7})
+    for approver in setup.approvers[:2]:
+        approver.api.post(f"/api/v1/approvals/{asked['id']}/approve/", {})
+    setup.requester.post(key + "cancel-deletion/", {})
+    setup.requester.post(key + "enable/", {})
+    requester = _client(world.users[("acme", Role.KEY_ADMIN)])
+    assert b">Run again</button>" in requester.get("/approvals/").content
+    # Only the requester is offered the button.
+    assert b">Run again</button>" not in _client(setup.approvers[0].user).get("/approvals/").content
+    done = requester.post(f"/approvals/{asked['id']}/execute/", follow=True)
+    assert b"Request executed." in done.content
+    got = setup.auditor.get(f"/api/v1/approvals/{asked['id']}/").json_body
+    assert (got["state"], got["result"]["state"]) == ("EXECUTED", "DISABLED")
+    assert b">Run again</button>" not in requester.get("/approvals/").content
