@@ -68,6 +68,7 @@ SHARED_APPS = [
     "apps.rotation.platform",  # platform-wide rotation runs
     "apps.approvals.platform",  # platform approval requests (terminate a tenant)
     "apps.sso",  # tenants' OpenID Connect providers and linked identities
+    "apps.mfa",  # second factors belong to people, who sign in to several tenants
 ]
 TENANT_APPS = [
     "apps.keychain",
@@ -106,6 +107,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.tenants.middleware.TenantStatusMiddleware",
     "apps.tenants.middleware.ConsolePrincipalMiddleware",
+    "apps.mfa.middleware.MfaEnrolmentMiddleware",  # after the principal: it reads it
     "apps.core.middleware.SessionIdleTimeoutMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
@@ -265,6 +267,8 @@ KCM_INVITATION_TTL_HOURS = env_int("KCM_INVITATION_TTL_HOURS", 72, minimum=1)
 # Terminating a tenant waits for this many other platform operators' approvals (0: off).
 KCM_PLATFORM_APPROVALS_REQUIRED = env_int("KCM_PLATFORM_APPROVALS_REQUIRED", 0, minimum=0)
 KCM_PLATFORM_APPROVAL_EXPIRY_DAYS = env_int("KCM_PLATFORM_APPROVAL_EXPIRY_DAYS", 7, minimum=1)
+# Platform operators must sign in with a second factor (apps.mfa); tenants set theirs.
+KCM_PLATFORM_REQUIRE_MFA = env_bool("KCM_PLATFORM_REQUIRE_MFA", False)
 AXES_FAILURE_LIMIT = KCM_LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(seconds=KCM_LOGIN_LOCKOUT_SECONDS)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]

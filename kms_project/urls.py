@@ -32,6 +32,7 @@ console: list[URLPattern | URLResolver] = [
     path("keys/", include("apps.keychain.urls_console")),
     path("rotation/", include("apps.rotation.urls_console")),
     path("approvals/", include("apps.approvals.urls_console")),
+    path("mfa/", include("apps.mfa.urls_console")),
     path("sso/", include("apps.sso.urls_console")),
 ]
 
@@ -51,6 +52,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.keychain.urls_api")),
     path("", include("apps.rotation.urls_api")),
     path("", include("apps.approvals.urls_api")),
+    path("", include("apps.mfa.urls_api")),
     path("", include("apps.sso.urls_api")),
 ]
 

@@ -20,6 +20,7 @@ console: list[URLPattern | URLResolver] = [
     path("audit/", include("apps.audit.urls_console")),
     path("tenants/", tenants_views.tenants, name="tenants"),
     path("approvals/", include(approvals_console.platform_urlpatterns)),
+    path("mfa/", include("apps.mfa.urls_console")),
     path(
         "tenants/<slug:slug>/invitations/",
         views_invitations.tenant_invitation_list,

@@ -25,11 +25,23 @@ SAMPLE_ARGS = {
     "secret": "no-such-invitation-secret",
     "request_id": str(uuid.UUID(int=8)),
     "sink_id": str(uuid.UUID(int=7)),
+    "device_uid": str(uuid.UUID(int=9)),
 }
 
 # Open on every host by design: liveness, the API description, the sign-in form, and the page
 # an invitation link opens (for people who are not members yet; the link's secret is the key).
-PUBLIC = {"api-schema", "api-docs", "console:login", "console:logout", "console:invitation"}
+# The second sign-in step (apps.mfa) answers only a session holding a pending sign-in of this
+# tenant (tests/security/test_mfa.py proves it), so it cannot be role-checked either.
+PUBLIC = {
+    "api-schema",
+    "api-docs",
+    "console:login",
+    "console:logout",
+    "console:invitation",
+    "console:mfa-verify",
+    "console:mfa-passkey-auth-options",
+    "console:mfa-passkey-auth",
+}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from apps.approvals.models import RequestState
 from apps.approvals.platform.actions import platform_policy
 from apps.core.api import EmptyIn, KcmAPIView, StrictSerializer, parse, principal_of
 from apps.core.roles import Role
+from apps.mfa.signin import step_up_api
 
 READERS = frozenset({Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR})
 DECIDERS = frozenset({Role.KEY_ADMIN, Role.TENANT_ADMIN})
@@ -97,6 +98,7 @@ class ApprovalActionView(KcmAPIView):
     @extend_schema(responses=OpenApiResponse(description="The approval request"))
     def post(self, request: Request, request_id: UUID) -> Response:
         principal = principal_of(request)
+        step_up_api(request, principal, self.action)  # X-KCM-MFA-Code (apps.mfa)
         if self.action == "deny":
             data = parse(DenyIn, request)
             row = services.request_deny(

@@ -20,6 +20,7 @@ from apps.approvals.models import RequestState
 from apps.approvals.platform.actions import platform_policy
 from apps.core.console import console_view, invalid_form, run_action
 from apps.core.roles import Role
+from apps.mfa.signin import step_up_for_decision
 from apps.tenants.access import person_of
 
 READERS = [Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR]
@@ -90,6 +91,8 @@ def _decide(request: HttpRequest, request_id: UUID, action: str, ledger: Ledger)
     principal = request.kcm_principal  # type: ignore[attr-defined]
     audit = f"approval.{action}"
     next_url = reverse("console:approvals")
+    if (stepped := step_up_for_decision(request, action, next_url)) is not None:
+        return stepped  # a fresh second factor first (apps.mfa), then back here
     if action == "deny":
         form = DenyForm(request.POST)
         if not form.is_valid():
