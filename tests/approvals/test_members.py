@@ -4,9 +4,11 @@ members service; lesser changes run at once; a requester who lost the power acts
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.test import Client
+from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from apps.approvals.models import ApprovalRequest
@@ -181,3 +183,23 @@ def test_granting_key_admin_from_the_console_waits_for_approval(setup: Setup, wo
     done = _approve_all(setup, str(request.pk))
     assert done.json_body["state"] == "EXECUTED", done.json_body
     assert _member(world, Role.AUDITOR).roles == ["auditor", "key_admin"]
+
+
+def test_an_expired_promotion_never_runs(setup: Setup, world: World) -> None:
+    assert setup.policy(actions=["member.role_change"]).status_code == 200
+    auditor = _member(world, Role.AUDITOR)
+    asked = setup.tenant_admin.call(
+        "PATCH", f"/api/v1/members/{auditor.pk}/", {"roles": ["tenant_admin"]}
+    ).json_body
+    assert setup.approvers[0].api.post(f"/api/v1/approvals/{asked['id']}/approve/", {})
+    with schema_context("t_acme"):
+        ApprovalRequest.objects.filter(pk=asked["id"]).update(
+            expires_at=timezone.now() - timedelta(seconds=1)
+        )
+    late = setup.approvers[1].api.post(f"/api/v1/approvals/{asked['id']}/approve/", {})
+    assert_problem(late, 409, "approval_expired")
+    assert _member(world, Role.AUDITOR).roles == ["auditor"]
+    with schema_context("t_acme"):
+        seal_here()
+        assert AuditEvent.objects.filter(action="approval.expire", target=asked["id"]).count() == 1
+        assert not AuditEvent.objects.filter(action="member.role_change", outcome="success")

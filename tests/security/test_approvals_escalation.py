@@ -9,10 +9,11 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import connection
-from django_tenants.utils import schema_context
+from django_tenants.utils import schema_context, tenant_context
 
 from apps.approvals import services
 from apps.approvals.ledgers import PLATFORM
+from apps.approvals.models import ApprovalRequest
 from apps.approvals.platform.models import PlatformApprovalRequest
 from apps.audit import services as audit
 from apps.audit.models import AuditEvent
@@ -246,5 +247,81 @@ def test_concurrent_approvals_and_retries_terminate_a_tenant_exactly_once(world:
                 if tenant is not None and tenant.status != TenantStatus.TERMINATED:
                     tenants.tenant_terminate(tenant=tenant)
             Tenant.objects.filter(slug__in=slugs).delete()
+
+        _in_threads(cleanup)
+
+
+def test_concurrent_approvals_of_a_promotion_run_it_exactly_once(world: World) -> None:
+    """Three key admins approve a 2-of-3 promotion to tenant_admin at once: it runs once."""
+    acme_id = world.tenants["acme"].pk
+    names = ["promo-target", "promo-0", "promo-1", "promo-2"]
+    admin = world.users[("acme", Role.TENANT_ADMIN)]
+
+    def principal(user: User, role: str) -> Principal:
+        return Principal(
+            kind="user",
+            id=user.pk,
+            label=user.username,
+            roles=frozenset({role}),
+            tenant_id=acme_id,
+            user_id=user.pk,
+        )
+
+    def setup() -> str:
+        acme = Tenant.objects.get(pk=acme_id)
+        for name in names:
+            user = tenants.user_create(username=name, password=PASSWORD)
+            role = Role.AUDITOR if name == names[0] else Role.KEY_ADMIN
+            tenants.membership_set(tenant=acme, user=user, roles=[role])
+        target = Membership.objects.get(user__username=names[0], tenant=acme)
+        with tenant_context(acme):
+            return str(
+                services.request_create(
+                    principal=principal(admin, Role.TENANT_ADMIN),
+                    action="member.role_change",
+                    target=str(target.pk),
+                    params={"roles": ["tenant_admin"]},
+                    required=2,
+                    approver_role=Role.KEY_ADMIN,
+                    expiry_days=7,
+                ).pk
+            )
+
+    def approve(request_id: str, name: str) -> str:
+        with tenant_context(Tenant.objects.get(pk=acme_id)):
+            try:
+                return services.request_approve(
+                    request_id=request_id,
+                    principal=principal(User.objects.get(username=name), Role.KEY_ADMIN),
+                ).state
+            except KcmError as exc:
+                return exc.code
+
+    (request_id,) = _in_threads(setup)
+    assert isinstance(request_id, str), request_id
+    try:
+        outcomes = _in_threads(*[lambda n=name: approve(request_id, n) for name in names[1:]])
+        assert sorted(outcomes) == ["EXECUTED", "PENDING", "approval_not_pending"], outcomes
+
+        def check() -> tuple[list[str], int, bool]:
+            with tenant_context(Tenant.objects.get(pk=acme_id)):
+                seal_here()
+                return (
+                    Membership.objects.get(user__username=names[0]).roles,
+                    AuditEvent.objects.filter(
+                        action="member.role_change", target=names[0], outcome="success"
+                    ).count(),
+                    audit.audit_verify()["ok"],
+                )
+
+        (checked,) = _in_threads(check)
+        assert checked == (["tenant_admin"], 1, True), checked
+    finally:
+
+        def cleanup() -> None:
+            with tenant_context(Tenant.objects.get(pk=acme_id)):
+                ApprovalRequest.objects.filter(pk=request_id).delete()
+            Membership.objects.filter(user__username__in=names).delete()
+            User.objects.filter(username__in=names).delete()
 
         _in_threads(cleanup)
