@@ -38,6 +38,9 @@ PUBLIC = {
     "console:login",
     "console:logout",
     "console:invitation",
+    # The single sign-on round trip: for people not signed in yet (tests/security/test_sso.py).
+    "console:sso-login",
+    "console:sso-callback",
     "console:mfa-verify",
     "console:mfa-passkey-auth-options",
     "console:mfa-passkey-auth",
