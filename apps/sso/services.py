@@ -26,7 +26,13 @@ from apps.core.errors import NotFound, ValidationFailed
 from apps.core.roles import TENANT_ROLES
 from apps.core.tenancy import Principal
 from apps.sso import oidc
-from apps.sso.errors import InvalidProvider, PasswordsNeeded, SsoNotConfigured, SsoRefused
+from apps.sso.errors import (
+    InvalidProvider,
+    PasswordsNeeded,
+    ProviderUnreachable,
+    SsoNotConfigured,
+    SsoRefused,
+)
 from apps.sso.models import OidcProvider, SsoIdentity, SsoLogin
 from apps.sso.sealing import secret_open, secret_seal
 from apps.sso.selectors import provider_get
@@ -115,7 +121,13 @@ def provider_set(
         raise InvalidProvider("Name, client id and role claim are required.")
     role_map = _role_map_check(role_map)
     domains = _domains_check(allowed_domains)
-    oidc.discover(issuer, fresh=True)
+    try:
+        oidc.discover(issuer, fresh=True)
+    except ProviderUnreachable as exc:
+        raise InvalidProvider(
+            f"The issuer does not answer OpenID Connect discovery: {exc.detail}",
+            code="issuer_discovery_failed",
+        ) from None
     with transaction.atomic():
         provider = OidcProvider.objects.select_for_update().filter(tenant=tenant).first()
         created = provider is None
@@ -135,9 +147,10 @@ def provider_set(
             )
         provider.save()
         details = _settings_audit(provider)
+        details["created"] = created
         details["client_secret_changed"] = bool(client_secret)
         audit_record(
-            action="sso.configure" if created else "sso.update",
+            action="sso.update",
             target=f"sso:{provider.uid}",
             details=details,
         )

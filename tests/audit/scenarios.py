@@ -315,8 +315,26 @@ SUCCESS: dict[str, tuple[str, Scenario]] = {
     "approval deny": ("approval.deny", _approval("deny")),
     "approval withdraw": ("approval.withdraw", _approval("withdraw")),
     "approval execute": ("approval.execute", _approval_execute),
+    "sso PUT": ("sso.update", lambda api, c: (_sso_put(api), "t_acme", "")),
+    "sso DELETE": ("sso.remove", lambda api, c: (_sso_put(api) and api("acme", Role.TENANT_ADMIN).call("DELETE", "/api/v1/sso/"), "t_acme", "sso.update")),
     **_customer_controlled_scenarios(),
 }  # fmt: skip
+
+
+def _sso_put(api: Any) -> Any:
+    """Configure acme's single sign-on against a provider that answers discovery."""
+    from tests.sso.idpkit import CLIENT_ID, CLIENT_SECRET, running_idp
+
+    with running_idp() as idp:
+        body = {
+            "name": "IdP",
+            "issuer": idp.issuer,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "role_map": {"admins": ["tenant_admin"]},
+            "allowed_domains": ["example.com"],
+        }
+        return api("acme", Role.TENANT_ADMIN).call("PUT", "/api/v1/sso/", body)
 
 
 def _membership(username: str) -> int:
