@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from apps.audit import export, selectors, services
 from apps.audit.models import AuditEvent, AuditExport
 from apps.core.api import KcmAPIView, StrictSerializer, parse, principal_of
+from apps.core.errors import BrokerUnavailable
 from apps.core.pagination import CursorPagination
 from apps.core.roles import Role
 
@@ -84,6 +85,7 @@ class ExportOut(serializers.ModelSerializer):
 class ExportListView(KcmAPIView):
     allowed_roles = READERS
     audit_actions = {"POST": "audit.export"}
+    schema_refusals = {"POST": ("503",)}  # broker_unavailable: the job could not be queued
 
     @extend_schema(
         responses=inline_serializer("AuditExportList", {"results": ExportOut(many=True)})
@@ -99,16 +101,27 @@ class ExportListView(KcmAPIView):
 
 
 def export_start(data: dict[str, Any], actor: str) -> AuditExport:
-    from apps.audit.tasks import export_run
-
     with transaction.atomic():
         job = export.export_request(
             filters={k: v for k, v in data.items() if k != "format"},
             format=data["format"],
             requested_by=actor,
         )
-        transaction.on_commit(lambda: export_run.delay(str(job.pk)))
+        transaction.on_commit(lambda: _send(job))
     return job
+
+
+def _send(job: AuditExport) -> None:
+    """Queue the export's task; if the broker refuses, the export is marked failed
+    (`broker_unavailable`) and the caller gets a 503 at once: nothing waits on the broker, and
+    no export stays queued that nothing will run."""
+    from apps.audit.tasks import export_run
+
+    try:
+        export_run.delay(str(job.pk))
+    except Exception as exc:
+        export.export_not_queued(export_id=str(job.pk), reason=type(exc).__name__)
+        raise BrokerUnavailable() from exc
 
 
 class ExportDetailView(KcmAPIView):

@@ -139,6 +139,15 @@ def export_run(*, export_id: str) -> AuditExport:
     return export
 
 
+def export_not_queued(*, export_id: str, reason: str) -> None:
+    """The broker refused the export's task: fail it (`broker_unavailable`) rather than leave
+    it queued with nothing to run it."""
+    logger.warning("audit export %s: not queued (%s)", export_id, reason)
+    export = AuditExport.objects.filter(pk=export_id).first()
+    if export is not None:
+        _fail(export, None, "broker_unavailable", "The job queue was unavailable; request again.")
+
+
 def _fail(export: AuditExport, path: Path | None, code: str, detail: str) -> None:
     """Mark the export failed with a stable `code` and a message that names no path, and
     remove what was written of its file: a full disk is not left fuller."""

@@ -73,6 +73,20 @@ class DatabaseUnavailable(ServiceUnavailable):
         super().__init__(detail or "The database did not answer; retry shortly.", **extra)
 
 
+class BrokerUnavailable(ServiceUnavailable):
+    """The task broker refused a job that cannot wait for it (docs/operations.md, Faults)."""
+
+    code = "broker_unavailable"
+    title = "The job queue is unavailable"
+    retry_after = 5
+
+    def __init__(self, detail: str | None = None, **extra: Any):
+        super().__init__(
+            detail or "The job could not be queued; nothing will run it. Try again shortly.",
+            **extra,
+        )
+
+
 def problem(
     status: int,
     code: str,
@@ -135,7 +149,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     django_request = getattr(request, "_request", request)
     if isinstance(exc, KcmError):
         body = problem(exc.status, exc.code, exc.title, exc.detail, django_request, **exc.extra)
-        return Response(body, status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
+        refusal = Response(body, status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            refusal["Retry-After"] = str(retry_after)
+        return refusal
     if isinstance(exc, RequestDataTooBig):
         body = problem(413, "payload_too_large", "Payload too large", str(exc), django_request)
         return Response(body, status=413, content_type=PROBLEM_CONTENT_TYPE)

@@ -38,6 +38,7 @@ _REASONS = {
     "409": "The object's state does not allow this",
     "413": "The request body is too large",
     "415": "The request body is not JSON",
+    "503": "A dependency is unavailable (`broker_unavailable`, ...); retry after `Retry-After`",
     "429": "Rate limit exceeded (`throttled`, with `Retry-After`)",
 }
 
