@@ -317,6 +317,7 @@ SUCCESS: dict[str, tuple[str, Scenario]] = {
     "approval execute": ("approval.execute", _approval_execute),
     "sso PUT": ("sso.update", lambda api, c: (_sso_put(api), "t_acme", "")),
     "sso DELETE": ("sso.remove", lambda api, c: (_sso_put(api) and api("acme", Role.TENANT_ADMIN).call("DELETE", "/api/v1/sso/"), "t_acme", "sso.update")),
+    "mfa policy PUT": ("mfa.policy_set", lambda api, c: (api("acme", Role.TENANT_ADMIN).call("PUT", "/api/v1/mfa/policy/", {"require_for_admins": True}), "t_acme", "")),
     **_customer_controlled_scenarios(),
 }  # fmt: skip
 
