@@ -154,10 +154,6 @@ class TwoNodes:
             queue=node.queue,
         )
 
-    def pgbouncer_pools(self) -> str:
-        """PgBouncer's log so far (for a failure message)."""
-        return self.bouncer.log() if self.bouncer else ""
-
 
 def _probe_app(broker: Path, backend: str) -> Celery:
     app = Celery("kcm-two-nodes-probe", broker="kcmfs://", backend=backend, set_as_current=False)

@@ -112,6 +112,9 @@ def test_the_pooled_backend_reads_its_own_tenant_whatever_the_server_connection_
             assert _owner(pooled) == "acme"
             polluter = _pollute(bouncer, schemas["globex"])
             assert _owner(pooled) == "acme"
+            with pooled.cursor() as cursor:  # a composed query carries it too
+                cursor.execute(sql.SQL("SELECT slug FROM {}").format(sql.Identifier(PROBE)))
+                assert cursor.fetchone() == ("acme",)
             # In a transaction, after a savepoint rollback and across a schema switch, too.
             pooled.set_autocommit(False)
             assert _owner(pooled) == "acme"

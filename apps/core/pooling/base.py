@@ -52,8 +52,10 @@ class PooledCursor(_ClientCursor):
         path = wrapper.search_path_needed() if wrapper is not None else None
         if path is None or wrapper is None:
             return super().execute(query, params, **kwargs)
-        if not isinstance(query, str):
-            raise NotSupportedError("behind a transaction pooler, queries must be strings")
+        if isinstance(query, bytes):
+            query = query.decode()
+        elif not isinstance(query, str):  # psycopg.sql.Composable
+            query = query.as_string(self.connection)
         prefix = f"SET LOCAL search_path = {path}; "
         if params is not None:
             prefix = prefix.replace("%", "%%")  # the prefix holds no placeholder
