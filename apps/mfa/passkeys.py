@@ -19,7 +19,7 @@ from webauthn import (
     verify_registration_response,
 )
 from webauthn.helpers import bytes_to_base64url
-from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
+from webauthn.helpers.exceptions import InvalidAuthenticationResponse, WebAuthnException
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
     PublicKeyCredentialDescriptor,
@@ -87,7 +87,7 @@ def registration_verify(
             expected_rp_id=_rp_id(request),
             expected_origin=_origin(request),
         )
-    except (InvalidRegistrationResponse, ValueError, KeyError, TypeError) as exc:
+    except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
         audit_record(
             action="mfa.enrol_failed",
             outcome=Outcome.DENIED,
@@ -154,7 +154,7 @@ def authentication_verify(
             device.sign_count = verified.new_sign_count
             device.last_used_at = timezone.now()
             device.save(update_fields=["sign_count", "last_used_at"])
-    except (InvalidAuthenticationResponse, ValueError, KeyError, TypeError) as exc:
+    except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
         services.passkey_failed(user_id, purpose)
         raise services.InvalidCode(
             "The passkey could not be verified.", code="webauthn_invalid"
