@@ -101,7 +101,9 @@ def enrol_totp(page: Page, base: str) -> pyotp.TOTP:
     return totp
 
 
-def test_enrol_totp_sign_out_and_sign_in_with_password_and_code(base: str, page: Page) -> None:
+def test_enrol_totp_sign_out_and_sign_in_with_password_and_code(
+    live_stack: LiveStack, base: str, page: Page
+) -> None:
     sign_in(page, base, "richard")
     expect(page).to_have_url(f"{base}/")
     totp = enrol_totp(page, base)
@@ -115,7 +117,8 @@ def test_enrol_totp_sign_out_and_sign_in_with_password_and_code(base: str, page:
     expect(page).to_have_url(f"{base}/login/?next=/keys/")
     page.goto(f"{base}/mfa/verify/")
     right = totp.at(time.time() + 30)  # the enrolment used this step's code: a code works once
-    page.get_by_label("Code").fill(f"{(int(right) + 500_000) % 1_000_000:06d}")
+    wrong = f"{(int(right) + 500_000) % 1_000_000:06d}"
+    page.get_by_label("Code").fill(wrong)
     page.get_by_role("button", name="Verify").click()
     expect(page.get_by_role("alert")).to_contain_text("That code is not right")
     expect(page.get_by_test_id("user-menu")).to_have_count(0)
@@ -125,6 +128,10 @@ def test_enrol_totp_sign_out_and_sign_in_with_password_and_code(base: str, page:
     expect(page.get_by_test_id("user-menu")).to_contain_text("richard")
     page.goto(f"{base}/keys/")
     expect(page).to_have_url(f"{base}/keys/")
+    # Neither the key nor a code reached the web process's log.
+    log = live_stack.log("web")
+    for secret in (totp.secret, right, wrong):
+        assert secret not in log
 
 
 def test_a_key_admin_cannot_reach_key_pages_until_enrolling_when_the_tenant_requires_mfa(
