@@ -41,10 +41,14 @@ FAIL_FAST_SECONDS = 2.0  # a refusal while the database is down takes less than 
 RECOVERY_LIMIT = 20.0
 
 
-def test_requests_fail_fast_while_postgresql_restarts_and_recover_by_themselves() -> None:
+@pytest.mark.parametrize("group_commit", ["false", "true"])
+def test_requests_fail_fast_while_postgresql_restarts_and_recover_by_themselves(
+    group_commit: str,
+) -> None:
     with PrivatePostgres() as pg:
         env = pg.env(
             KCM_DATAPLANE="fast",
+            KCM_AUDIT_GROUP_COMMIT=group_commit,  # the data plane's own writer thread, or not
             KCM_API_RATE_PER_TOKEN="1000000/s",
             KCM_API_RATE_PER_ADDRESS="1000000/s",
             KCM_AUDIT_SEAL_SECONDS="0.5",
