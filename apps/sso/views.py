@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from apps.audit.models import Outcome
 from apps.audit.services import audit_record
@@ -59,10 +59,12 @@ def _refused(request: HttpRequest, exc: KcmError, email: str = "") -> HttpRespon
     return response
 
 
-@require_POST
+@require_GET
 def sso_login(request: HttpRequest) -> HttpResponse:
-    """Send the browser to the provider (a POST from the sign-in page, so that another site
-    cannot start a sign-in in this browser)."""
+    """Send the browser to the provider. A link, not a form: the console's CSP allows forms to
+    post only to us, and Chromium applies that to a form's redirect too. Another site starting
+    a sign-in here gains nothing: the callback signs in only the browser that holds the state
+    cookie, as whoever that browser is at the provider."""
     try:
         started = services.signin_start(
             tenant=current_tenant(),

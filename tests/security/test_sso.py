@@ -138,7 +138,7 @@ def test_a_discovery_document_naming_another_issuer_is_refused(world: World, acm
 
     oidc._discovery_cache.clear()
     acme.tamper = {"discovered_issuer": "https://evil.example"}
-    answer = Client().post("/sso/login/", HTTP_HOST=host_of("acme"))
+    answer = Client().get("/sso/login/", HTTP_HOST=host_of("acme"))
     assert answer.status_code == 503
     assert "sso_provider_unavailable" in answer.content.decode()
 
@@ -169,7 +169,7 @@ def test_a_person_of_tenant_a_cannot_sign_in_to_tenant_b(world: World, acme: Idp
     assert signed_in_as(client, "globex") is None
     assert client.get("/keys/", HTTP_HOST=host_of("globex")).status_code in (302, 403)
     # globex has no provider: its sign-in round trip does not exist.
-    answer = Client().post("/sso/login/", HTTP_HOST=host_of("globex"))
+    answer = Client().get("/sso/login/", HTTP_HOST=host_of("globex"))
     assert answer.status_code == 404 and "sso_not_configured" in answer.content.decode()
     # A callback of acme's sign-in brought to globex's host is refused.
     other = Client()

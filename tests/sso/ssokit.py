@@ -40,8 +40,8 @@ def person(sub: str = "alice-sub", email: str = "alice@example.com", **claims: A
 
 
 def start(client: Client, slug: str, next_url: str = "") -> str:
-    """POST the sign-in button; the provider's authorization URL."""
-    answer = client.post(
+    """Follow the sign-in button; the provider's authorization URL."""
+    answer = client.get(
         "/sso/login/", {"next": next_url} if next_url else {}, HTTP_HOST=host_of(slug)
     )
     assert answer.status_code == 302, answer.content[:300]
