@@ -44,6 +44,7 @@ def test_enrolling_an_app_from_the_console(world: World) -> None:
     page = client.get(response["Location"], HTTP_HOST=HOST)
     uri = page.context["uri"]
     totp = pyotp.parse_uri(uri)
+    assert isinstance(totp, pyotp.TOTP)
     assert uri.startswith("otpauth://totp/KCM:acme-key_user?")
     # A wrong first code does not enrol.
     wrong = client.post(response["Location"], {"code": "000000"}, HTTP_HOST=HOST)
