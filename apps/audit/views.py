@@ -57,7 +57,7 @@ def export_create(request: HttpRequest) -> HttpResponse:
             request,
             "console/refused.html",
             {"title": "Export refused", "detail": exc.detail},
-            status=400,
+            status=exc.status,  # 400 for bad filters, 503 when the job cannot be queued
         )
     return redirect("console:audit-export", export_id=job.pk)
 
