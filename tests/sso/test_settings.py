@@ -98,3 +98,20 @@ def test_the_console_page_saves_settings_and_never_shows_the_secret(world: World
     assert bad.status_code == 400 and "claim value = role" in bad.content.decode()
     wrong = client.post("/sso/", {**form, "role_map": "g = root"}, HTTP_HOST=host)
     assert wrong.status_code == 400 and "Map claim values" in wrong.content.decode()
+
+
+def test_an_operator_turns_local_passwords_back_on_from_the_shell(world: World, idp: Idp) -> None:
+    from django.core.management import call_command
+
+    from tests.sso.ssokit import configure
+
+    configure(world.tenants["acme"], idp, local_passwords=False)
+    client = Client()
+    client.force_login(world.users[("acme", "tenant_admin")])
+    assert (
+        "sso-settings-link" in client.get("/members/", HTTP_HOST=host_of("acme")).content.decode()
+    )
+    call_command("sso_local_passwords", "acme", "on")
+    assert OidcProvider.objects.get().local_passwords is True
+    page = Client().get("/login/", HTTP_HOST=host_of("acme")).content.decode()
+    assert 'name="password"' in page
