@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from apps.core.api import KcmAPIView, StrictSerializer, parse, principal_of
 from apps.core.roles import Role
 from apps.mfa import services
+from apps.mfa.signin import step_up_api_check
 
 READERS = frozenset({Role.KEY_ADMIN, Role.TENANT_ADMIN, Role.AUDITOR})
 TENANT_ADMIN = frozenset({Role.TENANT_ADMIN})
@@ -21,7 +22,8 @@ class MfaPolicyIn(StrictSerializer):
 
 
 class MfaPolicyView(KcmAPIView):
-    """Whether key admins and tenant admins must sign in with a second factor."""
+    """Whether key admins and tenant admins must sign in with a second factor. Lifting the
+    requirement needs a fresh factor of the caller (as approving does: X-KCM-MFA-Code)."""
 
     method_roles = {"GET": READERS, "PUT": TENANT_ADMIN}
     allowed_roles = READERS | TENANT_ADMIN
@@ -35,8 +37,11 @@ class MfaPolicyView(KcmAPIView):
     @extend_schema(request=MfaPolicyIn, responses=OpenApiResponse(description="The MFA setting"))
     def put(self, request: Request) -> Response:
         data = parse(MfaPolicyIn, request)
+        principal = principal_of(request)
+        if not data["require_for_admins"]:
+            step_up_api_check(request, principal)  # lifting the requirement: X-KCM-MFA-Code
         policy = services.policy_set(
-            tenant_id=principal_of(request).tenant_id,
+            tenant_id=principal.tenant_id,
             require_for_admins=data["require_for_admins"],
         )
         return Response({"require_for_admins": policy.require_for_admins})

@@ -140,8 +140,12 @@ def step_up_api(request: Any, principal: Principal, action: str) -> None:
     """For the API's approve and deny: a console session passes if its factor is fresh;
     otherwise (and for tokens) the header X-KCM-MFA-Code must carry a current code of the
     token's person. Raises StepUpRequired (403 mfa_step_up_required), InvalidCode or MfaLocked."""
-    if action not in STEP_UP_DECISIONS:
-        return
+    if action in STEP_UP_DECISIONS:
+        step_up_api_check(request, principal)
+
+
+def step_up_api_check(request: Any, principal: Principal) -> None:
+    """The API's step-up (see step_up_api), for any sensitive call."""
     person = person_of(principal)
     if person is None or not services.step_up_applies(principal, person):
         return
@@ -150,7 +154,7 @@ def step_up_api(request: Any, principal: Principal, action: str) -> None:
     code = request.META.get(CODE_HEADER, "")
     if not code:
         raise services.StepUpRequired(
-            "This decision needs a fresh second factor: send a current code of your "
+            "This needs a fresh second factor: send a current code of your "
             "authenticator in the X-KCM-MFA-Code header."
         )
     if not services.has_factor(person):

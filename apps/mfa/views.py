@@ -154,6 +154,10 @@ def policy_set(request: HttpRequest) -> HttpResponse:
     form.is_valid()
     require = bool(form.cleaned_data.get("require_for_admins"))
     principal = request.kcm_principal  # type: ignore[attr-defined]
+    if not require:  # lifting the requirement needs a fresh factor, as approving does
+        diverted = signin.step_up_console(request, reverse("console:mfa"))
+        if diverted is not None:
+            return diverted
     return run_action(
         request,
         lambda: services.policy_set(tenant_id=principal.tenant_id, require_for_admins=require),

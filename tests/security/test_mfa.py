@@ -267,3 +267,21 @@ def test_the_mfa_setting_through_the_api(world: World, api: Any) -> None:
     assert_problem(refused, 403, "role_not_allowed")
     # globex is not affected.
     assert not services.policy_requires(world.tenants["globex"].pk)
+
+
+def test_lifting_the_requirement_needs_a_fresh_factor(world: World, api: Any) -> None:
+    services.policy_set(tenant_id=world.tenants["acme"].pk, require_for_admins=True)
+    admin_user = world.users[("acme", Role.TENANT_ADMIN)]
+    seed = enrol_totp(admin_user)
+    admin = api("acme", Role.TENANT_ADMIN)
+    off = {"require_for_admins": False}
+    assert_problem(admin.call("PUT", "/api/v1/mfa/policy/", off), 403, "mfa_step_up_required")
+    assert services.policy_requires(world.tenants["acme"].pk)
+    console = Client()
+    console.force_login(admin_user)
+    response = console.post("/mfa/policy/", {}, HTTP_HOST=HOST)
+    assert response["Location"].startswith("/mfa/step-up/")
+    assert services.policy_requires(world.tenants["acme"].pk)
+    response = admin.call("PUT", "/api/v1/mfa/policy/", off, x_kcm_mfa_code=next_code(seed))
+    assert response.status_code == 200
+    assert not services.policy_requires(world.tenants["acme"].pk)
