@@ -10,9 +10,11 @@ further step instead of logging in at once; that step calls `sign_in_complete` w
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from django.contrib.auth import login
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
@@ -80,7 +82,7 @@ def sign_in_complete(
     details: dict[str, str] | None = None,
 ) -> HttpResponse:
     """Start the session (Django's login rotates the session key) and audit `auth.login`."""
-    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    login(request, cast(User, user), backend="django.contrib.auth.backends.ModelBackend")
     audit_context.update(actor=principal.actor, role=principal.role)
     audit_record(action="auth.login", details={"method": method, **(details or {})})
     return redirect(next_url)

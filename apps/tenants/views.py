@@ -63,7 +63,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
             password=request.POST.get("password", ""),
         )
         principal = principal_for_user(user, current_tenant()) if user is not None else None
-        if principal is None:
+        if principal is None or user is None:
             # One message for both: do not reveal which usernames exist or belong here.
             error = "Unknown user, wrong password, or no access to this tenant."
             if getattr(request, "axes_locked_out", False):

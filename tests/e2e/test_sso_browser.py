@@ -76,7 +76,9 @@ def issuer(live_stack: LiveStack) -> Iterator[str]:
     _npm_ci()
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
-    log = open(live_stack.tmp / "oidc-provider.log", "w")  # noqa: SIM115
+    assert live_stack.tmp is not None
+    log_path = live_stack.tmp / "oidc-provider.log"
+    log = open(log_path, "w")  # noqa: SIM115
     process = subprocess.Popen(
         [shutil.which("node") or "node", "server.mjs"],
         cwd=OIDC_DIR,
@@ -101,8 +103,7 @@ def issuer(live_stack: LiveStack) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     log.flush()
                     raise AssertionError(
-                        "oidc-provider did not start:\n"
-                        + (live_stack.tmp / "oidc-provider.log").read_text()
+                        "oidc-provider did not start:\n" + log_path.read_text()
                     ) from None
                 time.sleep(0.2)
         printed = live_stack.manage(
