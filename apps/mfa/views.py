@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from apps.audit import context as audit_context
 from apps.audit.services import audit_record
 from apps.core.console import console_view, run_action
 from apps.core.errors import KcmError, problem_response
@@ -230,6 +231,7 @@ def _who(request: HttpRequest) -> tuple[int, str] | None:
     """Whose passkey is being checked: a pending sign-in's person, or the signed-in one."""
     user = signin.pending_user(request)
     if user is not None:
+        audit_context.update(actor=f"user:{user.get_username()}")
         return user.pk, "sign_in"
     if request.user.is_authenticated and principal_for_user(request.user, current_tenant()):
         return _uid(request), "step_up"
@@ -284,6 +286,7 @@ def verify(request: HttpRequest) -> HttpResponse:
     user = signin.pending_user(request)
     if user is None:
         return redirect("console:login")
+    audit_context.update(actor=f"user:{user.get_username()}")  # who the failures are about
     error, status = "", 200
     if request.method == "POST":
         form = CodeForm(request.POST)

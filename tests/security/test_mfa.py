@@ -70,6 +70,7 @@ def test_a_wrong_code_is_refused_and_audited_without_the_code(world: World) -> N
     assert not _signed_in(client)
     failed = _events("mfa.verify_failed")
     assert failed and failed[-1].outcome == "denied"
+    assert failed[-1].actor == "user:acme-key_admin"
     assert wrong not in str(failed[-1].details)
     response = client.post("/mfa/verify/", {"code": right}, HTTP_HOST=HOST)
     assert response.status_code == 302 and response["Location"] == "/"
@@ -285,3 +286,16 @@ def test_lifting_the_requirement_needs_a_fresh_factor(world: World, api: Any) ->
     response = admin.call("PUT", "/api/v1/mfa/policy/", off, x_kcm_mfa_code=next_code(seed))
     assert response.status_code == 200
     assert not services.policy_requires(world.tenants["acme"].pk)
+
+
+def test_the_step_up_page_does_not_redirect_off_site(world: World) -> None:
+    user = world.users[("acme", Role.KEY_ADMIN)]
+    seed = enrol_totp(user)
+    client = Client()
+    client.force_login(user)
+    response = client.post(
+        "/mfa/step-up/",
+        {"code": next_code(seed), "next": "https://evil.example/phish"},
+        HTTP_HOST=HOST,
+    )
+    assert response.status_code == 302 and response["Location"] == "/"
