@@ -122,9 +122,18 @@ def test_a_passkey_answer_without_a_pending_sign_in_is_refused(world: World) -> 
     assert_problem(anonymous.post("/mfa/passkeys/auth/", {}), 403, "mfa_no_sign_in")
 
 
-def test_a_forged_passkey_assertion_does_not_sign_in(world: World) -> None:
+def test_another_persons_passkey_does_not_sign_in(world: World) -> None:
     user = world.users[("acme", Role.KEY_ADMIN)]
     enrol_totp(user)
+    # The victim's passkey has credential id AAAA (base64url of three zero bytes).
+    MfaDevice.objects.create(
+        user=world.users[("acme", Role.TENANT_ADMIN)],
+        kind="webauthn",
+        name="victim's key",
+        confirmed=True,
+        credential_id=b"\x00\x00\x00",
+        public_key=b"not used",
+    )
     client, _ = password_step(user, HOST)
     api = Api(HOST, client=client)
     options = json.loads(api.post("/mfa/passkeys/auth/options/", {}).content)
