@@ -131,7 +131,10 @@ def _first_ok(stack: LiveStack, tenant: Any, path: str) -> float:
         if getattr(reply, "status", None) == 200:
             return time.monotonic()
         time.sleep(0.05)
-    raise AssertionError(f"no rotation answered 200 within 30 s of the last kill: {reply}")
+    raise AssertionError(
+        f"no rotation answered 200 within 30 s of the last kill: {reply}\n"
+        f"web server's log:\n{stack.log('web')[-3000:]}"
+    )
 
 
 def _state(url: str, schema: str, key_id: str) -> tuple[list[int], int, list[tuple[str, str]]]:
