@@ -2,8 +2,9 @@
 against one PostgreSQL through PgBouncer in transaction-pooling mode (tests/e2e/twonodes.py).
 
 1. A data-key load on both nodes, for two tenants, while each tenant's root key (L1) is
-   rotated and its tenant key rewrapped by the workers: not one error, and every data key made
-   before still decrypts on either node.
+   rotated and its tenant key rewrapped by the workers, then acme's tenant key (L2) rotated and
+   its 201 service keys rewrapped in batches: not one error, and the data keys made before
+   still decrypt on either node.
 2. Then the kill switch: disabling a root key on one node makes every process of both nodes
    (four gunicorn workers, two Celery workers) refuse, each with a warm key cache first; p99 of
    the slowest process per trial under 100 ms (figures printed with -s).
@@ -44,6 +45,7 @@ SERVICE = service_path()
 SLUGS = ("acme", "globex")
 LOAD_THREADS_PER_NODE = 2
 KILL_SWITCH_TRIALS = 10
+L3_UNDER_ACME = 200
 GIVE_UP_SECONDS = 10.0
 
 
@@ -67,6 +69,8 @@ def world() -> Iterator[World]:
             # Provisioned through PgBouncer, on one node or the other.
             tenants[slug] = provision_tenant(node, slug, (KEY_ADMIN, KEY_USER))
             roots[slug] = create_chain(node, tenants[slug])
+        # Children for a rewrap of more than one batch: acme's L2 wraps 200 more service keys.
+        in_stack(nodes.a, tenants["acme"].schema, "bulk_service_keys", L3_UNDER_ACME)
         w = World(nodes, tenants, roots)
         for slug in SLUGS:
             w.made[slug] = []
@@ -165,7 +169,22 @@ def test_a_load_on_both_nodes_while_the_workers_rewrap_rotated_roots_has_no_erro
             slug: _wait_for_job(nodes.b if slug == "acme" else nodes.a, world.tenants[slug], job)
             for slug, job in jobs.items()
         }
+        # Then acme's L2, on the other node: its 201 service keys move in batches of 50.
+        acme = world.tenants["acme"]
+        l2_id = in_stack(nodes.a, acme.schema, "chain_census")["l2_id"]
+        started = call(
+            nodes.b, acme, KEY_ADMIN, "POST", f"/api/v1/rotation/keys/{l2_id}/rotate/", {}
+        )
+        assert started.status == 202, started
+        l2_job = _wait_for_job(nodes.a, acme, started.body["job"]["id"])
         time.sleep(1.0)
+    assert (l2_job["state"], l2_job["done"], l2_job["failed"]) == (
+        "succeeded",
+        L3_UNDER_ACME + 1,
+        0,
+    ), l2_job
+    census = in_stack(nodes.b, acme.schema, "chain_census")
+    assert census["l3_versions_by_parent"] == {"2": L3_UNDER_ACME + 1}, census
     for slug, job in finished.items():
         assert (job["state"], job["report"]) == ("succeeded", {"retired_versions": [1]}), job
         census = in_stack(nodes.a, world.tenants[slug].schema, "chain_census")
@@ -179,7 +198,8 @@ def test_a_load_on_both_nodes_while_the_workers_rewrap_rotated_roots_has_no_erro
         f"\ntwo nodes through PgBouncer (transaction mode): {load.total()} data-key operations "
         f"in {load.seconds:.1f} s ({load.total() / load.seconds:.0f}/s; node a "
         f"{by_node['a']}, node b {by_node['b']}), 0 errors; rewrap jobs "
-        f"{ {s: (j['done'], j['failed']) for s, j in finished.items()} } (done, failed); "
+        f"{ {s: (j['done'], j['failed']) for s, j in finished.items()} } (done, failed), "
+        f"acme L2 {l2_job['done']} service keys rewrapped; "
         f"rewrap task log lines per worker {ran}"
     )
     for node in (nodes.a, nodes.b):

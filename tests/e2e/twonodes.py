@@ -123,6 +123,7 @@ class TwoNodes:
             "KCM_DATABASE_DIRECT_URL": direct,
             "KCM_STATE_DIR": str(state),
             "KCM_RESULT_BACKEND": (self.shared / "results").as_uri(),
+            "KCM_REWRAP_BATCH_SIZE": "50",  # a job of several batches, each its own transaction
         }
         for name in ("a", "b"):
             node = Node(name, env=env, web_workers=self.web_workers)
