@@ -72,6 +72,8 @@ class PasswordsIn(StrictSerializer):
 class ProviderView(KcmAPIView):
     allowed_roles = ADMIN
     audit_actions = {"PUT": "sso.update", "PATCH": "sso.update", "DELETE": "sso.remove"}
+    # 404 sso_not_configured; 503 hsm_unavailable when the secret cannot be sealed.
+    schema_refusals = {"GET": ("404",), "PUT": ("503",)}
 
     @extend_schema(responses=ProviderOut)
     def get(self, request: Request) -> Response:
