@@ -6,21 +6,26 @@ a key admin whose tenant requires MFA reaches nothing but enrolment until enroll
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.cache import cache
+from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
 
 from apps.audit.models import AuditEvent
 from apps.audit.sealer import seal_here
+from apps.core.errors import KcmError
 from apps.core.roles import Role
 from apps.mfa import services
 from apps.mfa.models import MfaDevice, RecoveryCode
-from tests.conftest import World
+from apps.tenants import services as tenants
+from tests.conftest import PASSWORD, World
 from tests.helpers import Api, assert_problem
 from tests.mfa.kit import enrol_totp, next_code, password_step
 
@@ -299,3 +304,50 @@ def test_the_step_up_page_does_not_redirect_off_site(world: World) -> None:
         HTTP_HOST=HOST,
     )
     assert response.status_code == 302 and response["Location"] == "/"
+
+
+def _in_thread(work: Any) -> tuple[threading.Thread, list[Any]]:
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(work())
+        except BaseException as exc:  # reported by the caller
+            box.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, box
+
+
+def test_one_code_sent_twice_at_once_passes_once(world: World) -> None:
+    """Committed rows and separate connections: two requests race with the same code; the
+    device row lock lets one pass and shows the other the used time step."""
+
+    def setup() -> tuple[int, str]:
+        user = tenants.user_create(username="mfa-racer", password=PASSWORD)
+        return user.pk, enrol_totp(user)
+
+    thread, box = _in_thread(setup)
+    thread.join()
+    user_id, seed = box[0]
+    code = next_code(seed)
+    start = threading.Barrier(2)
+
+    def attempt() -> str:
+        start.wait(5)
+        try:
+            return services.code_verify(user_id=user_id, code=code, purpose="sign_in")
+        except KcmError as exc:
+            return exc.code
+
+    try:
+        racers = [_in_thread(attempt) for _ in range(2)]
+        for racer, _ in racers:
+            racer.join()
+        assert sorted(box[0] for _, box in racers) == ["mfa_invalid_code", "totp"]
+    finally:
+        thread, _ = _in_thread(lambda: User.objects.filter(pk=user_id).delete())
+        thread.join()
