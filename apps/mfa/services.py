@@ -224,7 +224,7 @@ def recovery_codes_left(user_id: int) -> int:
 def _totp_match(seed: str, code: str, *, after: int) -> int | None:
     """The time step (now ±1) whose code is `code`, if later than `after` (no replays)."""
     code = code.strip().replace(" ", "")
-    if not (code.isdigit() and len(code) == 6):
+    if not (code.isascii() and code.isdigit() and len(code) == 6):
         return None
     totp = pyotp.TOTP(seed)
     now = int(time.time()) // TOTP_PERIOD

@@ -77,6 +77,8 @@ def test_a_wrong_code_is_refused_and_audited_without_the_code(world: World) -> N
     assert failed and failed[-1].outcome == "denied"
     assert failed[-1].actor == "user:acme-key_admin"
     assert wrong not in str(failed[-1].details)
+    odd = client.post("/mfa/verify/", {"code": "١٢٣٤٥٦"}, HTTP_HOST=HOST)  # not ASCII digits
+    assert odd.status_code == 403
     response = client.post("/mfa/verify/", {"code": right}, HTTP_HOST=HOST)
     assert response.status_code == 302 and response["Location"] == "/"
     assert _signed_in(client)
