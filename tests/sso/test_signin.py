@@ -123,3 +123,29 @@ def test_the_provider_refusing_is_a_clear_page(world: World, idp: Idp, client: A
     answer = c.get(f"/sso/callback/?error=access_denied&state={state}", HTTP_HOST=host_of("acme"))
     assert answer.status_code == 403
     assert "provider_error" in answer.content.decode()
+
+
+def test_sign_in_goes_through_the_common_end_and_its_second_step(world: World, idp: Idp) -> None:
+    """The callback ends in apps.tenants.signin.sign_in_finish: a registered further step (MFA)
+    diverts the browser before any session starts."""
+    from django.http import HttpResponseRedirect
+
+    from apps.tenants import signin
+
+    seen: list[str] = []
+
+    def step(request: Any, user: Any, principal: Any, method: str, next_url: str) -> Any:
+        seen.append(method)
+        return HttpResponseRedirect("/second-step/")
+
+    configure(world.tenants["acme"], idp)
+    idp.person = person()
+    signin.second_step_register(step)
+    try:
+        client = Client()
+        answer = sign_in(client, "acme")
+    finally:
+        signin._second_steps.remove(step)
+    assert seen == ["sso"]
+    assert 'content="0;url=/second-step/"' in answer.content.decode()
+    assert signed_in_as(client, "acme") is None
