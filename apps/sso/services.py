@@ -378,7 +378,9 @@ def signin_complete(
     claims = oidc.id_token_verify(
         discovery, id_token=id_token, client_id=provider.client_id, nonce=login.nonce
     )
-    subject = str(claims["sub"])[:255]
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not subject or len(subject) > 255:
+        raise SsoRefused("The ID token's subject is not usable.", code="bad_id_token")
     email = _email_of(provider, claims)
     roles = roles_mapped(provider=provider, claims=claims)
     if not roles:
