@@ -13,10 +13,13 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from apps.audit.models import Outcome
 from apps.audit.services import audit_record
+from apps.core.clientip import client_ip
 from apps.core.console import console_view
 from apps.core.errors import KcmError
 from apps.core.roles import Role
+from apps.core.throttling import buckets, network_of
 from apps.sso import services
+from apps.sso.errors import SsoRefused
 from apps.sso.forms import ProviderForm
 from apps.sso.selectors import provider_get
 from apps.tenants.access import current_tenant
@@ -26,6 +29,8 @@ from apps.tenants.signin import sign_in_finish
 # Strict session cookie does not survive), signed, HttpOnly, only sent to /sso/.
 STATE_COOKIE = "kcm_sso_state"
 _SALT = "kcm.sso.state"
+# Sign-ins one client address may start a minute: each stores a row until it returns.
+STARTS_PER_MINUTE = 20
 
 
 def _callback_uri(request: HttpRequest) -> str:
@@ -65,6 +70,11 @@ def sso_login(request: HttpRequest) -> HttpResponse:
     post only to us, and Chromium applies that to a form's redirect too. Another site starting
     a sign-in here gains nothing: the callback signs in only the browser that holds the state
     cookie, as whoever that browser is at the provider."""
+    address = client_ip(request)
+    if address and buckets.take(f"sso-start:{network_of(address)}", STARTS_PER_MINUTE, 60.0):
+        too_many = SsoRefused("Too many sign-ins started; wait a minute.", code="throttled")
+        too_many.status = 429
+        return _refused(request, too_many)
     try:
         started = services.signin_start(
             tenant=current_tenant(),

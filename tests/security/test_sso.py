@@ -314,3 +314,15 @@ def test_a_token_cannot_configure_sso_without_tenant_admin(world: World, api: An
     assert Api(host_of("acme"), world.tokens[("globex", "tenant_admin")]).get(
         "/api/v1/sso/"
     ).status_code in (401, 403)
+
+
+def test_one_address_cannot_flood_sign_in_starts(acme: Idp) -> None:
+    from apps.sso.models import SsoLogin
+    from apps.sso.views import STARTS_PER_MINUTE
+
+    client = Client()
+    for _ in range(STARTS_PER_MINUTE):
+        assert client.get("/sso/login/", HTTP_HOST=host_of("acme")).status_code == 302
+    answer = client.get("/sso/login/", HTTP_HOST=host_of("acme"))
+    assert answer.status_code == 429 and ">throttled<" in answer.content.decode()
+    assert SsoLogin.objects.count() == STARTS_PER_MINUTE
