@@ -35,6 +35,7 @@ def test_the_contract_lists_the_layers_top_first_without_exceptions() -> None:
     assert contract["layers"] == [
         "kms_project",
         "apps.approvals",
+        "apps.mfa | apps.sso",
         "apps.rotation",
         "apps.keychain",
         "apps.tenants",
