@@ -1,32 +1,32 @@
 """The data plane against Django's path: `python -m bench.dataplane` (issue 15).
 
-Two deployments side by side in one run, identical but for KCM_DATAPLANE (fast | django), each
-with BENCH_DP_WORKERS gunicorn workers (default 2, gthread) and auditing on. For each, in
-alternating rounds:
+Deployments side by side in one run, each with BENCH_DP_WORKERS web worker processes (default
+2) and auditing on, identical but for what the side's label names. For each, in alternating
+rounds:
 
 1. Saturation: BENCH_DP_THREADS client threads (default 6) send single `generate-data-key`
    requests back to back for BENCH_DP_SECONDS. `ops_per_server_cpu_s` is the requests answered
-   200 per CPU-second the web processes (gunicorn master and workers) used meanwhile, read from
-   their own CPU times, so the load generator's share of the cores does not count;
-   `ops_per_server_cpu_s_with_db` also counts the deployment's PostgreSQL backends.
+   200 per CPU-second the web processes (the server's main process and its workers) used
+   meanwhile, read from their own CPU times, so the load generator's share of the cores does
+   not count; `ops_per_server_cpu_s_with_db` also counts the deployment's PostgreSQL backends.
 2. Latency: requests paced at half the saturated rate (open loop: each latency runs from the
    moment the request was due, so a stall is not hidden); `p99_ms`.
 
-BENCH_DP_SIDES (default fast,django,fast-granian) names the deployments, the first reported
-plainly and the others with their name as prefix: `fast` and `django` (KCM_DATAPLANE),
-`fast-granian` (the data plane served by granian: kms_project/granian_serve.py), `fast-group`
-(the data plane with KCM_AUDIT_GROUP_COMMIT=true).
-`vs_django` is the ratio of the two `ops_per_server_cpu_s`. `errors` counts every answer other
-than 200 and every failed request in both deployments. The rate limits are raised out of the
-way (their code still runs on every request): the load comes from one client address and
-token. Last line: one JSON object `{"bench": "dataplane", ...}`.
+BENCH_DP_SIDES (default fast,django,fast-gunicorn,django-gunicorn) names the deployments, the
+first reported plainly and the others with their name as prefix. A label is the path, `fast`
+or `django` (KCM_DATAPLANE), then optionally `-gunicorn` (KCM_WEB_SERVER=gunicorn instead of
+the default, granian: kms_project/web.py) and `-group` (KCM_AUDIT_GROUP_COMMIT=true).
+`vs_django` is the ratio of `fast`'s and `django`'s `ops_per_server_cpu_s`, both on the default
+server; `vs_django_gunicorn`, if both ran, the data plane on granian against Django's path on
+gunicorn (the first release's deployment). `errors` counts every answer other than 200 and
+every failed request in every deployment. The rate limits are raised out of the way (their
+code still runs on every request): the load comes from one client address and token. Last
+line: one JSON object `{"bench": "dataplane", ...}`.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import sys
 import threading
 import time
 from collections import Counter
@@ -35,14 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import HttpClient, Operation, percentile, report, run_load
-from tests.e2e.stack import LiveStack, free_port
+from tests.e2e.stack import LiveStack
 from tests.e2e.tenantkit import CONTEXT, KEY_ADMIN, KEY_USER, create_chain, provision_tenant
 
 ROUNDS = int(os.environ.get("BENCH_DP_ROUNDS", "3"))
 SECONDS = float(os.environ.get("BENCH_DP_SECONDS", "8"))
 THREADS = int(os.environ.get("BENCH_DP_THREADS", "6"))
 WORKERS = int(os.environ.get("BENCH_DP_WORKERS", "2"))
-SIDES = os.environ.get("BENCH_DP_SIDES", "fast,django,fast-granian").split(",")
+SIDES = os.environ.get("BENCH_DP_SIDES", "fast,django,fast-gunicorn,django-gunicorn").split(",")
 LATENCY_SECONDS = float(os.environ.get("BENCH_DP_LATENCY_SECONDS", "8"))
 PATH = "/api/v1/service-keys/payments/generate-data-key/"
 BODY = ("{" + f'"context": {{"purpose": "{CONTEXT["purpose"]}"}}' + "}").encode()
@@ -53,7 +53,7 @@ class Side:
     label: str
     stack: LiveStack
     clients: list[HttpClient]
-    server: int  # the web server's master process
+    server: int  # the web server's main process
     ops: int = 0
     web_cpu: float = 0.0
     db_cpu: float = 0.0
@@ -179,22 +179,15 @@ def paced(side: Side, rate: float) -> None:
         thread.join()
 
 
-def _wait_for(port: int) -> None:
-    for _ in range(300):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port}")
-
-
 def _deploy(stack_of: ExitStack, label: str) -> Side:
+    path, *options = label.split("-")
+    if path not in ("fast", "django") or not set(options) <= {"gunicorn", "group"}:
+        raise SystemExit(f"BENCH_DP_SIDES: unknown deployment {label!r}")
     env = {
         **os.environ,
-        "KCM_DATAPLANE": "django" if label == "django" else "fast",
-        # fast-group: the data plane with the audit group commit (KCM_AUDIT_GROUP_COMMIT).
-        "KCM_AUDIT_GROUP_COMMIT": "true" if label == "fast-group" else "false",
+        "KCM_DATAPLANE": path,
+        "KCM_WEB_SERVER": "gunicorn" if "gunicorn" in options else "granian",
+        "KCM_AUDIT_GROUP_COMMIT": "true" if "group" in options else "false",
         "KCM_WEB_WORKERS": str(WORKERS),
         "KCM_API_RATE_PER_TOKEN": "1000000/s",
         "KCM_API_RATE_PER_ADDRESS": "1000000/s",
@@ -202,19 +195,11 @@ def _deploy(stack_of: ExitStack, label: str) -> Side:
     stack = stack_of.enter_context(LiveStack(web_workers=WORKERS, env=env))
     tenant = provision_tenant(stack, "bench", (KEY_ADMIN, KEY_USER))
     create_chain(stack, tenant)
-    port, server = stack.port, stack.procs["web"].pid
-    if label.endswith("-granian"):
-        # The same deployment served by granian instead (its gunicorn idles, uncounted).
-        port = free_port()
-        command = [sys.executable, "-m", "kms_project.granian_serve", "--bind", f"127.0.0.1:{port}"]
-        stack._spawn("granian", command)
-        _wait_for(port)
-        server = stack.procs["granian"].pid
-    clients = [HttpClient(port, tenant.host, tenant.tokens[KEY_USER]) for _ in range(THREADS)]
+    clients = [HttpClient(stack.port, tenant.host, tenant.tokens[KEY_USER]) for _ in range(THREADS)]
     for client in clients:  # warm every worker's caches
         for _ in range(20):
             client.send("POST", PATH, BODY)
-    return Side(label, stack, clients, server)
+    return Side(label, stack, clients, stack.procs["web"].pid)
 
 
 def main() -> None:
@@ -233,7 +218,7 @@ def main() -> None:
         rate = side.ops / side.seconds
         p50, p99 = (percentile(side.latencies, p) * 1000 for p in (50, 99))
         lines.append(
-            f"{side.label:>6}: {rate:7.0f} req/s, {side.ops} ops on {side.web_cpu:.2f} web CPU-s"
+            f"{side.label:>15}: {rate:7.0f} req/s, {side.ops} ops on {side.web_cpu:.2f} web CPU-s"
             f" + {side.db_cpu:.2f} PostgreSQL CPU-s: {per_cpu:.0f} ops/web CPU-s, {with_db:.0f}"
             f" with PostgreSQL; at {rate / 2:.0f} req/s p50 {p50:.2f} ms p99 {p99:.2f} ms;"
             f" errors {dict(side.errors) or 0}"
@@ -243,8 +228,11 @@ def main() -> None:
         figures[f"{prefix}ops_per_server_cpu_s_with_db"] = round(with_db, 1)
         figures[f"{prefix}rate"] = round(rate, 1)
         figures[f"{prefix}p99_ms"] = round(p99, 2)
-    fast, django = sides[0], next(side for side in sides if side.label == "django")
-    figures["vs_django"] = round((fast.ops / fast.web_cpu) / (django.ops / django.web_cpu), 2)
+    per_cpu_of = {side.label: side.ops / side.web_cpu for side in sides if side.web_cpu}
+    if "fast" in per_cpu_of and "django" in per_cpu_of:
+        figures["vs_django"] = round(per_cpu_of["fast"] / per_cpu_of["django"], 2)
+    if "fast" in per_cpu_of and "django-gunicorn" in per_cpu_of:
+        figures["vs_django_gunicorn"] = round(per_cpu_of["fast"] / per_cpu_of["django-gunicorn"], 2)
     figures["errors"] = sum(sum(side.errors.values()) for side in sides)
     figures.update(workers=WORKERS, threads=THREADS, rounds=ROUNDS, seconds=SECONDS)
     report(lines, figures)

@@ -26,9 +26,9 @@ case "${1:-web}" in
         exec python manage.py kcm_migrate
         ;;
     web)
-        # Workers (KCM_WEB_WORKERS), threads (KCM_WEB_THREADS), no preloading:
-        # kms_project/gunicorn_conf.py.
-        exec gunicorn -c python:kms_project.gunicorn_conf --bind "0.0.0.0:${KCM_PORT:-8000}"
+        # granian or gunicorn (KCM_WEB_SERVER), workers (KCM_WEB_WORKERS), threads
+        # (KCM_WEB_THREADS), no preloading: kms_project/web.py.
+        exec python -m kms_project.web --bind "0.0.0.0:${KCM_PORT:-8000}"
         ;;
     worker)
         exec celery -A kms_project worker -l info --concurrency 2

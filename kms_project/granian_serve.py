@@ -1,45 +1,109 @@
-"""KCM's web processes on granian (its HTTP handling in Rust) instead of gunicorn gthread:
-``python -m kms_project.granian_serve --bind 127.0.0.1:8000``.
+"""KCM's web processes on granian (HTTP handled in Rust), the default web server:
+``python -m kms_project.web`` starts it (or gunicorn, with KCM_WEB_SERVER=gunicorn).
 
-The same WSGI application (kms_project.wsgi, with the data plane in front of Django) and the
-same settings: KCM_WEB_WORKERS processes of KCM_WEB_THREADS request threads each. Measured in
-docs/dataplane.md (bench.dataplane, BENCH_DP_SIDES=fast-granian,...), where it serves the data
-plane with about a third less CPU per request than gunicorn. Not yet the default launcher:
-gunicorn_conf's hooks have no equivalent here yet (the keystore check after fork that halts
-the server on a token without AES-GCM; dropping a dead worker's live gauges).
+The same WSGI application as under gunicorn (kms_project.wsgi, the data plane in front of
+Django) and the same settings: KCM_WEB_WORKERS processes of KCM_WEB_THREADS request threads
+each. What gunicorn_conf's hooks do, done here:
+
+- In the main process, before any worker exists: the workers' metrics files go to a folder
+  emptied now, and the node's scrapes are answered on KCM_METRICS_PORT (kms_project/metrics.py).
+- In each worker, after the fork and before it serves (`worker_application`, granian's
+  factory): close the inherited scrape listener, drop the "live" gauges of workers that died
+  (gunicorn's child_exit), load the application, then refuse to serve with a keystore that
+  lacks a mechanism KCM needs: the worker leaves a note and exits with status 3, and the
+  server stops with status 3 (gunicorn's worker boot error).
+- A worker that dies (SIGKILL, out of memory) is replaced, as gunicorn's arbiter does.
+  Granian stops the whole server when a worker dies again within 5.5 s of its replacement
+  (its crash-loop rule, not configurable); for any cause but the keystore check, `serve`
+  starts it again after a second, so a node never stays down because its workers were killed.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import logging
 import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+logger = logging.getLogger("kcm.web")
+
+# Each worker process holds its HSM session and database connection; its request threads share
+# them (HSM calls are serialised per process: HSM-NOTES).
+WSGI_FACTORY = "kms_project.granian_serve:worker_application"
+# Where a worker that refused to serve says so, for the main process (set by `serve`).
+REFUSAL_NOTE_ENV = "KCM_WEB_REFUSAL_NOTE"
 
 
-def main() -> None:
+def serve(address: str, port: int, workers: int | None = None) -> None:
+    """Run the server in this process until SIGTERM/SIGINT (then stop the workers in order)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kms_project.settings")
     from kms_project import logconfig, metrics
     from kms_project.env import env_int
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bind", default="127.0.0.1:8000", help="address:port")
-    args = parser.parse_args()
-    address, _, port = args.bind.rpartition(":")
-    # Before any worker exists: the workers' metrics files go to a folder emptied now.
     metrics.prepare_multiprocess("web")
+    listener = metrics.listener_address()
+    if listener is not None:
+        metrics.serve(*listener)
 
     from granian import Granian
     from granian.constants import Interfaces
 
-    Granian(
-        "kms_project.wsgi:application",
-        address=address or "127.0.0.1",
-        port=int(port),
-        interface=Interfaces.WSGI,
-        workers=env_int("KCM_WEB_WORKERS", 2, minimum=1),
-        blocking_threads=env_int("KCM_WEB_THREADS", 4, minimum=1),
-        log_dictconfig=logconfig.from_env(),
-        log_access=False,  # each request is logged by the application, with its route
-    ).serve()
+    with tempfile.TemporaryDirectory(prefix="kcm-web-") as folder:
+        os.environ[REFUSAL_NOTE_ENV] = note = os.path.join(folder, "refused")
+        while True:
+            server = Granian(
+                WSGI_FACTORY,
+                factory=True,
+                address=address,
+                port=port,
+                interface=Interfaces.WSGI,
+                workers=workers or env_int("KCM_WEB_WORKERS", 2, minimum=1),
+                blocking_threads=env_int("KCM_WEB_THREADS", 4, minimum=1),
+                respawn_failed_workers=True,
+                log_dictconfig=logconfig.from_env(),
+                log_access=False,  # each request is logged by the application, with its route
+            )
+            with contextlib.suppress(SystemExit):  # granian exits 1 when it gave up on its workers
+                server.serve()
+            if os.path.exists(note):
+                sys.exit(3)
+            if server.interrupt_signal:
+                return  # SIGTERM or SIGINT: a clean stop
+            logger.error("web workers kept dying; starting the server again in 1 s")
+            time.sleep(1)
+            if server.interrupt_signal:  # a stop asked for during the pause
+                return
+
+
+def worker_application() -> Any:
+    """In each worker, after the fork: the WSGI application, or exit 3 (see the module doc)."""
+    from kms_project import metrics
+
+    metrics.close_inherited_listener()
+    metrics.sweep_dead()
+    from apps.keystores.base import CapabilityNotSupported
+    from apps.keystores.registry import platform_keystore_check
+    from kms_project.wsgi import application
+
+    try:
+        platform_keystore_check()
+    except CapabilityNotSupported as exc:
+        print(f"KCM cannot start: {exc}", file=sys.stderr, flush=True)
+        note = os.environ.get(REFUSAL_NOTE_ENV)
+        if note:
+            with open(note, "w") as handle:
+                handle.write("keystore check\n")
+        sys.exit(3)  # the worker process ends with status 3
+    return application
+
+
+def main() -> None:
+    from kms_project.web import main as web_main
+
+    web_main(server="granian")
 
 
 if __name__ == "__main__":

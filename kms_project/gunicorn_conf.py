@@ -1,5 +1,6 @@
-"""gunicorn settings for KCM's web processes; every launcher uses them (`make run`, docker, the
-end-to-end tests and benchmarks): ``gunicorn -c python:kms_project.gunicorn_conf``.
+"""gunicorn settings for KCM's web processes when KCM_WEB_SERVER=gunicorn (granian is the
+default): every launcher starts `python -m kms_project.web`, which runs
+``gunicorn -c python:kms_project.gunicorn_conf`` then.
 
 gthread workers, which keep HTTP connections alive between requests (sync workers close
 each one), with four request threads each: a thread waiting on the database or a customer's

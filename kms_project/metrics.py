@@ -83,11 +83,44 @@ def listener_address() -> tuple[str, int] | None:
     return env_str("KCM_METRICS_ADDRESS", "127.0.0.1"), port
 
 
+_listener: Any = None  # this process's scrape listener, if it started one
+
+
 def serve(address: str, port: int) -> Any:
     """Start the scrape listener (a daemon thread of this process); returns its server."""
+    global _listener
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_NodeCollector(metrics_root() / role for role in ROLES))
-    server, _thread = start_http_server(port, addr=address, registry=registry)
-    return server
+    _listener, _thread = start_http_server(port, addr=address, registry=registry)
+    return _listener
+
+
+def close_inherited_listener() -> None:
+    """In a forked child: close the parent's scrape listener socket (the thread serving it
+    did not survive the fork; only the parent answers scrapes)."""
+    global _listener
+    if _listener is not None:
+        _listener.socket.close()
+        _listener = None
+
+
+def sweep_dead() -> None:
+    """Drop the "live" gauges of every process of this folder that no longer runs (what
+    gunicorn's child_exit hook does one by one; granian has no such hook)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return
+    pids = set()
+    for path in glob.glob(os.path.join(folder, "gauge_live*_*.db")):
+        tail = path.rsplit("_", 1)[-1].removesuffix(".db")
+        if tail.isdigit():
+            pids.add(int(tail))
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark_dead(pid)
+        except PermissionError:
+            pass  # alive, another user's

@@ -22,10 +22,15 @@ def _compose() -> dict[str, Any]:
 
 
 def _names_read_by_code() -> set[str]:
-    """KCM_* names that the settings modules, gunicorn_conf.py or the local stack
+    """KCM_* names that the settings modules, the web server's launcher or the local stack
     (tools/devstack.py and tools/kcmstack/) read (as string literals)."""
     names: set[str] = set()
-    sources = ("kms_project/gunicorn_conf.py", "tools/devstack.py")
+    sources = (
+        "kms_project/gunicorn_conf.py",
+        "kms_project/granian_serve.py",
+        "kms_project/web.py",
+        "tools/devstack.py",
+    )
     settings = sorted((REPO / "kms_project").glob("settings*.py"))
     stack = sorted((REPO / "tools" / "kcmstack").glob("*.py"))
     for source in (*settings, *(REPO / name for name in sources), *stack):
@@ -76,10 +81,12 @@ def test_every_kcm_name_in_the_container_files_is_read_by_the_code() -> None:
         assert used - known == set(), f"{file} uses names nothing reads"
 
 
-def test_every_launcher_uses_the_gunicorn_settings_which_never_preload() -> None:
+def test_every_launcher_starts_the_web_server_one_way_which_never_preloads() -> None:
     # PKCS#11 must be initialised in each worker after fork; --preload would do it before.
-    from kms_project import gunicorn_conf
+    from kms_project import granian_serve, gunicorn_conf
 
+    # granian loads the application through a factory that runs in each worker.
+    assert granian_serve.WSGI_FACTORY == "kms_project.granian_serve:worker_application"
     assert gunicorn_conf.preload_app is False
     assert gunicorn_conf.worker_class == "gthread" and gunicorn_conf.threads >= 1
     assert gunicorn_conf.wsgi_app == "kms_project.wsgi:application"
@@ -93,7 +100,9 @@ def test_every_launcher_uses_the_gunicorn_settings_which_never_preload() -> None
         code = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
         assert "--preload" not in code and "preload_app" not in code, file
     for file in launchers:
-        assert "python:kms_project.gunicorn_conf" in file.read_text(), file
+        assert "kms_project.web" in file.read_text(), file
+    # kms_project/web.py is the one place that names gunicorn's settings.
+    assert "python:kms_project.gunicorn_conf" in (REPO / "kms_project" / "web.py").read_text()
 
 
 def test_web_and_worker_share_the_audit_export_folder() -> None:

@@ -1,4 +1,5 @@
-"""A throwaway KCM deployment for end-to-end tests: real gunicorn, real Celery, own database.
+"""A throwaway KCM deployment for end-to-end tests: the real web server (kms_project/web.py:
+granian, or gunicorn with KCM_WEB_SERVER=gunicorn), real Celery, own database.
 
     with LiveStack(web_workers=2, celery_pool="solo") as stack:
         stack.manage("kcm_demo")
@@ -167,8 +168,8 @@ class LiveStack:
         python = sys.executable
         self._spawn(
             "web",
-            [python, "-m", "gunicorn", "-c", "python:kms_project.gunicorn_conf",
-             "-b", f"127.0.0.1:{self.port}", "-w", str(self.web_workers)],
+            [python, "-m", "kms_project.web", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", str(self.web_workers)],
         )  # fmt: skip
         if self.celery_pool:
             self._spawn(
@@ -291,7 +292,7 @@ class LiveStack:
     def _spawn(self, name: str, cmd: list[str]) -> None:
         assert self.tmp is not None
         log = self._logs[name] = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115
-        # Own process group, so stop() can signal gunicorn's and Celery's children too.
+        # Own process group, so stop() can signal the web server's and Celery's children too.
         with _Signals.deferred():
             self.procs[name] = subprocess.Popen(
                 cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,

@@ -127,12 +127,17 @@ def test_make_run_on_a_fresh_clone_serves_a_healthy_private_stack_until_ctrl_c(
 
             running = processes_under(clone)
             commands = " ".join(running.values())
-            for expected in ("postgres", "gunicorn", "kms_project worker", "kms_project beat"):
+            for expected in (
+                "postgres",
+                "kms_project.web",
+                "kms_project worker",
+                "kms_project beat",
+            ):
                 assert expected in commands, f"{expected} not running: {running}"
             # The clone's own PostgreSQL, on a socket inside its .state, is the one in use.
             socket_dir = clone / ".state" / "pg-run"
             assert (socket_dir / ".s.PGSQL.5433").is_socket()
-            web = next(pid for pid, cmd in running.items() if "gunicorn" in cmd)
+            web = next(pid for pid, cmd in running.items() if "kms_project.web" in cmd)
             web_env = dict(
                 item.split("=", 1)
                 for item in Path(f"/proc/{web}/environ").read_text().split("\0")

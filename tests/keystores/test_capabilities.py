@@ -22,7 +22,7 @@ from apps.keystores.base import (
     CapabilityNotSupported,
 )
 from apps.keystores.pkcs11.keystore import Pkcs11Keystore
-from kms_project import gunicorn_conf
+from kms_project import granian_serve, gunicorn_conf
 
 
 @pytest.fixture
@@ -78,6 +78,13 @@ def test_a_web_worker_refuses_to_start_on_such_a_token(
     # gunicorn's hook exits with "worker failed to boot", which stops the whole server.
     with pytest.raises(SystemExit) as stopped:
         gunicorn_conf.post_worker_init(object())
+    assert stopped.value.code == 3
+    assert "CKM_AES_GCM" in capsys.readouterr().err
+
+    # granian's worker factory ends the worker with status 3; a second failure within seconds
+    # stops the server (tests/e2e/test_web_server.py runs that for real).
+    with pytest.raises(SystemExit) as stopped:
+        granian_serve.worker_application()
     assert stopped.value.code == 3
     assert "CKM_AES_GCM" in capsys.readouterr().err
 

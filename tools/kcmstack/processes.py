@@ -87,9 +87,8 @@ def serve(env: dict[str, str]) -> int:
         log("running as root; Celery's superuser warning is silenced (JSON-only tasks)")
         worker_env["PYTHONWARNINGS"] = "ignore:You're running the worker with superuser"
     commands = {
-        # Workers, threads, no preloading: kms_project/gunicorn_conf.py.
-        "web": ([python, "-m", "gunicorn", "-c", "python:kms_project.gunicorn_conf",
-                 "-b", f"127.0.0.1:{port}"], env),
+        # granian (or KCM_WEB_SERVER=gunicorn), workers, threads, no preloading: kms_project/web.py.
+        "web": ([python, "-m", "kms_project.web", "--bind", f"127.0.0.1:{port}"], env),
         "worker": ([python, "-m", "celery", "-A", "kms_project", "worker", "-l", "info",
                     "--concurrency", "2"], worker_env),
         "beat": ([python, "-m", "celery", "-A", "kms_project", "beat", "-l", "info"], env),
