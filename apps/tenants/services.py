@@ -14,6 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.core.approvals import action_gated
 from apps.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from apps.core.roles import TENANT_ROLES, Role
 from apps.core.tenancy import Principal
@@ -243,11 +244,33 @@ def membership_assign(
     """Give `user` exactly `roles` in `tenant` as an outside authority says (`source`, e.g.
     "sso": the tenant's sign-on provider maps them at each sign-in). A key user keeps the grant
     they had (none for a new one); the last tenant admin is never taken away
-    (`last_tenant_admin`); tokens beyond the new roles are revoked."""
+    (`last_tenant_admin`); tokens beyond the new roles are revoked.
+
+    While the tenant's approval policy gates granting key_admin or tenant_admin
+    (`member.role_change`), the authority cannot grant them either: an admin role the member
+    does not hold yet is withheld (and recorded), the others are given; a member it would leave
+    with no role is refused (409 `approval_required`). Invite them with another role, then ask
+    for the admin role through an approval request; later sign-ins keep it."""
     wanted = roles_validate(tenant=tenant, roles=roles)
     with transaction.atomic():
         membership = Membership.objects.select_for_update().filter(user=user, tenant=tenant).first()
         before = sorted(membership.roles) if membership is not None else []
+        withheld: list[str] = []
+        if action_gated("member.role_change"):
+            withheld = sorted((set(wanted) - set(before)) & {Role.KEY_ADMIN, Role.TENANT_ADMIN})
+            wanted = [role for role in wanted if role not in withheld]
+            if withheld:
+                audit_record(
+                    action="member.role_withheld",
+                    target=user.username,
+                    details={"withheld": withheld, "by": source},
+                )
+            if not wanted:
+                raise Conflict(
+                    f"Granting {', '.join(withheld)} needs approval in this tenant: ask a tenant "
+                    "admin to invite you with another role, then to request the change.",
+                    code="approval_required",
+                )
         if before == wanted:
             return membership  # type: ignore[return-value]
         if membership is not None and Role.TENANT_ADMIN not in wanted:

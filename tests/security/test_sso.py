@@ -3,7 +3,8 @@
 ID tokens of another issuer or audience, badly signed (another key, or HS256 with the client
 secret), expired or with another nonce; an unverified email or a disallowed domain; a person of
 tenant A signing in to tenant B; taking over a linked account by its email; password sign-in
-when the tenant turned it off; an open redirect via `next`; the client secret leaking."""
+when the tenant turned it off; an open redirect via `next`; the client secret leaking; the
+provider's role map granting an admin role that the approval policy gates."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from django.contrib.auth.models import User
 from django.test import Client
 from joserfc.jwk import OctKey, RSAKey
 
+from apps.core.roles import Role
 from apps.sso.models import OidcProvider, SsoIdentity
+from apps.tenants.models import Membership
+from tests.approvals.conftest import add_key_admin
 from tests.audit.coveragekit import Log
 from tests.conftest import PASSWORD, World
 from tests.helpers import Api, host_of
@@ -326,3 +330,51 @@ def test_one_address_cannot_flood_sign_in_starts(acme: Idp) -> None:
     answer = client.get("/sso/login/", HTTP_HOST=host_of("acme"))
     assert answer.status_code == 429 and ">throttled<" in answer.content.decode()
     assert SsoLogin.objects.count() == STARTS_PER_MINUTE
+
+
+# --- four eyes ------------------------------------------------------------------------------
+
+
+def test_the_provider_cannot_grant_an_admin_role_that_needs_approval(
+    world: World, acme: Idp, api: Any
+) -> None:
+    """A tenant admin who controls the provider's groups (or its role map) would otherwise make
+    a second account key admin at its next sign-in, round the approval policy that gates
+    `member.role_change`."""
+    for n in range(3):
+        add_key_admin(world, "acme", f"approver-{n}")
+    admin = api("acme", Role.TENANT_ADMIN)
+    policy = {"actions": ["member.role_change"], "required": 2}
+    assert admin.call("PUT", "/api/v1/approvals/policy/", policy).status_code == 200
+
+    # Mapped to key_admin only: refused, nobody created.
+    acme.person = person(sub="second-sub", email="second@example.com", groups=["kcm-keys"])
+    client = Client()
+    answer = sign_in(client, "acme")
+    assert answer.status_code == 409 and ">approval_required<" in answer.content.decode()
+    assert signed_in_as(client, "acme") is None
+    assert not User.objects.filter(username="second@example.com").exists()
+
+    # Mapped to auditor and key_admin: signed in as an auditor, key_admin withheld and recorded.
+    acme.person = person(
+        sub="second-sub", email="second@example.com", groups=["kcm-keys", "kcm-audit"]
+    )
+    log = Log(world.tenants["acme"].schema_name)
+    sign_in(client, "acme")
+    assert signed_in_as(client, "acme") == "second@example.com"
+    membership = Membership.objects.get(user__username="second@example.com")
+    assert membership.roles == [Role.AUDITOR]
+    (withheld,) = [e for e in log.new() if e.action == "member.role_withheld"]
+    assert withheld.details == {"withheld": [Role.KEY_ADMIN], "by": "sso"}
+
+    # The next sign-in (same groups) still does not make them key admin.
+    sign_in(Client(), "acme")
+    membership.refresh_from_db()
+    assert membership.roles == [Role.AUDITOR]
+
+    # Without the policy, the provider grants it as before.
+    policy = {"actions": [], "required": 2}
+    assert admin.call("PUT", "/api/v1/approvals/policy/", policy).status_code == 200
+    sign_in(Client(), "acme")
+    membership.refresh_from_db()
+    assert sorted(membership.roles) == sorted([Role.AUDITOR, Role.KEY_ADMIN])
