@@ -89,6 +89,7 @@ class HttpClient:
     whenever the server closes it."""
 
     def __init__(self, port: int, host: str, token: str) -> None:
+        self.port, self.host, self.token = port, host, token
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.headers = {
             "Host": f"{host}:{port}",
@@ -125,6 +126,10 @@ class HttpClient:
 
     def close(self) -> None:
         self.connection.close()
+
+    def address(self) -> tuple[int, str, str]:
+        """(port, host, token): what another process needs to make the same client."""
+        return self.port, self.host, self.token
 
 
 def make_data_keys(client: HttpClient, count: int, service: str = "payments") -> list[str]:

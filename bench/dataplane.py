@@ -10,7 +10,8 @@ rounds:
    meanwhile, read from their own CPU times, so the load generator's share of the cores does
    not count; `ops_per_server_cpu_s_with_db` also counts the deployment's PostgreSQL backends.
 2. Latency: requests paced at half the saturated rate (open loop: each latency runs from the
-   moment the request was due, so a stall is not hidden); `p99_ms`.
+   moment the request was due, so a stall is not hidden), each client in its own process;
+   `p99_ms`.
 
 BENCH_DP_SIDES (default fast,django,fast-gunicorn,django-gunicorn) names the deployments, the
 first reported plainly and the others with their name as prefix. A label is the path, `fast`
@@ -26,8 +27,8 @@ line: one JSON object `{"bench": "dataplane", ...}`.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-import threading
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -145,38 +146,43 @@ def saturate(side: Side) -> None:
 
 
 def paced(side: Side, rate: float) -> None:
-    """Open loop at `rate` requests/s over the side's clients, each on its own schedule."""
-    interval = len(side.clients) / rate
-    lock = threading.Lock()
-    began = time.monotonic() + 0.2
-
-    def loop(index: int, client: HttpClient) -> None:
-        due = began + index * interval / len(side.clients)
-        latencies: list[float] = []
-        errors: Counter[str] = Counter()
-        while due < began + LATENCY_SECONDS:
-            pause = due - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            try:
-                status = client.send("POST", PATH, BODY)[0]
-                if status != 200:
-                    errors[str(status)] += 1
-            except OSError as exc:
-                errors[type(exc).__name__] += 1
-            latencies.append(time.monotonic() - due)
-            due += interval
-        with lock:
+    """Open loop at `rate` requests/s over the side's clients, each on its own schedule and in
+    its own process: client threads sharing one GIL would add their wait for it to every
+    latency (a reply that arrived while another client thread ran), which is not the server's.
+    """
+    count = len(side.clients)
+    interval = count / rate
+    began = time.monotonic() + 0.5  # CLOCK_MONOTONIC: one clock for every process
+    port, host, token = side.clients[0].address()
+    end = began + LATENCY_SECONDS
+    jobs = [(port, host, token, began + i * interval / count, interval, end) for i in range(count)]
+    with multiprocessing.get_context("fork").Pool(count) as pool:
+        for latencies, errors in pool.starmap(_paced_client, jobs):
             side.latencies.extend(latencies)
             side.errors.update(errors)
 
-    threads = [
-        threading.Thread(target=loop, args=(i, c), daemon=True) for i, c in enumerate(side.clients)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+
+def _paced_client(
+    port: int, host: str, token: str, due: float, interval: float, end: float
+) -> tuple[list[float], Counter[str]]:
+    client = HttpClient(port, host, token)
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    client.send("POST", PATH, BODY)  # connected before the clock starts
+    while due < end:
+        pause = due - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        try:
+            status = client.send("POST", PATH, BODY)[0]
+            if status != 200:
+                errors[str(status)] += 1
+        except OSError as exc:
+            errors[type(exc).__name__] += 1
+        latencies.append(time.monotonic() - due)
+        due += interval
+    client.close()
+    return latencies, errors
 
 
 def _deploy(stack_of: ExitStack, label: str) -> Side:
