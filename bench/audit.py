@@ -35,6 +35,9 @@ ROUNDS = int(os.environ.get("BENCH_AUDIT_ROUNDS", "4"))
 SECONDS = float(os.environ.get("BENCH_AUDIT_SECONDS", "6"))
 THREADS = 8
 EVENTS = int(os.environ.get("BENCH_AUDIT_EVENTS", "1000000"))
+# The load comes from one address and one token: the rate limits are raised out of the way
+# (their code still runs on every request), else the faster side would hit them first.
+RATE_LIMITS_AWAY = {"KCM_API_RATE_PER_TOKEN": "1000000/s", "KCM_API_RATE_PER_ADDRESS": "1000000/s"}
 
 
 def _operations(stack: LiveStack, host: str, token: str) -> list[Operation]:
@@ -48,7 +51,10 @@ def measure_http() -> dict[str, float]:
         stacks = {}
         for label, audited in (("audited", "true"), ("unaudited", "false")):
             stack = stack_of.enter_context(
-                LiveStack(web_workers=2, env={**os.environ, "KCM_AUDIT_ENABLED": audited})
+                LiveStack(
+                    web_workers=2,
+                    env={**os.environ, **RATE_LIMITS_AWAY, "KCM_AUDIT_ENABLED": audited},
+                )
             )
             tenant = provision_tenant(stack, "bench", (KEY_ADMIN, KEY_USER))
             create_chain(stack, tenant)
