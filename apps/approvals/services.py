@@ -261,7 +261,7 @@ def request_approve(
             if approvals.filter(person=person).exists():
                 raise Conflict("You have approved this request already.", code="already_approved")
             approvals.create(person=person, actor=principal.actor)
-            count = approvals.count()
+            count = len(_standing(request, ledger))
             audit_record(
                 action="approval.approve",
                 target=str(request.pk),
@@ -303,16 +303,38 @@ def request_execute(
     return request
 
 
+def _standing(request: RequestBase, ledger: Ledger) -> list[Any]:
+    """The request's approvals whose approver still is an active member holding the approver
+    role: an approval given by someone since removed or demoted no longer counts."""
+    approvals = list(request.approvals.all())  # type: ignore[attr-defined]
+    holders = set(
+        Membership.objects.filter(
+            tenant=ledger.tenant(),
+            user_id__in=[a.person for a in approvals],
+            user__is_active=True,
+            roles__contains=[request.approver_role],
+        ).values_list("user_id", flat=True)
+    )
+    return [a for a in approvals if a.person in holders]
+
+
 def _execute(request: RequestBase, ledger: Ledger) -> None:
     """Run the stored payload as the requester (their name on the action's own audit event),
     in a savepoint: a refusal by the service marks the request FAILED with its code. Approvals
-    given to someone since removed or demoted never act in their name (`requester_lost_role`).
+    given to someone since removed or demoted never act in their name (`requester_lost_role`),
+    nor do approvals whose approvers have since lost the approver role (`approvals_lapsed`).
     """
     gated = ledger.actions[request.action]
     token = set_context(
         replace(current(), actor=request.requester_actor, role=request.requester_role)
     )
     try:
+        if len(_standing(request, ledger)) < request.required:
+            raise Forbidden(
+                "Some approvers have since lost the approver role: fewer approvals stand than "
+                "the request needs; nothing was done.",
+                code="approvals_lapsed",
+            )
         requester = requester_principal(ledger, request)
         if not gated.needs(dict(request.params)) <= requester.roles:
             raise Forbidden(

@@ -273,3 +273,32 @@ def test_approvals_never_act_for_a_requester_who_lost_the_role(api: Any, world: 
     assert (request.state, request.error_code) == ("FAILED", "requester_lost_role")
     key = api("acme", Role.AUDITOR).get("/api/v1/keys/").json_body
     assert "ENABLED" in str(key) and "DISABLED" not in str(key)
+
+
+def test_an_approval_lapses_when_its_approver_loses_the_role(api: Any, world: World) -> None:
+    """An approver approves and is then demoted (or removed): their approval no longer counts,
+    so one more approval does not reach two; a third, still standing, does."""
+    requester, l1 = _l1(api)
+    approvers = [add_key_admin(world, "acme", f"approver-{n}") for n in range(3)]
+    tenant_admin = api("acme", Role.TENANT_ADMIN)
+    policy = {"actions": ["key.disable"], "required": 2}
+    assert tenant_admin.call("PUT", "/api/v1/approvals/policy/", policy).status_code == 200
+    asked = requester.post(f"/api/v1/keys/{l1}/disable/", {})
+    assert asked.status_code == 202, asked.content
+    approve = f"/api/v1/approvals/{asked.json_body['id']}/approve/"
+    assert approvers[0].api.post(approve, {}).status_code == 200
+    Membership.objects.filter(user=approvers[0].user, tenant=world.tenants["acme"]).update(
+        roles=[Role.AUDITOR]
+    )
+    assert approvers[1].api.post(approve, {}).status_code == 200
+
+    def state() -> str:
+        with tenant_context(world.tenants["acme"]):
+            return ApprovalRequest.objects.get(pk=asked.json_body["id"]).state
+
+    assert state() == "PENDING"
+    keys = str(api("acme", Role.AUDITOR).get("/api/v1/keys/").json_body)
+    assert "ENABLED" in keys and "DISABLED" not in keys
+    assert approvers[2].api.post(approve, {}).status_code == 200
+    assert state() == "EXECUTED"
+    assert "DISABLED" in str(api("acme", Role.AUDITOR).get("/api/v1/keys/").json_body)
