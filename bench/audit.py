@@ -1,8 +1,9 @@
 """Audit cost and export scale: `python -m bench.audit`.
 
-(a) Data-key throughput over HTTP (generate + decrypt, 8 client threads, two gunicorn workers)
-    with auditing on vs. switched off (KCM_AUDIT_ENABLED=false), two identical deployments
-    measured in alternating rounds in one run: `audited_ratio` (target >= 0.8).
+(a) Data-key throughput over HTTP (generate + decrypt, 8 client threads, two web workers on
+    the default server) with auditing on vs. switched off (KCM_AUDIT_ENABLED=false), two
+    identical deployments measured in alternating rounds in one run: `audited_ratio` (target
+    >= 0.8).
 (b) Export of 1,000,000 events (BENCH_AUDIT_EVENTS) as JSON Lines in a separate process:
     events/s and peak RSS, next to the peak RSS of a 10x smaller export (constant memory means
     the two peaks are about equal).
