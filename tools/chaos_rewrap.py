@@ -4,7 +4,7 @@ Celery worker is killed with SIGKILL at random moments, then prove that nothing 
     python tools/chaos_rewrap.py                       # 100 tenants x 1,000 service keys, 5 kills
     python tools/chaos_rewrap.py --tenants 3 --keys 400 --kills 5 --batch-size 20 --pause-ms 100
 
-It builds its own deployment (LiveStack: scratch database, gunicorn) with a private SoftHSM2
+It builds its own deployment (LiveStack: scratch database, web server) with a private SoftHSM2
 token, creates the tenants and a data key per service key, starts a prefork worker (KCM's app,
 its embedded broker polled every 5 ms as in bench.killswitch), asks the platform API for the
 rotation, and then loops: let the worker run for a random while (--run-min..--run-max), kill its

@@ -21,7 +21,7 @@ def start_process(
     name: str, cmd: list[str], env: dict[str, str], out_lock: threading.Lock
 ) -> subprocess.Popen[bytes]:
     # Own process group: Ctrl-C reaches only us, and we stop each group as a whole
-    # (gunicorn workers, celery pool children) at the end.
+    # (web workers, celery pool children) at the end.
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, process_group=0,
@@ -39,7 +39,7 @@ def start_process(
 
 
 def stop_processes(procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    # SIGTERM to the leaders: gunicorn's master and Celery's main process stop their own
+    # SIGTERM to the leaders: the web server's main process and Celery's stop their own
     # children in order (signalling the children directly makes Celery log errors).
     for proc in procs.values():
         with contextlib.suppress(ProcessLookupError):
