@@ -33,18 +33,21 @@ FIELDS = (
 
 
 def timestamp(moment: datetime) -> str:
-    """UTC with microseconds, always the same width: 2026-11-28T23:40:00.000123Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC with microseconds, always the same width: 2026-11-28T23:40:00.000123Z
+    (strftime's "%Y-%m-%dT%H:%M:%S.%fZ"; isoformat writes the same, in a third of the time)."""
+    utc = moment.astimezone(UTC)
+    if utc.year < 1000:  # %Y does not pad these to four digits; isoformat would
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+# One encoder for every event (json.dumps with these options builds a new one per call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical(content: Mapping[str, Any]) -> str:
     """The event content as canonical JSON (sorted keys, no spaces, UTF-8 as is)."""
-    return json.dumps(
-        {name: content[name] for name in FIELDS},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    return _CANONICAL.encode({name: content[name] for name in FIELDS})
 
 
 def event_hash(prev_hash: str, seq: int, body: str) -> str:

@@ -44,6 +44,11 @@ class _Sealer:
     def note(self, schema: str) -> None:
         if settings.KCM_AUDIT_SEAL_SECONDS <= 0:
             return
+        if schema in self.schemas:
+            # Already due, without the lock (every data-key request comes here): the event was
+            # committed before this read, and the round that takes this set seals after
+            # taking it, so it reads the event.
+            return
         with self.lock:
             if self.thread is None:
                 self.stop = threading.Event()

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import logging
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 _MAX_DETAIL_BYTES = 4096
 
 
+@lru_cache(maxsize=1024)  # the same few peers, on every request
 def _ip(value: str) -> str | None:
     try:
         return ipaddress.ip_address(value).compressed if value else None

@@ -19,8 +19,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.db import connection
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
@@ -161,9 +163,53 @@ def commit(route: Route, principal: Principal, epoch: int, body: str | None) -> 
         checked = (route.domain, principal.token_id, route.tenant.pk, epoch)
         return group_commit(route.tenant.schema_name, body, checked)
     params = [route.domain, principal.token_id, route.tenant.pk, TenantStatus.ACTIVE, epoch]
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         if body is None:
             cursor.execute(_STILL_ALLOWED, params)
         else:
             cursor.execute(_insert_sql(route.tenant.schema_name), [body, *params])
         return cursor.fetchone() is not None
+
+
+_NEVER = 2**62
+
+
+class _PreparedCursor(psycopg.Cursor[Any]):
+    """Server-side binding, and every statement prepared on its connection's first use."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        return super().execute(query, params, prepare=True, binary=kwargs.get("binary"))
+
+
+def _cursor() -> Any:
+    """A cursor for the statement above, with Django's error wrapping and query log.
+
+    With session pooling (the default, a connection of its own per process) the statement is
+    prepared once per connection and tenant: PostgreSQL then neither parses nor plans it again,
+    which was most of its cost (docs/dataplane.md, "One statement per request"). A
+    transaction-pooling PgBouncer does not keep a prepared statement from one transaction to
+    the next: there the statement goes as Django sends every other (client-side binding)."""
+    if settings.KCM_DATABASE_POOLING != "session":
+        return connection.cursor()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    with connection.wrap_database_errors:
+        pg = connection.connection
+        if pg.prepare_threshold is None:
+            # Django turns preparing off for the connection (None); this cursor asks for it
+            # explicitly. A threshold nothing reaches keeps it off for everything else (Django's
+            # own cursors bind on the client and never prepare anyway).
+            pg.prepare_threshold = _NEVER
+        raw = _PreparedCursor(pg)
+    if connection.queries_logged:
+        return _PreparedDebugCursor(raw, connection)
+    return CursorWrapper(raw, connection)
+
+
+class _PreparedDebugCursor(CursorDebugWrapper):
+    """Django's query log (DEBUG, CaptureQueriesContext) with the statement's own text: Django
+    reads a client-side cursor's merged query, which a prepared execution does not have."""
+
+    def execute(self, sql: Any, params: Any = None) -> Any:
+        with self.debug_sql(sql, params, use_last_executed_query=False):
+            return CursorWrapper.execute(self, sql, params)
