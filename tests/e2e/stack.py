@@ -54,9 +54,11 @@ class _Signals:
     busy = 0  # > 0 while a stack starts a process or stops: signals then wait
     pending: list[int] = []
     previous: dict[int, Any] = {}
+    owner = 0  # the process whose stacks these are
 
     @classmethod
     def register(cls, stack: LiveStack) -> None:
+        cls.owner = os.getpid()
         # Only the main thread may set handlers; a handler someone else installed is theirs.
         if not cls.live and threading.current_thread() is threading.main_thread():
             for signum in _STOPPING_SIGNALS:
@@ -76,6 +78,12 @@ class _Signals:
 
     @classmethod
     def on_signal(cls, signum: int, frame: object) -> None:
+        if os.getpid() != cls.owner:
+            # A process forked from the owner (a bench's client process, told to stop by its
+            # pool): it dies of the signal; the stacks are not its to stop.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if cls.busy:
             cls.pending.append(signum)
             return

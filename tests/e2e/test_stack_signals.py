@@ -85,3 +85,29 @@ def test_a_signalled_bench_leaves_no_server_behind(signum: int, exit_code: int) 
         if helper.poll() is None:
             helper.kill()
             helper.wait()
+
+
+FORKING_HELPER = """
+import json, multiprocessing, os, signal, sys, time
+from tests.e2e.stack import LiveStack
+with LiveStack(web_workers=1) as stack:
+    # As bench.dataplane's paced clients: processes forked from the bench, which a pool ends
+    # with SIGTERM when their work is done.
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pool.map(time.sleep, [0.1, 0.1])
+    status = stack.request("GET", "/healthz", host="localhost")[0]
+    print(json.dumps({"status": status, "alive": [p.poll() is None for p in stack.procs.values()]}),
+          flush=True)
+"""
+
+
+def test_a_forked_client_told_to_stop_leaves_the_stack_serving() -> None:
+    """Found in bench.dataplane: its client processes inherited the stack's signal handler, so
+    the pool's SIGTERM at their end made them stop the bench's servers (and hang)."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORKING_HELPER], cwd=REPO, env=os.environ.copy(),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    reported = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reported == {"status": 200, "alive": [True]}, reported
