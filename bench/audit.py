@@ -1,7 +1,8 @@
 """Audit cost and export scale: `python -m bench.audit`.
 
-(a) Data-key throughput over HTTP (generate + decrypt, 8 client threads, two web workers on
-    the default server) with auditing on vs. switched off (KCM_AUDIT_ENABLED=false), two
+(a) Data-key throughput over HTTP (generate + decrypt, 8 client threads or
+    BENCH_AUDIT_THREADS, two web workers on the default server) with auditing on vs.
+    switched off (KCM_AUDIT_ENABLED=false), two
     identical deployments measured in alternating rounds in one run: `audited_ratio` (target
     >= 0.8), the ratio of the two sides' median rates; each round's rate is printed too.
 (b) Export of 1,000,000 events (BENCH_AUDIT_EVENTS) as JSON Lines in a separate process:
@@ -34,7 +35,7 @@ from tests.e2e.tenantkit import KEY_ADMIN, KEY_USER, create_chain, provision_ten
 
 ROUNDS = int(os.environ.get("BENCH_AUDIT_ROUNDS", "4"))
 SECONDS = float(os.environ.get("BENCH_AUDIT_SECONDS", "6"))
-THREADS = 8
+THREADS = int(os.environ.get("BENCH_AUDIT_THREADS", "8"))
 EVENTS = int(os.environ.get("BENCH_AUDIT_EVENTS", "1000000"))
 # The load comes from one address and one token: the rate limits are raised out of the way
 # (their code still runs on every request), else the faster side would hit them first.

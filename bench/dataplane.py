@@ -156,10 +156,20 @@ def paced(side: Side, rate: float) -> None:
     port, host, token = side.clients[0].address()
     end = began + LATENCY_SECONDS
     jobs = [(port, host, token, began + i * interval / count, interval, end) for i in range(count)]
-    with multiprocessing.get_context("fork").Pool(count) as pool:
-        for latencies, errors in pool.starmap(_paced_client, jobs):
-            side.latencies.extend(latencies)
-            side.errors.update(errors)
+    pool = multiprocessing.get_context("fork").Pool(count)
+    try:
+        results = pool.starmap(_paced_client, jobs)
+        # Let them finish rather than SIGTERM them (as leaving a `with` block would): one
+        # killed while holding the pool's queue lock leaves another blocked on it for good.
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+    for latencies, errors in results:
+        side.latencies.extend(latencies)
+        side.errors.update(errors)
 
 
 def _paced_client(
