@@ -18,6 +18,7 @@ import statistics
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 
@@ -48,7 +49,7 @@ def _operations(stack: LiveStack, host: str, token: str) -> list[Operation]:
     return [crypto_operation(client, ciphertexts) for client in clients]
 
 
-def measure_http() -> dict[str, float]:
+def measure_http() -> dict[str, Any]:
     with ExitStack() as stack_of:
         stacks = {}
         for label, audited in (("audited", "true"), ("unaudited", "false")):
