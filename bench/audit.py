@@ -31,16 +31,13 @@ from bench.common import (
     report,
     run_load,
 )
-from tests.e2e.stack import LiveStack
+from tests.e2e.stack import RATE_LIMITS_AWAY, LiveStack
 from tests.e2e.tenantkit import KEY_ADMIN, KEY_USER, create_chain, provision_tenant
 
 ROUNDS = int(os.environ.get("BENCH_AUDIT_ROUNDS", "4"))
 SECONDS = float(os.environ.get("BENCH_AUDIT_SECONDS", "6"))
 THREADS = int(os.environ.get("BENCH_AUDIT_THREADS", "8"))
 EVENTS = int(os.environ.get("BENCH_AUDIT_EVENTS", "1000000"))
-# The load comes from one address and one token: the rate limits are raised out of the way
-# (their code still runs on every request), else the faster side would hit them first.
-RATE_LIMITS_AWAY = {"KCM_API_RATE_PER_TOKEN": "1000000/s", "KCM_API_RATE_PER_ADDRESS": "1000000/s"}
 
 
 def _operations(stack: LiveStack, host: str, token: str) -> list[Operation]:

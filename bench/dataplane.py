@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import HttpClient, Operation, percentile, report, run_load
-from tests.e2e.stack import LiveStack
+from tests.e2e.stack import RATE_LIMITS_AWAY, LiveStack
 from tests.e2e.tenantkit import CONTEXT, KEY_ADMIN, KEY_USER, create_chain, provision_tenant
 
 ROUNDS = int(os.environ.get("BENCH_DP_ROUNDS", "3"))
@@ -205,8 +205,7 @@ def _deploy(stack_of: ExitStack, label: str) -> Side:
         "KCM_WEB_SERVER": "gunicorn" if "gunicorn" in options else "granian",
         "KCM_AUDIT_GROUP_COMMIT": "true" if "group" in options else "false",
         "KCM_WEB_WORKERS": str(WORKERS),
-        "KCM_API_RATE_PER_TOKEN": "1000000/s",
-        "KCM_API_RATE_PER_ADDRESS": "1000000/s",
+        **RATE_LIMITS_AWAY,
     }
     stack = stack_of.enter_context(LiveStack(web_workers=WORKERS, env=env))
     tenant = provision_tenant(stack, "bench", (KEY_ADMIN, KEY_USER))

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from bench.common import HttpClient
-from tests.e2e.stack import LiveStack
+from tests.e2e.stack import RATE_LIMITS_AWAY, LiveStack
 from tests.e2e.tenantkit import (
     CONTEXT,
     KEY_ADMIN,
@@ -39,8 +39,7 @@ def test_every_acknowledged_operation_survives_a_sigkill_of_the_workers(group_co
         **os.environ,
         "KCM_DATAPLANE": "fast",
         "KCM_AUDIT_GROUP_COMMIT": group_commit,
-        "KCM_API_RATE_PER_TOKEN": "1000000/s",
-        "KCM_API_RATE_PER_ADDRESS": "1000000/s",
+        **RATE_LIMITS_AWAY,
     }
     with LiveStack(web_workers=2, env=env) as stack:
         tenant = provision_tenant(stack, "sigkill", (KEY_ADMIN, KEY_USER))

@@ -23,7 +23,7 @@ from .faultkit import (
     describe,
     first_ok_after,
 )
-from .stack import LiveStack
+from .stack import RATE_LIMITS_AWAY, LiveStack
 from .tenantkit import (
     KEY_ADMIN,
     KEY_USER,
@@ -49,8 +49,7 @@ def test_requests_fail_fast_while_postgresql_restarts_and_recover_by_themselves(
         env = pg.env(
             KCM_DATAPLANE="fast",
             KCM_AUDIT_GROUP_COMMIT=group_commit,  # the data plane's own writer thread, or not
-            KCM_API_RATE_PER_TOKEN="1000000/s",
-            KCM_API_RATE_PER_ADDRESS="1000000/s",
+            **RATE_LIMITS_AWAY,
             KCM_AUDIT_SEAL_SECONDS="0.5",
         )
         with LiveStack(web_workers=2, env=env) as stack:

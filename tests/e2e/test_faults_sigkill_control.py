@@ -23,7 +23,7 @@ import pytest
 
 from bench.common import HttpClient
 
-from .stack import LiveStack
+from .stack import RATE_LIMITS_AWAY, LiveStack
 from .tenantkit import (
     CONTEXT,
     KEY_ADMIN,
@@ -41,11 +41,7 @@ THREADS = 3
 
 
 def test_a_rotation_killed_mid_request_is_all_or_nothing() -> None:
-    env = {
-        **os.environ,
-        "KCM_API_RATE_PER_TOKEN": "1000000/s",
-        "KCM_API_RATE_PER_ADDRESS": "1000000/s",
-    }
+    env = {**os.environ, **RATE_LIMITS_AWAY}
     with LiveStack(web_workers=2, env=env) as stack:
         tenant = provision_tenant(stack, "killrotate", (KEY_ADMIN, KEY_USER))
         create_chain(stack, tenant)
