@@ -28,7 +28,9 @@ from .tenantkit import (
     KEY_ADMIN,
     KEY_USER,
     Tenant,
+    call,
     create_chain,
+    on_every_worker,
     provision_tenant,
     service_path,
     web_worker_pids,
@@ -50,12 +52,26 @@ def test_requests_fail_fast_while_postgresql_restarts_and_recover_by_themselves(
             KCM_DATAPLANE="fast",
             KCM_AUDIT_GROUP_COMMIT=group_commit,  # the data plane's own writer thread, or not
             **RATE_LIMITS_AWAY,
-            KCM_AUDIT_SEAL_SECONDS="0.5",
+            KCM_AUDIT_SEAL_MILLISECONDS="500",
         )
         with LiveStack(web_workers=2, env=env) as stack:
             tenant = provision_tenant(stack, "pgfault", (KEY_ADMIN, KEY_USER))
             create_chain(stack, tenant)
             workers = web_worker_pids(stack)
+            # Every worker serves an operation first, so each has its key cache and the
+            # listener thread that keeps it fresh (the load's few connections may all land on
+            # one worker).
+            on_every_worker(
+                lambda: call(
+                    stack, tenant, KEY_USER, "POST", f"{service_path()}/generate-data-key/", {}
+                ),
+                workers,
+            )
+            _wait_for(
+                lambda: _listeners(stack) == len(workers),
+                "the key-cache listeners before the restart",
+                explain=lambda: _activity(stack),
+            )
             with Load(stack, tenant) as load:
                 time.sleep(2.0)
                 stop_took = pg.stop()
@@ -109,8 +125,13 @@ def test_requests_fail_fast_while_postgresql_restarts_and_recover_by_themselves(
             assert not missing, f"{len(missing)} of {len(ok)} acknowledged operations lost"
 
             # The background threads reconnected too: each worker's key-cache listener is
-            # listening again, and the audit sealer chains what was left pending.
-            _wait_for(lambda: _listeners(stack) == len(workers), "the key-cache listeners")
+            # listening again (on a new connection: none survives the restart), and the audit
+            # sealer chains what was left pending.
+            _wait_for(
+                lambda: _listeners(stack) == len(workers),
+                "the key-cache listeners",
+                explain=lambda: _activity(stack),
+            )
             _wait_for(lambda: _pending(stack, tenant.schema) == 0, "the sealer")
 
 
@@ -145,14 +166,28 @@ def _listeners(stack: LiveStack) -> int:
     return int(row[0]) if row else 0
 
 
+def _activity(stack: LiveStack) -> str:
+    with psycopg.connect(stack.env["KCM_DATABASE_URL"], autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT application_name, pid, backend_start, state, left(query, 40)"
+            " FROM pg_stat_activity WHERE datname = current_database()"
+        ).fetchall()
+    return "\n".join(repr(row) for row in rows)
+
+
 def _pending(stack: LiveStack, schema: str) -> int:
     with psycopg.connect(stack.env["KCM_DATABASE_URL"], autocommit=True) as conn:
         row = conn.execute(f'SELECT count(*) FROM "{schema}".audit_auditpending').fetchone()
     return int(row[0]) if row else 0
 
 
-def _wait_for(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+def _wait_for(
+    check: Callable[[], bool],
+    what: str,
+    timeout: float = 20.0,
+    explain: Callable[[], str] = lambda: "",
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{explain()}"
         time.sleep(0.2)
