@@ -35,10 +35,10 @@ FIELDS = (
 def timestamp(moment: datetime) -> str:
     """UTC with microseconds, always the same width: 2026-11-28T23:40:00.000123Z
     (strftime's "%Y-%m-%dT%H:%M:%S.%fZ"; isoformat writes the same, in a third of the time)."""
-    utc = moment.astimezone(UTC)
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
     if utc.year < 1000:  # %Y does not pad these to four digits; isoformat would
         return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return utc.isoformat(timespec="microseconds")[:26] + "Z"  # without its "+00:00"
 
 
 # One encoder for every event (json.dumps with these options builds a new one per call).
@@ -48,6 +48,11 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 def canonical(content: Mapping[str, Any]) -> str:
     """The event content as canonical JSON (sorted keys, no spaces, UTF-8 as is)."""
     return _CANONICAL.encode({name: content[name] for name in FIELDS})
+
+
+def canonical_value(value: Any) -> str:
+    """One value (say an event's details) exactly as `canonical` writes it inside an event."""
+    return _CANONICAL.encode(value)
 
 
 def event_hash(prev_hash: str, seq: int, body: str) -> str:

@@ -3,7 +3,9 @@ first bad event, and the database itself refuses edits."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from django_tenants.utils import tenant_context
 
 from apps.audit import chain, services
 from apps.audit.context import AuditContext, reset_context, set_context
-from apps.audit.models import AuditEvent, AuditPending
+from apps.audit.models import AuditEvent, AuditPending, Outcome
 from apps.audit.sealer import seal_here
 from apps.tenants.models import Tenant
 
@@ -209,3 +211,64 @@ def test_events_are_stored_from_their_body_exactly_and_verify(world: Any) -> Non
         events = AuditEvent.objects.filter(action__startswith="test.").order_by("seq")
         assert list(events.values(*fields)) == expected
         assert services.audit_verify()["ok"]
+
+
+# --- the event body: the fast path writes exactly what the reference path writes -----------
+
+_MOMENT = "2026-12-06T03:00:00.123456+00:00"
+
+_BODIES: list[tuple[dict[str, str], dict[str, Any]]] = [
+    # (context fields, event_body keyword arguments)
+    ({}, {"action": "datakey.generate", "target": "service_key:payments", "target_version": 3,
+          "details": {"method": "POST", "path": "/api/v1/service-keys/payments/generate-data-key/",
+                      "context": {"order": "1234", "tenant": "acme"}}}),
+    ({"source_ip": "::ffff:127.0.0.1"}, {"action": "key.rotate", "target_version": None}),
+    ({"source_ip": "not an address", "user_agent": "Zoë 🔑 \u2028 \"quoted\" \\ back\tslash\x01"},
+     {"action": "datakey.decrypt", "details": {"context": {"ключ": "значение", "emoji": "🔑"}}}),
+    ({"user_agent": "nul\x00inside"}, {"action": "datakey.decrypt"}),
+    ({}, {"action": "data.encrypt", "details": {"context": {"k": "nul\x00value"}}}),
+    ({}, {"action": "data.encrypt", "error_code": "bad\x00code", "outcome": "error"}),
+    ({"actor": "a" * 500, "role": "r" * 300, "request_id": "x" * 100, "user_agent": "u" * 900},
+     {"action": "datakey.generate", "target": "t" * 400, "error_code": "e" * 100}),
+    ({}, {"action": "datakey.generate", "target_version": True}),
+    ({}, {"action": "test.event", "details": {"ratio": 0.1, "n": 1, "flag": False, "none": None}}),
+    ({}, {"action": "test.event", "details": {1: "int key", 10: "another"}}),
+    ({}, {"action": "test.event", "details": {"pair": ("a", "b"), "list": [1, ["x", {"y": "z"}]]}}),
+    ({}, {"action": "test.event", "details": {"when": datetime(2026, 1, 2, tzinfo=UTC)}}),
+    ({}, {"action": "test.event", "details": {"context": {"big": "v" * 5000}}}),
+    ({}, {"action": "test.event", "details": {"context": {"mid": "é" * 400}}}),
+    ({}, {"action": "test.event", "outcome": Outcome.DENIED, "error_code": "role_not_allowed"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("who", "event"), _BODIES)
+def test_event_body_is_the_canonical_form_of_the_event(
+    monkeypatch: pytest.MonkeyPatch, who: dict[str, str], event: dict[str, Any]
+) -> None:
+    moment = datetime.fromisoformat(_MOMENT)
+    monkeypatch.setattr(services.timezone, "now", lambda: moment)
+    token = set_context(AuditContext(**{"actor": "token:7", "role": "key_user",
+                                        "source_ip": "127.0.0.1", **who}))  # fmt: skip
+    try:
+        body = services.event_body(**event)
+        reference = chain.canonical(
+            services._content(
+                **{"outcome": "success", "target": "", "target_version": None,
+                   "error_code": "", "details": None, **event}
+            )
+        )  # fmt: skip
+    finally:
+        reset_context(token)
+    assert body == reference
+    parsed = json.loads(body)
+    assert "\x00" not in body and list(parsed) == sorted(parsed)
+
+
+def test_a_data_key_request_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def reference(**kwargs: Any) -> dict[str, Any]:
+        raise AssertionError("the usual event took the reference path")
+
+    monkeypatch.setattr(services, "_content", reference)
+    event = _BODIES[0][1]
+    body = services.event_body(**event)
+    assert json.loads(body)["details"]["context"] == {"order": "1234", "tenant": "acme"}
