@@ -1,8 +1,8 @@
 """Audit cost and export scale: `python -m bench.audit`.
 
 (a) Data-key throughput over HTTP (generate + decrypt, 8 client threads or
-    BENCH_AUDIT_THREADS, two web workers on the default server) with auditing on vs.
-    switched off (KCM_AUDIT_ENABLED=false), two
+    BENCH_AUDIT_THREADS, each on its own connection, spread evenly over two web workers on the
+    default server) with auditing on vs. switched off (KCM_AUDIT_ENABLED=false), two
     identical deployments measured in alternating rounds in one run: `audited_ratio` (target
     >= 0.8), the ratio of the two sides' median rates; each round's rate is printed too.
 (b) Export of 1,000,000 events (BENCH_AUDIT_EVENTS) as JSON Lines in a separate process:
@@ -24,12 +24,12 @@ import psycopg
 
 from apps.audit import chain
 from bench.common import (
-    HttpClient,
     Operation,
     crypto_operation,
     make_data_keys,
     report,
     run_load,
+    spread_clients,
 )
 from tests.e2e.stack import RATE_LIMITS_AWAY, LiveStack
 from tests.e2e.tenantkit import KEY_ADMIN, KEY_USER, create_chain, provision_tenant
@@ -41,7 +41,7 @@ EVENTS = int(os.environ.get("BENCH_AUDIT_EVENTS", "1000000"))
 
 
 def _operations(stack: LiveStack, host: str, token: str) -> list[Operation]:
-    clients = [HttpClient(stack.port, host, token) for _ in range(THREADS)]
+    clients = spread_clients(stack, host, token, THREADS)  # the same split on both sides
     ciphertexts = make_data_keys(clients[0], 64)
     return [crypto_operation(client, ciphertexts) for client in clients]
 

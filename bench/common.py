@@ -30,6 +30,7 @@ from tests.e2e.tenantkit import (
     provision_tenant,
     service_path,
     stack_with_results,
+    web_worker_pids,
 )
 
 SERVICE = service_path()
@@ -130,6 +131,30 @@ class HttpClient:
     def address(self) -> tuple[int, str, str]:
         """(port, host, token): what another process needs to make the same client."""
         return self.port, self.host, self.token
+
+
+def spread_clients(stack: LiveStack, host: str, token: str, count: int) -> list[HttpClient]:
+    """`count` kept-alive clients spread as evenly as `count` allows over the stack's web
+    workers. A connection stays with the worker that accepted it, and a few connections left
+    to the kernel split unevenly (8 over 2 workers: 5/3 and 6/2 seen), so that one worker's
+    interpreter is saturated while the other waits, and a deployment's rate depends on that
+    draw more than on what the bench compares."""
+    workers = sorted(web_worker_pids(stack))
+    quota = {
+        pid: count // len(workers) + (n < count % len(workers)) for n, pid in enumerate(workers)
+    }
+    kept: list[HttpClient] = []
+    for _ in range(50 * count):
+        client = HttpClient(stack.port, host, token)
+        _, pid, _ = client.send("GET", "/api/v1/service-keys/")
+        if quota.get(pid, 0) > 0:
+            quota[pid] -= 1
+            kept.append(client)
+            if len(kept) == count:
+                return kept
+        else:
+            client.close()
+    raise RuntimeError(f"could not spread {count} connections over workers {workers}: {quota}")
 
 
 def make_data_keys(client: HttpClient, count: int, service: str = "payments") -> list[str]:
