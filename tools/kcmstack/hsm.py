@@ -50,8 +50,18 @@ def prepare_hsm(env: dict[str, str], state: Path) -> None:
     )
     env["SOFTHSM2_CONF"] = str(conf)
     pin_file = state / "secrets" / "hsm-pin"
+    backups = state / "softhsm-token-backup"
+    _repair_tokens(tokens, backups)
     slots = subprocess.run([util, "--show-slots"], env=env, capture_output=True, text=True)
     if not re.search(rf"Label:\s+{TOKEN_LABEL}\s*$", slots.stdout, re.MULTILINE):
+        if any(tokens.iterdir()):
+            # Never a new token (and a new PIN file) over one that is there but unreadable:
+            # its keys would be lost with its PIN.
+            fail(
+                f"a SoftHSM2 token is in {tokens} but '{TOKEN_LABEL}' cannot be read from it, "
+                "and there is no backup of its token file to restore; move the folder away "
+                "(your root keys are in it) or run `make clean-state` to start over"
+            )
         log(f"initialising SoftHSM2 token '{TOKEN_LABEL}' in {tokens}")
         pin, so_pin = secrets.token_hex(16), secrets.token_hex(16)
         pin_file.unlink(missing_ok=True)
@@ -65,9 +75,42 @@ def prepare_hsm(env: dict[str, str], state: Path) -> None:
         )  # fmt: skip
     elif not pin_file.exists():
         fail(f"SoftHSM2 token exists but {pin_file} is missing; run `make clean-state`")
+    _back_up_tokens(tokens, backups)
     env.update(
         KCM_HSM_PROVIDER="pkcs11",
         KCM_PKCS11_LIBRARY=library,
         KCM_PKCS11_TOKEN_LABEL=TOKEN_LABEL,
         KCM_PKCS11_PIN_FILE=str(pin_file),
     )
+
+
+# SoftHSM2 rewrites a token's token.object in place at every login (truncate, then write: its
+# flags), so a process killed at that moment leaves it empty, and the token, with every key in
+# it, unreadable (seen once in CI: a web worker SIGKILLed while it logged in). The file holds
+# the label, serial and the PIN-protected token key, which never change here after
+# initialisation: a copy taken while it reads well restores it.
+TOKEN_FILE = "token.object"
+
+
+def _back_up_tokens(tokens: Path, backups: Path) -> None:
+    backups.mkdir(mode=0o700, exist_ok=True)
+    for token in tokens.iterdir():
+        current, copy = token / TOKEN_FILE, backups / f"{token.name}.{TOKEN_FILE}"
+        if current.is_file() and current.stat().st_size > 0 and not copy.exists():
+            partial = copy.with_suffix(".partial")
+            shutil.copyfile(current, partial)
+            partial.chmod(0o600)
+            partial.replace(copy)
+
+
+def _repair_tokens(tokens: Path, backups: Path) -> None:
+    for token in tokens.iterdir():
+        current, copy = token / TOKEN_FILE, backups / f"{token.name}.{TOKEN_FILE}"
+        damaged = not current.is_file() or current.stat().st_size == 0
+        if damaged and copy.is_file() and copy.stat().st_size > 0:
+            log(f"SoftHSM2 token file {current} was empty (a process killed while it logged "
+                "in); restoring it from its backup")  # fmt: skip
+            partial = current.with_name(f".{TOKEN_FILE}.restoring")
+            shutil.copyfile(copy, partial)
+            partial.chmod(0o600)
+            partial.replace(current)
