@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -138,6 +139,35 @@ def on_every_worker(
                 return replies
     served = {reply.pid for reply in replies}
     raise AssertionError(f"workers {pids - served} never answered; replies came from {served}")
+
+
+def serving_workers(stack: LiveStack, tenant: Tenant, timeout: float = 60.0) -> set[int]:
+    """The web workers' PIDs, once there are all of them and each has answered a request.
+
+    What a test that SIGKILLs workers should kill: a worker still starting may be logging in
+    to SoftHSM2, which rewrites the token's file as it does (tools/kcmstack/hsm.py); a kill
+    at that moment breaks SoftHSM2's token, which no real HSM does and no KCM fault test
+    means to test."""
+
+    def probe() -> Reply:
+        try:
+            return call(stack, tenant, KEY_USER, "GET", f"{service_path()}/")
+        except OSError:  # the server is still restarting its workers
+            time.sleep(0.05)
+            return Reply(0, None, None)
+
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = web_worker_pids(stack)
+        try:
+            if len(pids) < stack.web_workers:
+                raise AssertionError(f"{len(pids)} of {stack.web_workers} web workers running")
+            on_every_worker(probe, pids, max_rounds=50)
+            return pids
+        except AssertionError:  # not all back yet, or replaced meanwhile: look again
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class WorkerProbe:

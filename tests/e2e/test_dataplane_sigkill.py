@@ -25,7 +25,7 @@ from tests.e2e.tenantkit import (
     create_chain,
     provision_tenant,
     service_path,
-    web_worker_pids,
+    serving_workers,
 )
 
 pytestmark = pytest.mark.e2e
@@ -74,7 +74,7 @@ def test_every_acknowledged_operation_survives_a_sigkill_of_the_workers(group_co
         killed = 0
         for _ in range(2):
             time.sleep(2.0)
-            for pid in web_worker_pids(stack):
+            for pid in serving_workers(stack, tenant):
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
         time.sleep(2.0)

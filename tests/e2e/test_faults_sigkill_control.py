@@ -32,7 +32,7 @@ from .tenantkit import (
     create_chain,
     provision_tenant,
     service_path,
-    web_worker_pids,
+    serving_workers,
 )
 
 pytestmark = pytest.mark.e2e
@@ -80,7 +80,7 @@ def test_a_rotation_killed_mid_request_is_all_or_nothing() -> None:
         killed = 0
         for _ in range(2):
             time.sleep(2.0)
-            for pid in web_worker_pids(stack):
+            for pid in serving_workers(stack, tenant):
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
         killed_at = time.monotonic()
