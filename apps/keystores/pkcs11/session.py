@@ -209,11 +209,25 @@ class TokenSession:
                         f"({type(exc).__name__} after {attempt} attempts)"
                     ) from None
                 time.sleep(_LOGIN_BACKOFF_SECONDS * 2 ** (attempt - 1))
+                # SoftHSM2 reads its tokens once, at C_Initialize: one read while another
+                # process rewrote the token file (it does at every login) stays wrong until
+                # the library is initialised again, however often the login is retried.
+                _reinitialise(lib, self.library_path)
             except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange, p11.PinLocked) as exc:
                 raise LoginRefused(
                     f"PKCS#11 login to token {self.token_label!r} refused ({type(exc).__name__})"
                 ) from None
         raise AssertionError("unreachable")
+
+
+def _reinitialise(lib: Library, library_path: str) -> None:
+    """C_Finalize and C_Initialize again (caller holds the process lock): every session of
+    this process on the library is then stale, and reopened on its next use."""
+    with contextlib.suppress(p11.PKCS11Error):
+        lib.finalize()
+    lib.initialize()
+    _process.forget_logins(library_path)
+    _process.generation += 1
 
 
 def find_token(lib: Library, label: str) -> pkcs11.Token:
