@@ -129,7 +129,7 @@ def event_body(
 
     Every data-key request builds one, so the usual case is written out field by field, in
     canonical order: exactly `chain.canonical(_content(...))` (tests/audit/test_chain.py),
-    at a third of its cost. Anything unusual (a NUL, a float, a large or odd `details`) takes
+    at half its cost. Anything unusual (a NUL, a float, a large or odd `details`) takes
     the reference path."""
     details = details or {}
     if _plain(details) and type(target_version) in (int, type(None)):
