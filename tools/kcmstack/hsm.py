@@ -97,10 +97,7 @@ def _back_up_tokens(tokens: Path, backups: Path) -> None:
     for token in tokens.iterdir():
         current, copy = token / TOKEN_FILE, backups / f"{token.name}.{TOKEN_FILE}"
         if current.is_file() and current.stat().st_size > 0 and not copy.exists():
-            partial = copy.with_suffix(".partial")
-            shutil.copyfile(current, partial)
-            partial.chmod(0o600)
-            partial.replace(copy)
+            _copy_whole(current, copy)
 
 
 def _repair_tokens(tokens: Path, backups: Path) -> None:
@@ -110,7 +107,12 @@ def _repair_tokens(tokens: Path, backups: Path) -> None:
         if damaged and copy.is_file() and copy.stat().st_size > 0:
             log(f"SoftHSM2 token file {current} was empty (a process killed while it logged "
                 "in); restoring it from its backup")  # fmt: skip
-            partial = current.with_name(f".{TOKEN_FILE}.restoring")
-            shutil.copyfile(copy, partial)
-            partial.chmod(0o600)
-            partial.replace(current)
+            _copy_whole(copy, current)
+
+
+def _copy_whole(source: Path, target: Path) -> None:
+    """Copy `source` over `target` (0600) so that `target` is never seen half-written."""
+    partial = target.with_name(f".{target.name}.partial")  # not *.object: SoftHSM2 skips it
+    shutil.copyfile(source, partial)
+    partial.chmod(0o600)
+    partial.replace(target)
