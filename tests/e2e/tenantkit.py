@@ -125,6 +125,31 @@ def web_worker_pids(stack: LiveStack) -> set[int]:
     return children
 
 
+def listening_worker_pids(stack: LiveStack) -> set[int]:
+    """The web workers that hold a socket listening on the stack's port right now.
+
+    Under granian on Linux each worker binds its own SO_REUSEPORT socket once it is ready to
+    serve, and the main process holds none: a worker that is running is not yet one that
+    takes connections."""
+    listening: set[str] = set()  # socket inodes in state LISTEN on the port
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == stack.port:
+                    listening.add(fields[9])
+    holders: set[int] = set()
+    for pid in web_worker_pids(stack):
+        try:
+            targets = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+        except OSError:  # it died meanwhile
+            continue
+        if any(target == f"socket:[{inode}]" for inode in listening for target in targets):
+            holders.add(pid)
+    return holders
+
+
 def on_every_worker(
     send: Callable[[], Reply], pids: set[int], *, parallel: int = 4, max_rounds: int = 200
 ) -> list[Reply]:
