@@ -34,7 +34,7 @@ from apps.core.roles import TENANT_ROLES, Role
 from apps.core.tenancy import Principal
 from apps.tenants.access import digest_secret, person_of
 from apps.tenants.grants import KeyGrant, grant_check, grant_load, grant_of, tenant_has_admin
-from apps.tenants.models import Invitation, Membership, Tenant, TenantStatus
+from apps.tenants.models import ApiToken, Invitation, Membership, Tenant, TenantStatus
 from apps.tenants.selectors import tenant_primary_domain
 from apps.tenants.services import user_create
 
@@ -136,6 +136,13 @@ def invitation_create(
     with transaction.atomic():
         grant_check(actor=actor, tenant=tenant, roles=roles, key_grant=grant)
         now = timezone.now()
+        expires_at = now + timedelta(hours=settings.KCM_INVITATION_TTL_HOURS)
+        token = None
+        if actor.kind == "token" and actor.token_id is not None:
+            # Sent by a token: the link lives no longer than it (see _usable).
+            token = ApiToken.objects.get(pk=actor.token_id)
+            if token.expires_at is not None:
+                expires_at = min(expires_at, token.expires_at)
         invitation = Invitation.objects.create(
             tenant=tenant,
             email=email,
@@ -143,8 +150,9 @@ def invitation_create(
             key_grant=grant.to_json() if grant is not None else None,
             digest=digest_secret(secret),
             created_by_id=person_of(actor),
+            token=token,
             created_at=now,
-            expires_at=now + timedelta(hours=settings.KCM_INVITATION_TTL_HOURS),
+            expires_at=expires_at,
         )
         _audit_in(
             tenant,
@@ -264,9 +272,12 @@ def _usable(invitation: Invitation, now: datetime | None = None) -> bool:
     """Pending, and its inviter may still offer it: a member who has since lost the roles or
     the grant offered (or been removed) can no longer bring anyone in, nor themselves back. A
     platform operator's invitation, or one made on the command line (no inviter), brings in a
-    tenant's first administrator: it works only while the tenant has no tenant admin."""
+    tenant's first administrator: it works only while the tenant has no tenant admin. One sent
+    by an API token works only while that token does."""
     if not invitation.is_pending(now):
         return False
+    if invitation.token is not None and not invitation.token.is_usable(now):
+        return False  # sent by a token since revoked (or expired): it left no way in behind
     inviter = invitation.created_by_id
     if inviter is None:
         # Made on the command line: a first administrator's, good while there is none.

@@ -25,8 +25,9 @@ from apps.core.roles import Role
 from apps.tenants import invitations
 from apps.tenants.access import digest_secret
 from apps.tenants.models import Invitation, Membership, Tenant
+from apps.tenants.tokens import api_token_create, api_token_revoke
 from tests.conftest import PASSWORD, World
-from tests.helpers import assert_problem
+from tests.helpers import Api, assert_problem, host_of
 
 NEW_PASSWORD = "a long and fresh passphrase 77"
 LINK = re.compile(r"^http://(?P<host>[a-z0-9.-]+)/invitations/(?P<secret>[A-Za-z0-9_-]{43})/$")
@@ -264,6 +265,38 @@ def test_a_removed_inviter_cannot_come_back_through_a_link_sent_before(
     assert _roles(inviter.username, "acme") is None
     # Other inviters' links are untouched.
     assert _sign_up("acme.localhost", kept, "still-welcome").status_code == 302
+
+
+def test_a_link_sent_by_a_token_dies_with_the_token(api: Any, world: World) -> None:
+    """A leaked or short-lived token cannot leave a way in behind it: a link it made expires
+    no later than it does, and revoking the token kills every link it sent that is still
+    unused (as it revokes the tokens it made)."""
+    tenant = world.tenants["acme"]
+    admin = world.users[("acme", Role.TENANT_ADMIN)]
+    short, short_token = api_token_create(
+        tenant=tenant,
+        name="provisioning",
+        role=Role.TENANT_ADMIN,
+        created_by_id=admin.pk,
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+    sender = Api(host_of("acme"), short_token)
+    first = _secret(sender.post("/api/v1/invitations/", {"roles": ["tenant_admin"]}))
+    second = _secret(sender.post("/api/v1/invitations/", {"roles": ["tenant_admin"]}))
+    made = Invitation.objects.get(digest=digest_secret(first))
+    assert short.expires_at is not None and made.expires_at <= short.expires_at
+    # A link another token sent is untouched by the revocation.
+    by_hand = _secret(_invite(api, "acme", Role.TENANT_ADMIN, ["tenant_admin"]))
+
+    assert _sign_up("acme.localhost", first, "joined-in-time").status_code == 302
+    api_token_revoke(tenant=tenant, token_id=short.pk)
+    assert Client().get(f"/invitations/{second}/", HTTP_HOST="acme.localhost").status_code == 404
+    assert _sign_up("acme.localhost", second, "too-late").status_code == 404
+    assert _roles("too-late", "acme") is None
+    assert not User.objects.filter(username="too-late").exists()
+    # What was accepted before stays.
+    assert _roles("joined-in-time", "acme") == ["tenant_admin"]
+    assert _sign_up("acme.localhost", by_hand, "still-welcome").status_code == 302
 
 
 def test_nobody_invites_to_a_role_they_do_not_hold(api: Any, world: World) -> None:
