@@ -5,6 +5,10 @@
     default server) with auditing on vs. switched off (KCM_AUDIT_ENABLED=false), two
     identical deployments measured in alternating rounds in one run: `audited_ratio` (target
     >= 0.8), the ratio of the two sides' median rates; each round's rate is printed too.
+    It also prints what a durable commit costs on this machine, since that is most of the
+    difference: `disk_flush_us`, the median time of an 8 kB write and fdatasync beside the
+    PostgreSQL data directory, and `wal_flushes_per_event`, PostgreSQL's WAL fsyncs per audited
+    request (pg_stat_io): fewer than one when concurrent commits share a flush.
 (b) Export of 1,000,000 events (BENCH_AUDIT_EVENTS) as JSON Lines in a separate process:
     events/s and peak RSS, next to the peak RSS of a 10x smaller export (constant memory means
     the two peaks are about equal).
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import tempfile
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -46,6 +51,27 @@ def _operations(stack: LiveStack, host: str, token: str) -> list[Operation]:
     return [crypto_operation(client, ciphertexts) for client in clients]
 
 
+def _wal_fsyncs(admin: psycopg.Connection) -> int:
+    row = admin.execute("SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal'")
+    return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def _disk_flush_us(admin: psycopg.Connection, count: int = 300) -> float:
+    """The median time of one 8 kB write and fdatasync in a file next to PostgreSQL's data
+    directory (what one WAL flush costs the disk there, as pg_test_fsync measures it)."""
+    row = admin.execute("SHOW data_directory").fetchone()
+    assert row is not None
+    page = os.urandom(8192)
+    times = []
+    with tempfile.TemporaryFile(dir=os.path.dirname(row[0].rstrip("/"))) as probe:
+        for _ in range(count):
+            began = time.perf_counter()
+            os.pwrite(probe.fileno(), page, 0)
+            os.fdatasync(probe.fileno())
+            times.append(time.perf_counter() - began)
+    return round(statistics.median(times) * 1e6, 1)
+
+
 def measure_http() -> dict[str, Any]:
     with ExitStack() as stack_of:
         stacks = {}
@@ -62,12 +88,21 @@ def measure_http() -> dict[str, Any]:
             schema = tenant.schema
         rates: dict[str, list[float]] = {"audited": [], "unaudited": []}
         errors = 0
+        admin = psycopg.connect(stacks["audited"][0].env["KCM_DATABASE_URL"], autocommit=True)
+        # Counted over every round: a backend reports its I/O up to a second late, and the
+        # unaudited side's own commits are a handful (a token's last use, once a minute).
+        first_flush, requests = _wal_fsyncs(admin), 0
         for _ in range(ROUNDS):
             for label in ("audited", "unaudited"):
                 stack, operations = stacks[label]
                 result = run_load(operations, SECONDS)
+                if label == "audited":
+                    requests += result.requests
                 rates[label].append(result.rate)
                 errors += result.errors
+        flushes = _wal_fsyncs(admin) - first_flush
+        disk_flush_us = _disk_flush_us(admin)
+        admin.close()
         audited_stack = stacks["audited"][0]
         events = audited_stack.manage(
             "shell", "-c", "from django_tenants.utils import schema_context\n"
@@ -83,6 +118,8 @@ def measure_http() -> dict[str, Any]:
         "audited_ratio": round(best["audited"] / best["unaudited"], 3),
         "http_errors": errors,
         "audited_events_written": int(events),
+        "wal_flushes_per_event": round(flushes / max(requests, 1), 3),
+        "disk_flush_us": disk_flush_us,
     }
 
 
@@ -162,6 +199,8 @@ def main() -> None:
             f"  audited   {http['audited_rps']:8.1f} req/s",
             f"  unaudited {http['unaudited_rps']:8.1f} req/s",
             f"  audited_ratio {http['audited_ratio']:.3f} (target >= 0.8); errors {http['http_errors']}",
+            f"  {http['wal_flushes_per_event']} WAL flushes per audited request;"
+            f" one 8 kB write + fdatasync on this disk: {http['disk_flush_us']} us",
             f"export of {exported['export_events']:,} events: {exported['export_events_per_s']:,} events/s,"
             f" peak RSS {exported['export_peak_rss_mb']} MiB"
             f" (vs {exported['export_small_peak_rss_mb']} MiB for {exported['export_small_events']:,})",
