@@ -287,6 +287,30 @@ def test_an_unplugged_token_gives_quick_503s_and_the_key_recovers(
     assert back.status_code == 200 and back.json_body["plaintext"] == made["plaintext"]
 
 
+def test_an_unplugged_token_does_not_make_each_call_reinitialise_the_library(
+    hyok_api: Hyok, customer: CustomerToken
+) -> None:
+    """Re-initialising the library drops every PKCS#11 session of the process, the platform's
+    included, under the process-wide lock. A customer's token that is gone costs a call one
+    re-initialisation at most (the keystore's own, at most once a second), not the login's
+    retries for SoftHSM2's start-up race: those re-initialised four more times and slept 0.75 s
+    holding the lock, so every other PKCS#11 call of the process waited."""
+    label = customer.create_key(_key_label())
+    hyok_api.chain(label)
+    made = hyok_api.data_key().json_body
+    customer.unplug()
+    key_cache().reset()
+    # The first call finds the open session empty and the token unanswering; the next one,
+    # a second later, re-initialises the library to look for it again.
+    assert_problem(hyok_api.decrypt(made["ciphertext"]), 503, "external_key_unavailable")
+    time.sleep(1.0)
+    before = pkcs11_session._process.generation
+    assert_problem(hyok_api.decrypt(made["ciphertext"]), 503, "external_key_unavailable")
+    assert pkcs11_session._process.generation - before == 1
+    # The platform's token still serves, on the session reopened after that one time.
+    assert Pkcs11Keystore.from_settings().session.run(lambda s: len(s.generate_random(128))) == 16
+
+
 def test_the_connector_waits_for_the_process_wide_pkcs11_lock(
     hyok_api: Hyok, customer: CustomerToken
 ) -> None:

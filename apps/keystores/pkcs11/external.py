@@ -45,7 +45,13 @@ from apps.keystores.base import (
 )
 from apps.keystores.claims import token_claim, token_identity
 from apps.keystores.pkcs11.aes import NonceNotHonoured
-from apps.keystores.pkcs11.session import LoginRefused, TokenNotFound, TokenSession, find_token
+from apps.keystores.pkcs11.session import (
+    LoginRefused,
+    TokenNotFound,
+    TokenSession,
+    find_token,
+    library_generation,
+)
 
 T = TypeVar("T")
 
@@ -72,8 +78,12 @@ class ExternalPkcs11Keystore(Keystore):
         self._owner = owner
         self._claimed: bytes | None = None
         self._restart_next = False
+        # One login attempt: `_call` retries a token that cannot be used once, re-initialising
+        # the library at most once a second, and the breaker stops calls to a token that stays
+        # gone. The login's own retries (for SoftHSM2's start-up race) re-initialised it four
+        # more times per call, pausing 0.75 s under the process-wide lock.
         self._session = TokenSession(
-            library=library, token_label=token_label, pin=pin, timeout=timeout
+            library=library, token_label=token_label, pin=pin, timeout=timeout, login_attempts=1
         )
         self._session.check_token = lambda lib, token: _refuse_platform_token(lib, token, library)
 
@@ -231,9 +241,9 @@ class ExternalPkcs11Keystore(Keystore):
                 raise  # the operation's own verdict: retrying would not change it
             except KeystoreUnavailable as exc:
                 # A token created, or brought back, after the library was initialised is seen
-                # only after re-initialising it: once, and at most once a second.
-                if attempt == 1 and not restart and _may_restart():
-                    restart = True
+                # only after re-initialising it: once per call, and at most once a second.
+                if attempt == 1 and not restart:
+                    restart = _restart_after_wait(failed_in=library_generation())
                     continue
                 missing = isinstance(exc, TokenNotFound)
                 raise KeystoreUnavailable(
@@ -280,6 +290,23 @@ def _permitted(operation: Callable[[], Any]) -> Any:
         if f"0x{_KEY_FUNCTION_NOT_PERMITTED:x}" in str(exc) and type(exc) is p11.PKCS11Error:
             raise KeystoreRefused("the token does not permit this use of the key") from None
         raise
+
+
+def _restart_after_wait(*, failed_in: int) -> bool:
+    """Whether to re-initialise the library before retrying a call that failed in library
+    generation `failed_in`: at once if none was in the last second, else once the rest of that
+    second has passed (outside the PKCS#11 lock). False if another call re-initialised it in the
+    meantime: the retry then reopens its session on the new one, which sees every token."""
+    while True:
+        with _restart_lock:
+            now = time.monotonic()
+            wait = _last_restart[0] + _RESTART_INTERVAL_SECONDS - now
+            if wait <= 0:
+                _last_restart[0] = now
+                return True
+        time.sleep(wait)
+        if library_generation() != failed_in:
+            return False
 
 
 def _may_restart() -> bool:

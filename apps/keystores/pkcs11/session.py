@@ -98,6 +98,11 @@ def _after_fork_in_child() -> None:
 after_fork_in_child(_after_fork_in_child)
 
 
+def library_generation() -> int:
+    """How many times this process has (re-)initialised the PKCS#11 library."""
+    return _process.generation
+
+
 def is_lost_session(exc: p11.PKCS11Error) -> bool:
     # python-pkcs11 has no class for CKR_CRYPTOKI_NOT_INITIALIZED, only this message.
     return isinstance(exc, _LOST_SESSION) or (
@@ -114,11 +119,23 @@ class TokenSession:
     """A logged-in session on the token labelled `token_label`, re-opened after a fork or a
     lost session; `run` executes one operation with it under the process-wide lock."""
 
-    def __init__(self, *, library: str, token_label: str, pin: str, timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        library: str,
+        token_label: str,
+        pin: str,
+        timeout: float,
+        login_attempts: int = _LOGIN_ATTEMPTS,
+    ) -> None:
         self.library_path = library
         self.token_label = token_label
         self._pin = pin
         self._timeout = timeout
+        # Each retry re-initialises the library (every session of the process, under the
+        # process lock) after a pause: worth it for a token that must be there, not for one
+        # that may be gone (a customer's, whose keystore retries at its own pace).
+        self._login_attempts = login_attempts
         self._session: pkcs11.Session | None = None
         self._generation = -1
         self.mechanisms: frozenset[Mechanism] | None = None
@@ -179,7 +196,7 @@ class TokenSession:
         return self._session
 
     def _login(self, lib: Library) -> pkcs11.Session:
-        for attempt in range(1, _LOGIN_ATTEMPTS + 1):
+        for attempt in range(1, self._login_attempts + 1):
             try:
                 token = find_token(lib, self.token_label)
                 self.check_token(lib, token)
@@ -202,7 +219,7 @@ class TokenSession:
                 self.serial = login[1]
                 return session
             except _LOGIN_RACE as exc:
-                if attempt == _LOGIN_ATTEMPTS:
+                if attempt == self._login_attempts:
                     missing = isinstance(exc, p11.NoSuchToken)
                     raise (TokenNotFound if missing else KeystoreUnavailable)(
                         f"PKCS#11 token {self.token_label!r} not available "
