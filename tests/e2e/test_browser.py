@@ -9,28 +9,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page, expect
 
+from .browser import NEEDS_CHROMIUM
 from .stack import LiveStack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, NEEDS_CHROMIUM]
 
 LIVE_STACK = {"web_workers": 1, "celery_pool": None}
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--host-resolver-rules=MAP *.localhost 127.0.0.1",
-]  # fmt: skip
-TIMEOUT_MS = 30_000
-
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -40,20 +28,6 @@ def demo_password(live_stack: LiveStack) -> str:
     found = re.search(r"user: admin\s+password: (\S+)", output)
     assert found, output
     return found.group(1)
-
-
-@pytest.fixture
-def page() -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            context = browser.new_context()
-            context.set_default_timeout(TIMEOUT_MS)
-            yield context.new_page()
-        finally:
-            browser.close()
 
 
 def test_tenant_admin_signs_in_creates_a_token_and_the_api_accepts_it(

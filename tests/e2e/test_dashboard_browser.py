@@ -6,32 +6,22 @@ the recent events are there, and the browser reports no Content-Security-Policy 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Page, expect
 
+from .browser import NEEDS_CHROMIUM
 from .stack import LiveStack
 from .tenantkit import KEY_ADMIN, KEY_USER, Tenant, call, create_chain, provision_tenant
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, NEEDS_CHROMIUM]
 
 LIVE_STACK = {"web_workers": 1, "celery_pool": None}
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--host-resolver-rules=MAP *.localhost 127.0.0.1",
-]  # fmt: skip
 PASSWORD = "charts for auditors 42"
 TRAFFIC = {"payments": 5, "orders": 3}
 DENIED = 2
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 _AUDITOR_USER = """
 from apps.tenants import services
@@ -54,20 +44,6 @@ def tenant(live_stack: LiveStack) -> Tenant:
         assert call(live_stack, tenant, KEY_ADMIN, "POST", path, {}).status == 403
     live_stack.manage("shell", "-c", _AUDITOR_USER.format(password=PASSWORD))
     return tenant
-
-
-@pytest.fixture
-def page() -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            context = browser.new_context()
-            context.set_default_timeout(30_000)
-            yield context.new_page()
-        finally:
-            browser.close()
 
 
 def _points(page: Page, selector: str) -> dict[str, list[int]]:

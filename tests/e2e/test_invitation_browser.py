@@ -8,43 +8,17 @@ Debian's chromium driven by Playwright, as in test_browser.py.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page, expect
 
+from .browser import NEEDS_CHROMIUM
 from .stack import LiveStack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, NEEDS_CHROMIUM]
 
 LIVE_STACK = {"web_workers": 1, "celery_pool": None}
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--host-resolver-rules=MAP *.localhost 127.0.0.1",
-]  # fmt: skip
-TIMEOUT_MS = 30_000
 PASSWORD = "a passphrase only the invitee knows 31"
-
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
-
-
-@pytest.fixture
-def page() -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            context = browser.new_context()
-            context.set_default_timeout(TIMEOUT_MS)
-            yield context.new_page()
-        finally:
-            browser.close()
 
 
 def test_an_invitee_creates_an_account_from_the_link_and_sees_the_console(

@@ -4,32 +4,25 @@ signs in with password + code, and a wrong code is refused; in a tenant that req
 key admin without a factor cannot reach key pages until enrolling; a passkey is registered
 and used to sign in with Chromium's virtual authenticator (DevTools protocol WebAuthn domain).
 
-Debian's chromium driven by Playwright, as in test_browser.py. `*.localhost` is a secure
+Debian's chromium driven by Playwright (tests/e2e/browser.py). `*.localhost` is a secure
 context for Chromium, so WebAuthn works over plain http with RP ID `hooli.localhost`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pyotp
 import pytest
+from playwright.sync_api import BrowserContext, Page, expect
 
+from .browser import NEEDS_CHROMIUM
 from .stack import LiveStack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, NEEDS_CHROMIUM]
 
 LIVE_STACK = {"web_workers": 1, "celery_pool": None}
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--host-resolver-rules=MAP *.localhost 127.0.0.1",
-]  # fmt: skip
-TIMEOUT_MS = 30_000
 PASSWORD = "hooli passphrase for the mfa test 77"
 SETUP = f"""
 from apps.core.roles import Role
@@ -41,35 +34,11 @@ for name, role in [("gavin", Role.TENANT_ADMIN), ("richard", Role.KEY_ADMIN),
     services.membership_set(tenant=tenant, user=user, roles=[role])
 """
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-
-from playwright.sync_api import BrowserContext, Page, expect, sync_playwright  # noqa: E402
-
 
 @pytest.fixture(scope="module")
 def base(live_stack: LiveStack) -> str:
     live_stack.manage("shell", "-c", SETUP)
     return f"http://hooli.localhost:{live_stack.port}"
-
-
-@pytest.fixture
-def context() -> Iterator[BrowserContext]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            context = browser.new_context()
-            context.set_default_timeout(TIMEOUT_MS)
-            yield context
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def page(context: BrowserContext) -> Page:
-    return context.new_page()
 
 
 def sign_in(page: Page, base: str, username: str) -> None:

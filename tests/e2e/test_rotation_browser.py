@@ -7,16 +7,16 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page, expect
 
+from .browser import NEEDS_CHROMIUM
 from .rotationkit import in_stack
 from .stack import LiveStack
 from .tenantkit import KEY_ADMIN, create_chain, provision_tenant
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, NEEDS_CHROMIUM]
 
 SERVICE_KEYS = 1500
 # 30 batches with a pause after each: a few seconds of progress for the bar to show.
@@ -25,18 +25,8 @@ LIVE_STACK = {
     "celery_pool": "solo",
     "env": {**os.environ, "KCM_REWRAP_BATCH_SIZE": "50", "KCM_REWRAP_BATCH_PAUSE_MS": "150"},
 }
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--host-resolver-rules=MAP *.localhost 127.0.0.1",
-]  # fmt: skip
 PASSWORD = "rotate me, watch me 42"
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 _KEY_ADMIN_USER = """
 from apps.tenants import services
@@ -53,20 +43,6 @@ def tenant_host(live_stack: LiveStack) -> str:
     in_stack(live_stack, tenant.schema, "bulk_service_keys", SERVICE_KEYS - 1)
     live_stack.manage("shell", "-c", _KEY_ADMIN_USER.format(password=PASSWORD))
     return f"http://{tenant.host}:{live_stack.port}"
-
-
-@pytest.fixture
-def page() -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            context = browser.new_context()
-            context.set_default_timeout(30_000)
-            yield context.new_page()
-        finally:
-            browser.close()
 
 
 def test_the_progress_bar_advances_to_completion(tenant_host: str, page: Page) -> None:

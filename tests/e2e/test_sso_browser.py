@@ -20,28 +20,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import BrowserContext, Page, expect
 
+from .browser import NEEDS_CHROMIUM
 from .stack import LiveStack, free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, NEEDS_CHROMIUM]
 
 LIVE_STACK = {"web_workers": 1, "celery_pool": None}
 OIDC_DIR = Path(__file__).resolve().parent / "oidc"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--host-resolver-rules=MAP *.localhost 127.0.0.1",
-]  # fmt: skip
-TIMEOUT_MS = 30_000
 CLIENT_ID = "kcm-e2e"
 CLIENT_SECRET = "e2e-client-secret-7f3a9c1d2b"
 SLUG = "ssocorp"
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
 _CONFIGURE = """
 from django_tenants.utils import tenant_context
@@ -119,28 +110,12 @@ def issuer(live_stack: LiveStack) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()  # a fresh browser profile: no session at either site
-    context.set_default_timeout(TIMEOUT_MS)
+def page(context: BrowserContext) -> Page:
+    """A fresh browser profile (conftest's `context`): no session at either site."""
     # The provider's development pages import a web font: nothing leaves this machine.
     context.route("**/fonts.googleapis.com/**", lambda route: route.abort())
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    return context.new_page()
 
 
 def _sign_in_at_provider(page: Page, base: str, login: str) -> None:
