@@ -93,6 +93,10 @@ class KeyCache:
                     self._drop_schema(schema)
                 self._epochs[schema] = epoch
 
+    def epoch_heard(self, schema: str) -> int:
+        """The newest key epoch this process has heard of for `schema` (-1: none yet)."""
+        return self._epochs.get(schema, -1)
+
     def get(self, schema: str, key: str) -> Any | None:
         with self._lock:
             item = self._entries.get((schema, key))

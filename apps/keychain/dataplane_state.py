@@ -8,11 +8,14 @@ tenant, the tenant is still active at the key epoch the request used, and the to
 unrevoked and unexpired. If not, nothing was written or answered: the caches drop the
 entries and the request is served again by Django's path, which reads everything afresh.
 A revoked token, a suspended tenant or a kill-switch epoch therefore never outlives the
-statement that would acknowledge the operation; the caches only save reads.
+statement that would acknowledge the operation; the caches only save reads. Once this
+process has heard of a newer key epoch for a tenant (the kill switch's notification), its
+route moves to that epoch: the refusals that follow are answered here, not by Django's path.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import threading
 import time
@@ -28,6 +31,7 @@ from django.utils import timezone
 
 from apps.audit.models import AuditPending
 from apps.core.tenancy import Principal
+from apps.keychain.cache import key_cache
 from apps.keychain.dataplane_commit import group_commit
 from apps.tenants.access import principal_for_token
 from apps.tenants.models import ApiToken, Domain, Tenant, TenantStatus
@@ -80,6 +84,19 @@ def route_for(host: str) -> Route | None:
     """The active tenant `host` routes to, or None (Django's path then answers as it does)."""
     route = caches.routes.get(host)
     if route is not None:
+        tenant = route.tenant
+        heard = key_cache().epoch_heard(tenant.schema_name)
+        if tenant.key_epoch >= heard:
+            return route
+        # A revocation was heard since (the kill switch): from now on, requests go at the epoch
+        # heard, so that the refusals are answered here instead of failing their commit and
+        # being served again by Django's slower path. No read is needed: the commit checks the
+        # epoch (and everything else) in the database, and a request already holding the old
+        # route still commits at the old epoch, and so fails.
+        moved = copy.copy(tenant)
+        moved.key_epoch = heard
+        route = Route(domain=route.domain, tenant=moved)
+        _bounded_put(caches.routes, host, route)
         return route
     domain, _port = split_domain_port(host)
     if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):

@@ -268,6 +268,29 @@ def test_the_kill_switch_stops_a_cached_key_at_once(pair: Any, world: Any, chain
     assert result[2].json_body["code"] == "key_disabled"
 
 
+def test_after_the_kill_switch_is_heard_the_refusals_are_answered_by_the_data_plane(
+    pair: Any, world: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """A process that has heard of the new key epoch (its listener, or its own revocation's
+    on-commit hook as here) reads the route again: the refusal is answered by the data plane
+    at the new epoch, not by a failed commit handed to Django's slower path."""
+    both = pair()
+    ciphertext = both.plane.post(f"{PAYMENTS}/generate-data-key/", {}).json_body["ciphertext"]
+    assert both.plane_client.served == [True]
+    admin = Api(host_of("acme"), world.tokens[("acme", Role.KEY_ADMIN)])
+    l1 = admin.get("/api/v1/keys/").json_body["results"][0]["id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert admin.post(f"/api/v1/keys/{l1}/disable/", {}).status_code == 200
+    before = both._last_event_id()
+    for _ in range(2):
+        refused = both.plane.post(f"{PAYMENTS}/decrypt-data-key/", {"ciphertext": ciphertext})
+        assert refused.status_code == 409, refused.content
+        assert refused.json_body["code"] == "key_disabled"
+    assert both.plane_client.served == [True, True, True]
+    events = both._events_since(before)
+    assert [(e["action"], e["outcome"]) for e in events] == [("datakey.decrypt", "error")] * 2
+
+
 def test_other_requests_are_left_to_django(pair: Any) -> None:
     both = pair()
     assert both.plane.get(f"{PAYMENTS}/").status_code == 200

@@ -12,6 +12,8 @@ import pytest
 from django.utils import timezone
 
 from apps.core.roles import Role
+from apps.keychain import dataplane_state
+from apps.keychain.cache import key_cache
 from apps.tenants.grants import KeyGrant
 from apps.tenants.models import ApiToken, Domain, Tenant, TenantStatus
 from apps.tenants.tokens import api_token_create
@@ -80,3 +82,59 @@ def test_a_key_epoch_bumped_elsewhere_is_noticed_at_once(cached: Any, world: Any
     assert user.client.served[-1] is False  # handed to Django's path, which read it afresh
     assert user.post(GENERATE, {}).status_code == 200
     assert user.client.served[-1] is True  # cached again, at the new epoch
+
+
+def _heard_kill_switch(world: Any) -> int:
+    """Another process's kill switch, and its notification heard here (as the listener does):
+    the new epoch, committed."""
+    from django.db.models import F
+
+    acme = world.tenants["acme"]
+    Tenant.objects.filter(pk=acme.pk).update(key_epoch=F("key_epoch") + 1)
+    epoch = Tenant.objects.values_list("key_epoch", flat=True).get(pk=acme.pk)
+    key_cache().invalidate(acme.schema_name, epoch)
+    return epoch
+
+
+def test_a_request_under_way_when_the_kill_switch_is_heard_cannot_commit(
+    cached: Any, world: Any
+) -> None:
+    """A heard epoch moves the cached route to it (so the refusals that follow are answered by
+    the data plane), but never the route a request already holds: a request whose answer was
+    worked out with the keys of before must still fail its commit."""
+    user, token = cached
+    host = host_of("acme")
+    under_way = dataplane_state.route_for(host)
+    assert under_way is not None
+    before = under_way.tenant.key_epoch
+    epoch = _heard_kill_switch(world)
+    moved = dataplane_state.route_for(host)  # the next request's
+    assert moved is not None and moved.tenant.key_epoch == epoch
+    principal = dataplane_state.caller_for(user.token)
+    assert principal is not None
+    # The request under way commits with the epoch of its route.
+    assert under_way.tenant.key_epoch == before
+    assert not dataplane_state.commit(under_way, principal[1], under_way.tenant.key_epoch, "{}")
+    assert dataplane_state.commit(moved, principal[1], moved.tenant.key_epoch, "{}")
+
+
+def test_a_heard_epoch_does_not_outlive_a_suspension(cached: Any, world: Any) -> None:
+    """The route moved to a heard epoch without reading the tenant: the commit still checks
+    its status in the database."""
+    user, _ = cached
+    _heard_kill_switch(world)
+    Tenant.objects.filter(pk=world.tenants["acme"].pk).update(status=TenantStatus.SUSPENDED)
+    assert_problem(user.post(GENERATE, {}), 403, "tenant_suspended")
+    assert user.client.served[-1] is False
+
+
+def test_an_epoch_moved_on_past_the_one_heard_is_read_afresh(cached: Any, world: Any) -> None:
+    """Heard N, but the database is at N+1 already (a second kill switch not yet heard): the
+    request at N fails its commit and Django's path serves it at N+1."""
+    user, _ = cached
+    from django.db.models import F
+
+    _heard_kill_switch(world)
+    Tenant.objects.filter(pk=world.tenants["acme"].pk).update(key_epoch=F("key_epoch") + 1)
+    assert user.post(GENERATE, {}).status_code == 200
+    assert user.client.served[-1] is False
