@@ -304,9 +304,9 @@ def test_an_unplugged_token_does_not_make_each_call_reinitialise_the_library(
     # a second later, re-initialises the library to look for it again.
     assert_problem(hyok_api.decrypt(made["ciphertext"]), 503, "external_key_unavailable")
     time.sleep(1.0)
-    before = pkcs11_session._process.generation
+    before = pkcs11_session.library_generation()
     assert_problem(hyok_api.decrypt(made["ciphertext"]), 503, "external_key_unavailable")
-    assert pkcs11_session._process.generation - before == 1
+    assert pkcs11_session.library_generation() - before == 1
     # The platform's token still serves, on the session reopened after that one time.
     assert Pkcs11Keystore.from_settings().session.run(lambda s: len(s.generate_random(128))) == 16
 

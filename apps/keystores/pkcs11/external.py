@@ -297,22 +297,24 @@ def _restart_after_wait(*, failed_in: int) -> bool:
     generation `failed_in`: at once if none was in the last second, else once the rest of that
     second has passed (outside the PKCS#11 lock). False if another call re-initialised it in the
     meantime: the retry then reopens its session on the new one, which sees every token."""
-    while True:
-        with _restart_lock:
-            now = time.monotonic()
-            wait = _last_restart[0] + _RESTART_INTERVAL_SECONDS - now
-            if wait <= 0:
-                _last_restart[0] = now
-                return True
+    while (wait := _claim_restart()) > 0:
         time.sleep(wait)
         if library_generation() != failed_in:
             return False
+    return True
 
 
 def _may_restart() -> bool:
+    return _claim_restart() == 0
+
+
+def _claim_restart() -> float:
+    """Claim this second's one re-initialisation of the library: 0 if claimed, else the seconds
+    until it may be."""
     with _restart_lock:
         now = time.monotonic()
-        if now - _last_restart[0] < _RESTART_INTERVAL_SECONDS:
-            return False
+        wait = _last_restart[0] + _RESTART_INTERVAL_SECONDS - now
+        if wait > 0:
+            return wait
         _last_restart[0] = now
-        return True
+        return 0
