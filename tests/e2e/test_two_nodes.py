@@ -7,7 +7,9 @@ against one PostgreSQL through PgBouncer in transaction-pooling mode (tests/e2e/
    still decrypt on either node.
 2. Then the kill switch: disabling a root key on one node makes every process of both nodes
    (four gunicorn workers, two Celery workers) refuse, each with a warm key cache first; p99 of
-   the slowest process per trial under 100 ms (figures printed with -s).
+   the slowest process per trial under 100 ms over 100 trials (so the 99th of them: with fewer
+   than 100 the nearest-rank p99 is the maximum), and no request sent after the disable answer
+   succeeds (figures printed with -s).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ pytestmark = pytest.mark.e2e
 SERVICE = service_path()
 SLUGS = ("acme", "globex")
 LOAD_THREADS_PER_NODE = 2
-KILL_SWITCH_TRIALS = 10
+KILL_SWITCH_TRIALS = 100  # about 0.3 s each
 L3_UNDER_ACME = 200
 GIVE_UP_SECONDS = 10.0
 
@@ -364,7 +366,8 @@ def test_a_kill_switch_on_one_node_stops_every_process_of_both_within_100_ms(
         f"a first refused request itself took p50 {percentile(own, 50):.1f} ms, "
         f"max {max(own):.1f} ms"
     )
-    assert p99 < 100, slowest
+    assert late == 0, late
+    assert p99 < 100, sorted(slowest)[-5:]
     # And the other tenant, on the same server connections, never noticed.
     other = call(world.nodes.b, world.tenants["globex"], KEY_USER, "POST",
                  f"{SERVICE}/generate-data-key/", {"context": CONTEXT})  # fmt: skip
