@@ -102,7 +102,7 @@ def test_a_request_under_way_when_the_kill_switch_is_heard_cannot_commit(
     """A heard epoch moves the cached route to it (so the refusals that follow are answered by
     the data plane), but never the route a request already holds: a request whose answer was
     worked out with the keys of before must still fail its commit."""
-    user, token = cached
+    user, _ = cached
     host = host_of("acme")
     under_way = dataplane_state.route_for(host)
     assert under_way is not None
