@@ -272,8 +272,8 @@ def test_after_the_kill_switch_is_heard_the_refusals_are_answered_by_the_data_pl
     pair: Any, world: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     """A process that has heard of the new key epoch (its listener, or its own revocation's
-    on-commit hook as here) reads the route again: the refusal is answered by the data plane
-    at the new epoch, not by a failed commit handed to Django's slower path."""
+    on-commit hook as here) moves its cached route to that epoch: the refusal is answered by
+    the data plane, not by a failed commit handed to Django's slower path."""
     both = pair()
     ciphertext = both.plane.post(f"{PAYMENTS}/generate-data-key/", {}).json_body["ciphertext"]
     assert both.plane_client.served == [True]
