@@ -23,11 +23,18 @@ pytestmark = pytest.mark.e2e
 
 SERVICE_KEYS = 2000
 AUDITOR = "auditor"
-# Small batches, so that the job lasts long enough for requests to overlap many commits.
+# Small batches, so that requests overlap many commits, and a pause between them, so that the
+# job lasts more than a second however fast this machine rewraps: 100 batches of 20 took less
+# than the poller's 0.1 s once, and the test then saw no progress to check.
 # The load would pass the per-token rate limit: its 429s are not the rotation's errors.
 LIVE_STACK = {
     "celery_pool": "solo",
-    "env": {**os.environ, **RATE_LIMITS_AWAY, "KCM_REWRAP_BATCH_SIZE": "20"},
+    "env": {
+        **os.environ,
+        **RATE_LIMITS_AWAY,
+        "KCM_REWRAP_BATCH_SIZE": "20",
+        "KCM_REWRAP_BATCH_PAUSE_MS": "15",
+    },
 }
 
 
