@@ -60,11 +60,13 @@ def deployment(*, web_workers: int = 2, worker_app: str | None = None) -> Iterat
 
 def start_celery_worker(stack: LiveStack, app: str) -> None:
     """A solo-pool worker for Celery application `app`, stopped with the stack (LiveStack
-    itself only starts workers of the `kms_project` application)."""
+    itself only starts workers of the `kms_project` application). It also runs the e2e probe
+    task (tests.e2e.probe_tasks), which bench.killswitch sends."""
     stack._spawn(
         "worker",
-        [sys.executable, "-m", "celery", "-A", app, "worker", "-l", "info", "--pool", "solo"],
-    )
+        [sys.executable, "-m", "celery", "-A", app, "worker", "-l", "info", "--pool", "solo",
+         "-I", "tests.e2e.probe_tasks"],
+    )  # fmt: skip
     stack.wait_for_log("worker", "ready.")
 
 

@@ -1,7 +1,7 @@
 """Kill-switch latency: from the response to "disable the root key (L1)" to each process's
 first refusal, over both gunicorn workers and a Celery worker, each with a warm key cache.
 
-    python -m bench.killswitch          # BENCH_TRIALS (default 50)
+    python -m bench.killswitch          # BENCH_TRIALS (default 100: with fewer, the nearest-rank p99 is the slowest trial)
 
 Per trial: enable the L1; warm up until every gunicorn worker has served a decrypt and the
 Celery worker has run a probe task successfully; disable the L1; then, from the moment its
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from bench.common import SERVICE, Deployment, HttpClient, deployment, percentile, report
 from tests.e2e.tenantkit import CONTEXT, WorkerProbe, key_action, web_worker_pids
 
-TRIALS = int(os.environ.get("BENCH_TRIALS", "50"))
+TRIALS = int(os.environ.get("BENCH_TRIALS", "100"))
 POLLERS = 4  # concurrent HTTP pollers: enough to keep both gunicorn workers busy
 GIVE_UP_SECONDS = 10.0
 RESEND_SECONDS = 0.5
