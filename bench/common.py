@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.stack import LiveStack
+from tests.e2e.stack import RATE_LIMITS_AWAY, LiveStack
 from tests.e2e.tenantkit import (
     CONTEXT,
     KEY_ADMIN,
@@ -50,8 +50,10 @@ class Deployment:
 def deployment(*, web_workers: int = 2, worker_app: str | None = None) -> Iterator[Deployment]:
     """A LiveStack with tenant 'bench', a key admin and a key user token, and the chain
     L1 'root' → L2 → L3 'payments'. With `worker_app`, also a solo Celery worker running that
-    Celery application module (results in a private file backend)."""
-    with stack_with_results(web_workers=web_workers, celery_pool=None) as stack:
+    Celery application module (results in a private file backend). The API's rate limits are
+    lifted: a bench measures KCM's throughput, not its limiter's (one token at 1,400 req/s
+    would otherwise get hundreds of 429s)."""
+    with stack_with_results(RATE_LIMITS_AWAY, web_workers=web_workers, celery_pool=None) as stack:
         if worker_app:
             start_celery_worker(stack, worker_app)
         tenant = provision_tenant(stack, "bench", (KEY_ADMIN, KEY_USER))
@@ -61,11 +63,14 @@ def deployment(*, web_workers: int = 2, worker_app: str | None = None) -> Iterat
 def start_celery_worker(stack: LiveStack, app: str) -> None:
     """A solo-pool worker for Celery application `app`, stopped with the stack (LiveStack
     itself only starts workers of the `kms_project` application). It also runs the e2e probe
-    task (tests.e2e.probe_tasks), which bench.killswitch sends."""
+    task (tests.e2e.probe_tasks), which bench.killswitch sends. It logs at INFO whatever the
+    stack's KCM_LOG_LEVEL (KCM's logging replaces Celery's -l option): its "ready." line is how
+    we know it listens, and bench.rewrap runs the stack at WARNING."""
     stack._spawn(
         "worker",
-        [sys.executable, "-m", "celery", "-A", app, "worker", "-l", "info", "--pool", "solo",
+        [sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "solo",
          "-I", "tests.e2e.probe_tasks"],
+        env={"KCM_LOG_LEVEL": "INFO"},
     )  # fmt: skip
     stack.wait_for_log("worker", "ready.")
 

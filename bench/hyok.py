@@ -40,6 +40,7 @@ from bench.common import (
     run_load,
     total,
 )
+from tests.e2e.stack import RATE_LIMITS_AWAY
 from tests.e2e.tenantkit import (
     KEY_ADMIN,
     KEY_USER,
@@ -155,7 +156,7 @@ def main() -> None:
     try:
         with (
             KmipServer(folder / "kmip") as kmip,
-            stack_with_results(web_workers=2, celery_pool=None) as stack,
+            stack_with_results(RATE_LIMITS_AWAY, web_workers=2, celery_pool=None) as stack,
         ):
             tenant = provision_tenant(stack, "bench", (KEY_ADMIN, KEY_USER))
             build_chains(stack, tenant, kmip)

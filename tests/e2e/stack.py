@@ -303,13 +303,14 @@ class LiveStack:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
         self._created_database = True
 
-    def _spawn(self, name: str, cmd: list[str]) -> None:
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        """Start `cmd` as process `name`, with the stack's environment (and `env` on top)."""
         assert self.tmp is not None
         log = self._logs[name] = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115
         # Own process group, so stop() can signal the web server's and Celery's children too.
         with _Signals.deferred():
             self.procs[name] = subprocess.Popen(
-                cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                cmd, cwd=REPO, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
 

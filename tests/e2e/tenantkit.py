@@ -246,11 +246,14 @@ class WorkerProbe:
 
 
 @contextmanager
-def stack_with_results(**options: Any) -> Iterator[LiveStack]:
-    """A LiveStack whose Celery worker stores results in a private folder (KCM_RESULT_BACKEND)."""
+def stack_with_results(
+    extra_env: dict[str, str] | None = None, **options: Any
+) -> Iterator[LiveStack]:
+    """A LiveStack whose Celery worker stores results in a private folder (KCM_RESULT_BACKEND),
+    with `extra_env` on top of this process's environment."""
     results = Path(tempfile.mkdtemp(prefix="kcm-results-"))
     try:
-        env = {**os.environ, "KCM_RESULT_BACKEND": results.as_uri()}
+        env = {**os.environ, **(extra_env or {}), "KCM_RESULT_BACKEND": results.as_uri()}
         with LiveStack(env=env, **options) as stack:
             yield stack
     finally:
