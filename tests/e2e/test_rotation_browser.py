@@ -19,11 +19,12 @@ from .tenantkit import KEY_ADMIN, create_chain, provision_tenant
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, NEEDS_CHROMIUM]
 
 SERVICE_KEYS = 1500
-# 30 batches with a pause after each: a few seconds of progress for the bar to show.
+# 30 batches with a pause after each: 12 s or more of progress, for a page that polls once a
+# second to show at least three steps even when the page is slow to load on a busy machine.
 LIVE_STACK = {
     "web_workers": 2,
     "celery_pool": "solo",
-    "env": {**os.environ, "KCM_REWRAP_BATCH_SIZE": "50", "KCM_REWRAP_BATCH_PAUSE_MS": "150"},
+    "env": {**os.environ, "KCM_REWRAP_BATCH_SIZE": "50", "KCM_REWRAP_BATCH_PAUSE_MS": "400"},
 }
 PASSWORD = "rotate me, watch me 42"
 
