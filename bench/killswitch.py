@@ -1,7 +1,9 @@
 """Kill-switch latency: from the response to "disable the root key (L1)" to each process's
 first refusal, over both gunicorn workers and a Celery worker, each with a warm key cache.
 
-    python -m bench.killswitch          # BENCH_TRIALS (default 100: with fewer, the nearest-rank p99 is the slowest trial)
+    python -m bench.killswitch          # BENCH_TRIALS (default 100)
+
+(With fewer than 100 trials, the nearest-rank p99 is the slowest trial.)
 
 Per trial: enable the L1; warm up until every gunicorn worker has served a decrypt and the
 Celery worker has run a probe task successfully; disable the L1; then, from the moment its

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import Celery
 from celery.result import AsyncResult
@@ -243,6 +243,20 @@ class WorkerProbe:
         value = dict(result.get(timeout=timeout, interval=self.poll))
         result.forget()
         return value
+
+
+T = TypeVar("T")
+
+
+def poll(read: Callable[[], T], done: Callable[[T], bool], timeout: float, every: float = 0.2) -> T:
+    """`read()` until `done` holds of what it read or `timeout` seconds have passed: the last
+    value read (the caller's assertions say what is missing when it timed out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
 
 
 @contextmanager

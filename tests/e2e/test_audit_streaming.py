@@ -19,7 +19,15 @@ from apps.audit import chain
 from tests.audit.sinkkit import SECRET, SilentServer, WebhookReceiver, closed_port
 
 from .stack import LiveStack
-from .tenantkit import KEY_ADMIN, KEY_USER, call, create_chain, provision_tenant, service_path
+from .tenantkit import (
+    KEY_ADMIN,
+    KEY_USER,
+    call,
+    create_chain,
+    poll,
+    provision_tenant,
+    service_path,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -74,17 +82,14 @@ def test_a_live_worker_streams_every_event_while_two_sinks_are_down() -> None:
 
             # The receiver notes a batch before it answers; the worker stores the cursor after
             # the answer, in its own commit: wait for that, and for the dead sink's failure.
-            state = {name: sink(name) for name in made}
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and (
-                state["healthy"]["cursor"] != head or not state["dead"]["failures"]
-            ):
-                time.sleep(0.2)
-                state.update(healthy=sink("healthy"), dead=sink("dead"))
-            deadline = time.monotonic() + 3 * SINK_TIMEOUT
-            while not state["hangs"]["last_error"] and time.monotonic() < deadline:
-                time.sleep(0.2)
-                state["hangs"] = sink("hangs")
+            state = poll(
+                lambda: {"healthy": sink("healthy"), "dead": sink("dead")},
+                lambda s: s["healthy"]["cursor"] == head and s["dead"]["failures"] > 0,
+                30,
+            )
+            state["hangs"] = poll(
+                lambda: sink("hangs"), lambda s: bool(s["last_error"]), 3 * SINK_TIMEOUT
+            )
     finally:
         webhook.close()
         silent.close()

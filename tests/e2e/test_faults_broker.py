@@ -31,6 +31,7 @@ from .tenantkit import (
     Tenant,
     call,
     create_chain,
+    poll,
     provision_tenant,
     service_path,
 )
@@ -89,9 +90,9 @@ def test_jobs_queued_while_the_broker_is_down_run_when_it_is_back() -> None:
             aside.rename(queue)  # the broker is back, empty: what was sent meanwhile is lost
         up_at = time.monotonic()
 
-        job = _wait(lambda: _job(stack, tenant), lambda j: j["state"] == "succeeded", 60)
+        job = poll(lambda: _job(stack, tenant), lambda j: j["state"] == "succeeded", 60)
         rewrapped = time.monotonic() - up_at
-        done = _wait(
+        done = poll(
             lambda: call(
                 stack, tenant, AUDITOR, "POST", "/api/v1/audit/exports/", {"format": "jsonl"}
             ),
@@ -106,7 +107,7 @@ def test_jobs_queued_while_the_broker_is_down_run_when_it_is_back() -> None:
         assert job["state"] == "succeeded", job
         assert done.status == 202, done
         # The export refused is listed as failed with its code; the one requested since runs.
-        finished = _wait(
+        finished = poll(
             lambda: call(stack, tenant, AUDITOR, "GET", "/api/v1/audit/exports/").body["results"],
             lambda jobs: jobs[0]["state"] in ("succeeded", "failed"),
             60,
@@ -142,12 +143,3 @@ def _job(stack: LiveStack, tenant: Tenant) -> dict[str, Any]:
     results = jobs.body["results"]
     assert results, jobs
     return dict(results[0])
-
-
-def _wait(read: Any, done: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.3)

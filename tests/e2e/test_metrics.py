@@ -34,6 +34,7 @@ from .tenantkit import (
     Tenant,
     WorkerProbe,
     call,
+    poll,
     provision_tenant,
     service_path,
     web_worker_pids,
@@ -248,16 +249,13 @@ def test_counters_match_the_traffic_summed_over_every_process(node: Node) -> Non
     assert (job["state"], job["done"]) == ("succeeded", 2), job
 
     rewrap = {"tenant": "met", "level": "L2"}
+
     # The worker counts the finished job just after the commit that made the API say so.
-    deadline = time.monotonic() + 10
-    while True:
-        delta = Delta(text, node.scrape())
-        finished = delta("kcm_rewrap_jobs_finished_total", **rewrap, state="succeeded")
-        if (finished, value(delta.after, "kcm_rewrap_jobs_running")) == (1, 0):
-            break
-        if time.monotonic() > deadline:
-            break  # the assertions below say what is missing
-        time.sleep(0.1)
+    def counted(d: Delta) -> bool:
+        finished = d("kcm_rewrap_jobs_finished_total", **rewrap, state="succeeded")
+        return (finished, value(d.after, "kcm_rewrap_jobs_running")) == (1, 0)
+
+    delta = poll(lambda: Delta(text, node.scrape()), counted, 10, every=0.1)
     assert delta(**ops, service_key_id=key_id, operation="decrypt-data-key", outcome="ok") == 1
     assert delta("kcm_rewrap_children_total", **rewrap, outcome="rewrapped") == 2
     assert delta("kcm_rewrap_children_total", outcome="failed") == 0
