@@ -8,7 +8,12 @@
     It also prints what a durable commit costs on this machine, since that is most of the
     difference: `disk_flush_us`, the median time of an 8 kB write and fdatasync beside the
     PostgreSQL data directory, and `wal_flushes_per_event`, PostgreSQL's WAL fsyncs per audited
-    request (pg_stat_io): fewer than one when concurrent commits share a flush.
+    request (pg_stat_io, the client backends' flushes): fewer than one when concurrent commits
+    share a flush. A third deployment, a diagnostic only, runs audited with
+    synchronous_commit=off (which KCM never uses: it would lose acknowledged events on a
+    crash) in the same alternation: `no_flush_ratio` is its ratio, and `flush_free_ceiling`
+    what `audited_ratio` would be if an audited request cost nothing but its WAL flush
+    (1 / (1 + 1/audited_ratio - 1/no_flush_ratio)): what this disk leaves to gain.
 (b) Export of 1,000,000 events (BENCH_AUDIT_EVENTS) as JSON Lines in a separate process:
     events/s and peak RSS, next to the peak RSS of a 10x smaller export (constant memory means
     the two peaks are about equal).
@@ -43,6 +48,19 @@ ROUNDS = int(os.environ.get("BENCH_AUDIT_ROUNDS", "4"))
 SECONDS = float(os.environ.get("BENCH_AUDIT_SECONDS", "6"))
 THREADS = int(os.environ.get("BENCH_AUDIT_THREADS", "8"))
 EVENTS = int(os.environ.get("BENCH_AUDIT_EVENTS", "1000000"))
+# (label, KCM_AUDIT_ENABLED, more environment): measured in this order in every round. The
+# last is a diagnostic (see above): libpq passes PGOPTIONS to every connection of that stack.
+SIDES: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("audited", "true", {}),
+    ("unaudited", "false", {}),
+    ("no_flush", "true", {"PGOPTIONS": "-c synchronous_commit=off"}),
+)
+
+
+_SHOW_COMMIT = (
+    "from django.db import connection\n"
+    "with connection.cursor() as c: c.execute('SHOW synchronous_commit'); print(c.fetchone()[0])"
+)
 
 
 def _operations(stack: LiveStack, host: str, token: str) -> list[Operation]:
@@ -52,7 +70,11 @@ def _operations(stack: LiveStack, host: str, token: str) -> list[Operation]:
 
 
 def _wal_fsyncs(admin: psycopg.Connection) -> int:
-    row = admin.execute("SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal'")
+    # The flushes commits wait for (not the WAL writer's, which flushes asynchronous commits).
+    row = admin.execute(
+        "SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io"
+        " WHERE object = 'wal' AND backend_type = 'client backend'"
+    )
     return int(row.fetchone()[0])  # type: ignore[index]
 
 
@@ -75,25 +97,29 @@ def _disk_flush_us(admin: psycopg.Connection, count: int = 300) -> float:
 def measure_http() -> dict[str, Any]:
     with ExitStack() as stack_of:
         stacks = {}
-        for label, audited in (("audited", "true"), ("unaudited", "false")):
+        for label, audited, extra in SIDES:
             stack = stack_of.enter_context(
                 LiveStack(
                     web_workers=2,
-                    env={**os.environ, **RATE_LIMITS_AWAY, "KCM_AUDIT_ENABLED": audited},
+                    env={**os.environ, **RATE_LIMITS_AWAY, "KCM_AUDIT_ENABLED": audited, **extra},
                 )
             )
             tenant = provision_tenant(stack, "bench", (KEY_ADMIN, KEY_USER))
             create_chain(stack, tenant)
             stacks[label] = (stack, _operations(stack, tenant.host, tenant.tokens[KEY_USER]))
-            schema = tenant.schema
-        rates: dict[str, list[float]] = {"audited": [], "unaudited": []}
+            if label == "audited":
+                schema = tenant.schema
+            commit = stack.manage("shell", "-c", _SHOW_COMMIT).stdout.strip().splitlines()[-1]
+            assert commit == ("off" if extra else "on"), (label, commit)
+        rates: dict[str, list[float]] = {label: [] for label, _, _ in SIDES}
         errors = 0
         admin = psycopg.connect(stacks["audited"][0].env["KCM_DATABASE_URL"], autocommit=True)
-        # Counted over every round: a backend reports its I/O up to a second late, and the
-        # unaudited side's own commits are a handful (a token's last use, once a minute).
+        # Counted over every round: a backend reports its I/O up to a second late, the
+        # unaudited side's own commits are a handful (a token's last use, once a minute), and
+        # the no-flush side's commits do not flush (its WAL writer does, and is not counted).
         first_flush, requests = _wal_fsyncs(admin), 0
         for _ in range(ROUNDS):
-            for label in ("audited", "unaudited"):
+            for label, _, _ in SIDES:
                 stack, operations = stacks[label]
                 result = run_load(operations, SECONDS)
                 if label == "audited":
@@ -110,12 +136,17 @@ def measure_http() -> dict[str, Any]:
             f"with schema_context('{schema}'): print(event_search({{'action': 'datakey'}}).count())",
         ).stdout.strip().splitlines()[-1]  # fmt: skip
     best = {label: statistics.median(values) for label, values in rates.items()}
+    ratio = best["audited"] / best["unaudited"]
+    no_flush_ratio = best["no_flush"] / best["unaudited"]
     return {
         "audited_rounds": [round(rate, 1) for rate in rates["audited"]],
         "unaudited_rounds": [round(rate, 1) for rate in rates["unaudited"]],
         "audited_rps": round(best["audited"], 1),
         "unaudited_rps": round(best["unaudited"], 1),
-        "audited_ratio": round(best["audited"] / best["unaudited"], 3),
+        "audited_ratio": round(ratio, 3),
+        "no_flush_rounds": [round(rate, 1) for rate in rates["no_flush"]],
+        "no_flush_ratio": round(no_flush_ratio, 3),
+        "flush_free_ceiling": round(1 / (1 + 1 / ratio - 1 / no_flush_ratio), 3),
         "http_errors": errors,
         "audited_events_written": int(events),
         "wal_flushes_per_event": round(flushes / max(requests, 1), 3),
@@ -199,6 +230,8 @@ def main() -> None:
             f"  audited   {http['audited_rps']:8.1f} req/s",
             f"  unaudited {http['unaudited_rps']:8.1f} req/s",
             f"  audited_ratio {http['audited_ratio']:.3f} (target >= 0.8); errors {http['http_errors']}",
+            f"  diagnostic, audited without a durable commit: no_flush_ratio {http['no_flush_ratio']:.3f};"
+            f" if an audited request cost only its flush: {http['flush_free_ceiling']:.3f}",
             f"  {http['wal_flushes_per_event']} WAL flushes per audited request;"
             f" one 8 kB write + fdatasync on this disk: {http['disk_flush_us']} us",
             f"export of {exported['export_events']:,} events: {exported['export_events_per_s']:,} events/s,"

@@ -61,3 +61,16 @@ def test_the_rewrap_bench_moves_every_service_key() -> None:
     figures = _bench("rewrap", BENCH_REWRAP_KEYS="200", BENCH_SWEEP_TENANTS="5")
     assert figures["service_keys"] == 200 and figures["job_keys_per_s"] > 0, figures
     assert (figures["sweep_tenants"], figures["sweep_due"]) == (5, 0), figures
+
+
+def test_the_audit_bench_compares_three_deployments() -> None:
+    figures = _bench(
+        "audit", BENCH_AUDIT_ROUNDS="1", BENCH_AUDIT_SECONDS="1", BENCH_AUDIT_EVENTS="200"
+    )
+    assert figures["http_errors"] == 0, figures
+    # Each side served requests; the audited one recorded them (the bench asserts that the
+    # diagnostic side really ran without a durable commit, and the others with one).
+    assert min(figures["audited_rps"], figures["unaudited_rps"]) > 0, figures
+    assert figures["no_flush_rounds"][0] > 0 and figures["audited_events_written"] > 0, figures
+    assert figures["flush_free_ceiling"] > 0 and figures["wal_flushes_per_event"] > 0, figures
+    assert figures["export_events"] == 201, figures
