@@ -146,7 +146,9 @@ def measure_http() -> dict[str, Any]:
         "audited_ratio": round(ratio, 3),
         "no_flush_rounds": [round(rate, 1) for rate in rates["no_flush"]],
         "no_flush_ratio": round(no_flush_ratio, 3),
-        "flush_free_ceiling": round(1 / (1 + 1 / ratio - 1 / no_flush_ratio), 3),
+        "flush_free_ceiling": round(1 / (1 + 1 / ratio - 1 / no_flush_ratio), 3)
+        if ratio > 0 and no_flush_ratio > 0
+        else 0.0,  # a side that served nothing (its errors say why)
         "http_errors": errors,
         "audited_events_written": int(events),
         "wal_flushes_per_event": round(flushes / max(requests, 1), 3),
