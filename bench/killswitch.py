@@ -20,8 +20,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from bench.common import SERVICE, Deployment, HttpClient, deployment, percentile, report
-from tests.e2e.tenantkit import CONTEXT, WorkerProbe, key_action, web_worker_pids
+from bench.common import (
+    SERVICE,
+    Deployment,
+    HttpClient,
+    deployment,
+    percentile,
+    report,
+    spread_clients,
+)
+from tests.e2e.tenantkit import CONTEXT, KEY_USER, WorkerProbe, key_action, web_worker_pids
 
 TRIALS = int(os.environ.get("BENCH_TRIALS", "100"))
 POLLERS = 4  # concurrent HTTP pollers: enough to keep both gunicorn workers busy
@@ -41,7 +49,12 @@ class Bench:
     def __init__(self, dep: Deployment) -> None:
         self.dep = dep
         self.pids = web_worker_pids(dep.stack)
-        self.clients = [dep.client() for _ in range(POLLERS)]
+        # Spread over the workers: each connection stays with the worker that accepted it, and
+        # four left to the kernel all land on one worker about one time in eight, which then
+        # never warms up (nor is measured).
+        self.clients = spread_clients(
+            dep.stack, dep.tenant.host, dep.tenant.tokens[KEY_USER], POLLERS
+        )
         self.probe = WorkerProbe(dep.stack, poll=0.002)
         self.ciphertext = self._data_key()
         self.decrypt_body = {"ciphertext": self.ciphertext, "context": CONTEXT}
