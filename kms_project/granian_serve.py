@@ -16,6 +16,8 @@ each. What gunicorn_conf's hooks do, done here:
   Granian stops the whole server when a worker dies again within 5.5 s of its replacement
   (its crash-loop rule, not configurable); for any cause but the keystore check, `serve`
   starts it again after a second, so a node never stays down because its workers were killed.
+  Granian's own loop can lose a worker when two die together (all of them SIGKILLed, the
+  out-of-memory killer): `_Server` respawns every one of them (see its docstring).
 """
 
 from __future__ import annotations
@@ -48,13 +50,12 @@ def serve(address: str, port: int, workers: int | None = None) -> None:
     if listener is not None:
         metrics.serve(*listener)
 
-    from granian import Granian
     from granian.constants import Interfaces
 
     with tempfile.TemporaryDirectory(prefix="kcm-web-") as folder:
         os.environ[REFUSAL_NOTE_ENV] = note = os.path.join(folder, "refused")
         while True:
-            server = Granian(
+            server = server_class()(
                 WSGI_FACTORY,
                 factory=True,
                 address=address,
@@ -76,6 +77,55 @@ def serve(address: str, port: int, workers: int | None = None) -> None:
             time.sleep(1)
             if server.interrupt_signal:  # a stop asked for during the pause
                 return
+
+
+def server_class() -> type[Any]:
+    """granian's server (multiprocess), with a respawn loop that loses no worker.
+
+    Each worker has a watcher thread in the main process that, when the worker dies, appends
+    its index to `interrupt_children` and sets `main_loop_interrupt`. Granian's loop (2.8) copies
+    that list, clears it, then clears the event: a second worker whose watcher appends between
+    the copy and the clear is forgotten, and one whose watcher sets the event before it is
+    cleared is never looked at again. Either way the node serves on fewer workers until the
+    next death (a CI run found "1 of 2 web workers running" a minute after both were SIGKILLed,
+    as this leaves it).
+    This loop clears the event first and then takes the indexes one by one, and waits only when
+    no death is left to handle: a death noted at any moment is respawned. It keeps granian's
+    crash-loop rule and its SIGHUP reload; KCM sets neither workers' lifetime nor a memory limit,
+    the loop's other duties, which it leaves out."""
+    import time
+
+    from granian import Granian
+    from granian.log import logger as granian_logger
+
+    class Server(Granian):  # type: ignore[misc,valid-type]
+        def _serve_loop(self, spawn_target: Any, target_loader: Any) -> None:
+            while True:
+                if not (self.interrupt_children or self.reload_signal or self.interrupt_signal):
+                    self.main_loop_interrupt.wait()
+                if self.interrupt_signal:
+                    break
+                self.main_loop_interrupt.clear()
+                if self.reload_signal:  # SIGHUP: granian respawns every worker, gracefully
+                    self._reload(spawn_target, target_loader)
+                died: list[int] = []
+                while self.interrupt_children:
+                    died.append(self.interrupt_children.pop(0))
+                if not died:
+                    continue
+                if not self.respawn_failed_workers:
+                    self.interrupt_children.extend(died)  # shutdown() then exits 1
+                    break
+                cycle = time.monotonic()
+                if any(cycle - self.respawned_wrks.get(idx, 0) <= 5.5 for idx in died):
+                    granian_logger.error("Worker crash loop detected, exiting")
+                    self.interrupt_children.extend(died)
+                    break
+                self.respawned_wrks.clear()
+                self._respawn_workers(sorted(set(died)), spawn_target, target_loader)
+                self._metrics.incr_respawn_err(1)
+
+    return Server
 
 
 def worker_application() -> Any:

@@ -189,9 +189,12 @@ def serving_workers(stack: LiveStack, tenant: Tenant, timeout: float = 60.0) -> 
                 raise AssertionError(f"{len(pids)} of {stack.web_workers} web workers running")
             on_every_worker(probe, pids, max_rounds=50)
             return pids
-        except AssertionError:  # not all back yet, or replaced meanwhile: look again
+        except AssertionError as exc:  # not all back yet, or replaced meanwhile: look again
             if time.monotonic() > deadline:
-                raise
+                # What the server said of its workers is what explains it.
+                raise AssertionError(
+                    f"{exc}; the web log ends:\n{stack.log('web')[-4000:]}"
+                ) from exc
             time.sleep(0.05)
 
 
