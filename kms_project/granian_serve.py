@@ -17,7 +17,7 @@ each. What gunicorn_conf's hooks do, done here:
   (its crash-loop rule, not configurable); for any cause but the keystore check, `serve`
   starts it again after a second, so a node never stays down because its workers were killed.
   Granian's own loop can lose a worker when two die together (all of them SIGKILLed, the
-  out-of-memory killer): `_Server` respawns every one of them (see its docstring).
+  out-of-memory killer): `server_class()` respawns every one of them (see its docstring).
 """
 
 from __future__ import annotations
