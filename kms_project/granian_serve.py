@@ -93,8 +93,6 @@ def server_class() -> type[Any]:
     no death is left to handle: a death noted at any moment is respawned. It keeps granian's
     crash-loop rule and its SIGHUP reload; KCM sets neither workers' lifetime nor a memory limit,
     the loop's other duties, which it leaves out."""
-    import time
-
     from granian import Granian
     from granian.log import logger as granian_logger
 
@@ -106,24 +104,25 @@ def server_class() -> type[Any]:
                 if self.interrupt_signal:
                     break
                 self.main_loop_interrupt.clear()
-                if self.reload_signal:  # SIGHUP: granian respawns every worker, gracefully
-                    self._reload(spawn_target, target_loader)
                 died: list[int] = []
                 while self.interrupt_children:
                     died.append(self.interrupt_children.pop(0))
-                if not died:
-                    continue
-                if not self.respawn_failed_workers:
-                    self.interrupt_children.extend(died)  # shutdown() then exits 1
-                    break
-                cycle = time.monotonic()
-                if any(cycle - self.respawned_wrks.get(idx, 0) <= 5.5 for idx in died):
-                    granian_logger.error("Worker crash loop detected, exiting")
-                    self.interrupt_children.extend(died)
-                    break
-                self.respawned_wrks.clear()
-                self._respawn_workers(sorted(set(died)), spawn_target, target_loader)
-                self._metrics.incr_respawn_err(1)
+                if died:
+                    if not self.respawn_failed_workers:
+                        self.interrupt_children.extend(died)  # shutdown() then exits 1
+                        break
+                    cycle = time.monotonic()
+                    if any(cycle - self.respawned_wrks.get(idx, 0) <= 5.5 for idx in died):
+                        granian_logger.error("Worker crash loop detected, exiting")
+                        self.interrupt_children.extend(died)
+                        break
+                    self.respawned_wrks.clear()
+                    self._respawn_workers(sorted(set(died)), spawn_target, target_loader)
+                    self._metrics.incr_respawn_err(1)
+                # SIGHUP: granian respawns every worker, gracefully; after the deaths, as granian
+                # does (its respawn times would otherwise make them look like a crash loop).
+                if self.reload_signal:
+                    self._reload(spawn_target, target_loader)
 
     return Server
 
